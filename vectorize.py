@@ -1,0 +1,276 @@
+#!/usr/bin/env python3
+"""vectorize.py: semantic search on a table you already have, in CockroachDB or PostgreSQL.
+
+The CLI only parses options, calls one function of vectorize_core, and prints. Errors from the
+core are turned into one line on stderr and an exit code here, and only here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+DEBUG_ENV = "VECTORIZE_DEBUG"
+
+
+class VectorizeGroup(click.Group):
+    """Turns the core's exceptions into one line on stderr and an exit code."""
+
+    def invoke(self, ctx):
+        from vectorize_core.errors import VectorizeError
+
+        try:
+            return super().invoke(ctx)
+        except VectorizeError as exc:
+            if os.environ.get(DEBUG_ENV) == "1":
+                raise
+            fail(str(exc), exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the last line of defence: never a traceback
+            if os.environ.get(DEBUG_ENV) == "1":
+                raise
+            fail(f"unexpected {type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 for details)", 1)
+
+
+def fail(message: str, code: int) -> None:
+    from vectorize_core.db import mask_url
+
+    for url in filter(None, (os.environ.get("DATABASE_URL"), current_url())):
+        message = message.replace(url, mask_url(url))
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+def current_url() -> str | None:
+    ctx = click.get_current_context(silent=True)
+    while ctx is not None:
+        if ctx.params.get("url"):
+            return ctx.params["url"]
+        ctx = ctx.parent
+    return None
+
+
+url_option = click.option(
+    "--url",
+    envvar="DATABASE_URL",
+    metavar="URL",
+    help="Database URL (postgresql://...); default $DATABASE_URL, else the embedded database.",
+)
+table_options = [
+    click.option("--table", "-t", metavar="TABLE", help="Table name, or schema.name; each part exactly as written."),
+    click.option("--schema", metavar="SCHEMA", help="Schema of the table (instead of schema.name)."),
+]
+
+
+def apply(options):
+    def decorator(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorator
+
+
+@click.group(cls=VectorizeGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option("0.1.0", prog_name="vectorize.py")
+def cli():
+    """Semantic search on a table you already have.
+
+    Adds a VECTOR column next to a text column, fills it with an encoder model, indexes it, and
+    answers similarity queries, inside CockroachDB or PostgreSQL+pgvector. With no --url and no
+    DATABASE_URL, an embedded PostgreSQL is started and used.
+
+    \b
+    Example:
+      vectorize.py encode --table passage --column passage --model minilm
+      vectorize.py search "New York is the financial capital of the world"
+    """
+
+
+@cli.command("list-models")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+def list_models(as_json):
+    """List the encoders that --model accepts. Loads no model.
+
+    \b
+    Example:
+      vectorize.py list-models --json
+    """
+    import modules
+
+    rows = [
+        {"name": e.name, "dimension": e.dimension, "metric": e.metric, "description": e.description}
+        for e in modules.available().values()
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    print_table(["name", "dimension", "metric", "description"], rows)
+
+
+@cli.command()
+@url_option
+@apply(table_options)
+@click.option("--column", "-c", required=True, metavar="COLUMN", help="Text column to encode.")
+@click.option("--model", "-m", default="minilm", show_default=True, help="Encoder (see list-models).")
+@click.option("--vector-column", metavar="NAME", help="Vector column to fill  [default: <column>_vector]")
+@click.option("--metric", type=click.Choice(["cosine", "l2", "ip"]), help="Distance metric  [default: the model's]")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Rows per read and per write statement.")
+@click.option("--limit", type=click.IntRange(min=0), help="Encode at most this many rows in this run.")
+@click.option("--dry-run", is_flag=True, help="Print the SQL it would run; change nothing.")
+def encode(url, table, schema, column, model, vector_column, metric, batch_size, limit, dry_run):
+    """Add, fill and index a vector column for a text column.
+
+    Only rows whose vector is NULL and whose text is not are encoded, so a rerun continues
+    where the last one stopped, and does nothing on a finished table.
+
+    \b
+    Example:
+      vectorize.py encode --table passage --column passage --model minilm
+    """
+    import vectorize_core
+
+    if not table:
+        raise click.UsageError("Missing option '--table'.")
+    db = vectorize_core.connect(url)
+    with progress_reporter() as progress:
+        result = vectorize_core.encode(
+            db,
+            table=table,
+            schema=schema,
+            column=column,
+            model=model,
+            vector_column=vector_column,
+            metric=metric,
+            batch_size=batch_size,
+            limit=limit,
+            dry_run=dry_run,
+            progress=progress,
+        )
+    if dry_run:
+        for statement in result.statements:
+            click.echo(statement + ";")
+        return
+    click.echo(encode_summary(result))
+
+
+def encode_summary(result) -> str:
+    t = result.target
+    if result.nothing_to_do:
+        return (
+            f"Nothing to do: every row of {t.table.display} with text in {t.source!r} "
+            f"already has a vector in {t.vector_column!r}."
+        )
+    parts = [
+        f"Encoded {result.written} rows of {t.table.display}.{t.source} into {t.vector_column} "
+        f"with {t.model} in {result.seconds:.1f}s ({result.rows_per_second:.0f} rows/s)"
+    ]
+    if result.skipped:
+        parts.append(f"{result.skipped} rows changed while encoding and stay pending (run again)")
+    left = result.pending_before - result.written - result.skipped
+    if left > 0:
+        parts.append(f"{left} rows still pending (run again to continue)")
+    if result.index_created:
+        parts.append(f"index {t.index_name} ready")
+    return "; ".join(parts) + "."
+
+
+class progress_reporter:
+    """A rich progress bar on a terminal; nothing otherwise. Yields the core's callback."""
+
+    def __enter__(self):
+        self.bar = None
+        if not sys.stderr.isatty():
+            return None
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(
+            TextColumn("encoding"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[rate]} rows/s"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self.task = self.bar.add_task("encode", total=None, rate="-")
+        self.bar.start()
+        return self.update
+
+    def update(self, done: int, total: int) -> None:
+        elapsed = self.bar.tasks[0].elapsed or 0
+        rate = f"{done / elapsed:.0f}" if elapsed > 0 else "-"
+        self.bar.update(self.task, completed=done, total=total, rate=rate)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.stop()
+        return False
+
+
+@cli.command()
+@url_option
+@click.argument("query")
+@apply(table_options)
+@click.option("--column", "-c", metavar="COLUMN", help="Source column whose vectors to search.")
+@click.option("--vector-column", metavar="NAME", help="Vector column to search, when a column has several.")
+@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1), help="Number of results.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of rows.")
+def search(url, query, table, schema, column, vector_column, k, as_json):
+    """Find the rows nearest in meaning to QUERY.
+
+    Uses the only vectorized column in the database unless --table/--column say which; the
+    query is encoded with the model recorded for that column.
+
+    \b
+    Example:
+      vectorize.py search "a sentence" --table passage -k 5
+    """
+    import vectorize_core
+
+    db = vectorize_core.connect(url)
+    result = vectorize_core.search(
+        db, query, k=k, table=table, schema=schema, column=column, vector_column=vector_column
+    )
+    if as_json:
+        click.echo(json.dumps(result.rows, indent=2, default=str, ensure_ascii=False))
+        return
+    for rank, row in enumerate(result.rows, 1):
+        key = ", ".join(f"{c}={row[c]}" for c in result.key_columns)
+        text = " ".join(" ".join(str(row[c] or "") for c in result.text_columns).split())
+        click.echo(f"{rank:>3}  {row['distance']:.4f}  {key}  {snippet(text)}")
+
+
+def snippet(text: str, width: int = 100) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def print_table(headers: list[str], rows: list[dict]) -> None:
+    widths = [max([len(h)] + [len(str(r[h])) for r in rows]) for h in headers]
+    click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
+    for row in rows:
+        click.echo("  ".join(str(row[h]).ljust(w) for h, w in zip(headers, widths)).rstrip())
+
+
+def main():
+    cli(prog_name="vectorize.py")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,276 @@
+"""The encode loop: find pending rows -> encode -> conditional write.
+
+Reads pending rows in primary-key (keyset) order, one page at a time, so memory is bounded by
+the page and not the table. While the encoder works on one page, the next page is read and the
+previous one written on their own connections, so database time hides behind the model. Each
+page is written by one statement in its own short transaction; the write is conditional (the
+row's text is still the text that was encoded and its vector is still NULL), hence idempotent
+and safe to retry.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+from psycopg import sql
+
+from .db import Database
+from .errors import DatabaseError, EncoderError, Interrupted
+from .target import VectorTarget, resolve_for_encode
+
+
+@dataclass
+class EncodeResult:
+    target: VectorTarget
+    pending_before: int = 0
+    written: int = 0
+    skipped: int = 0  # rows changed (or filled by someone else) between read and write
+    seconds: float = 0.0
+    column_created: bool = False
+    index_created: bool = False
+    statements: list[str] = field(default_factory=list)  # --dry-run only
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return self.pending_before == 0 and not self.column_created and not self.index_created
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.written / self.seconds if self.seconds > 0 else 0.0
+
+
+class FillQueries:
+    """The three statements of a fill, built once per target."""
+
+    def __init__(self, target: VectorTarget, dialect):
+        t = target
+        self.keys = [sql.Identifier(k) for k in t.table.primary_key]
+        self.key_list = sql.SQL(", ").join(self.keys)
+        self.source = sql.Identifier(t.source)
+        self.vector = sql.Identifier(t.vector_column)
+        pending = sql.SQL("{} IS NULL AND {} IS NOT NULL").format(self.vector, self.source)
+
+        self.count = sql.SQL("SELECT count(*) FROM {} WHERE {}").format(t.table.ident, pending)
+        select = sql.SQL("SELECT {}, {} FROM {} WHERE {}").format(self.key_list, self.source, t.table.ident, pending)
+        order = sql.SQL(" ORDER BY {} LIMIT %s").format(self.key_list)
+        self.first_page = select + order
+        after = sql.SQL(" AND ({}) > ({})").format(
+            self.key_list, sql.SQL(", ").join(sql.Placeholder() * len(self.keys))
+        )
+        self.next_page = select + after + order
+
+        aliases = [sql.Identifier(f"k{i}") for i in range(len(self.keys))]
+        d = sql.Identifier("d")
+        matches = [
+            sql.SQL("t.{} = {}").format(key, sql.Composed([d, sql.SQL("."), alias]))
+            for key, alias in zip(self.keys, aliases)
+        ]
+        self.write = sql.SQL(
+            "UPDATE {table} AS t SET {vector} = {value}"
+            " FROM unnest({params}) AS d({aliases}, src, vec)"
+            " WHERE {matches} AND t.{vector} IS NULL AND t.{source} = d.src"
+        ).format(
+            table=t.table.ident,
+            vector=self.vector,
+            value=dialect.write_vectors_value(sql.SQL("d.vec")),
+            params=sql.SQL(", ").join([sql.SQL("%b")] * (len(self.keys) + 2)),
+            aliases=sql.SQL(", ").join(aliases),
+            matches=sql.SQL(" AND ").join(matches),
+            source=self.source,
+        )
+
+
+class PageReader:
+    """Pending rows in key order, page by page; remembers where it stopped."""
+
+    def __init__(self, db: Database, queries: FillQueries, page_size: int, limit: int | None):
+        self.db = db
+        self.q = queries
+        self.page_size = page_size
+        self.remaining = limit
+        self.last_key: tuple | None = None
+        self.done = False
+
+    def next_page(self) -> list[tuple]:
+        if self.done or self.remaining == 0:
+            return []
+        n = self.page_size if self.remaining is None else min(self.page_size, self.remaining)
+        if self.last_key is None:
+            rows = self.db.fetchall(self.q.first_page, (n,))
+        else:
+            rows = self.db.fetchall(self.q.next_page, (*self.last_key, n))
+        if len(rows) < n:
+            self.done = True
+        if rows:
+            self.last_key = tuple(rows[-1][: len(self.q.keys)])
+            if self.remaining is not None:
+                self.remaining -= len(rows)
+        return rows
+
+
+def write_page(db: Database, queries: FillQueries, dialect, rows: list[tuple], vectors: np.ndarray) -> int:
+    nkeys = len(queries.keys)
+    columns = [[row[i] for row in rows] for i in range(nkeys)]
+    texts = [row[nkeys] for row in rows]
+    params = (*columns, texts, dialect.vectors_array(vectors))
+    return db.run(lambda conn: conn.execute(queries.write, params).rowcount)
+
+
+def encode_page(encoder, target: VectorTarget, rows: list[tuple], nkeys: int) -> np.ndarray:
+    texts = [row[nkeys] for row in rows]
+    try:
+        vectors = np.asarray(encoder.encode(texts), dtype=np.float32)
+    except Exception as exc:  # noqa: BLE001 - any encoder failure is reported the same way
+        raise EncoderError(f"model {target.model!r} failed: {type(exc).__name__}: {exc}") from exc
+    if vectors.shape != (len(texts), target.dimension):
+        raise EncoderError(
+            f"model {target.model!r} returned an array of shape {vectors.shape} "
+            f"for {len(texts)} texts; expected ({len(texts)}, {target.dimension})"
+        )
+    return vectors
+
+
+def prepare_statements(db: Database, target: VectorTarget) -> list[sql.Composable]:
+    """DDL that makes the vector column exist with its metadata (empty when it already does)."""
+    dialect = db.dialect
+    statements = list(dialect.setup_statements())
+    if not target.column_exists:
+        statements.append(dialect.add_vector_column(target.table.ident, target.vector_column, target.dimension))
+    if not target.has_metadata:
+        statements.append(dialect.comment_on_column(target.table.ident, target.vector_column, target.metadata_json()))
+    return statements
+
+
+def index_statements(db: Database, target: VectorTarget) -> list[sql.Composable]:
+    return [
+        *db.dialect.index_build_settings(),
+        db.dialect.create_index(target.table.ident, target.index_name, target.vector_column, target.metric),
+    ]
+
+
+def run_ddl(db: Database, statement: sql.Composable) -> None:
+    """One statement per implicit transaction (CockroachDB commits open transactions before DDL)."""
+    try:
+        db.command(statement)
+    except DatabaseError as exc:
+        raise DatabaseError(f"{exc} (while running: {db.as_string(statement)})") from None
+
+
+def ensure_extension(db: Database) -> None:
+    for statement in db.dialect.setup_statements():
+        try:
+            db.command(statement)
+        except DatabaseError as exc:
+            raise DatabaseError(
+                f"{exc}; vectorize needs the 'vector' extension: ask an administrator to run "
+                f"`{db.as_string(statement)}` in this database"
+            ) from None
+    if db.dialect.name == "postgresql":
+        from .db import register_pgvector
+
+        register_pgvector(db.connection())
+
+
+def encode(
+    db: Database,
+    *,
+    table: str,
+    column: str,
+    model: str,
+    schema: str | None = None,
+    vector_column: str | None = None,
+    metric: str | None = None,
+    batch_size: int | None = None,
+    limit: int | None = None,
+    dry_run: bool = False,
+    progress=None,
+) -> EncodeResult:
+    """Add, fill and index the vector column of table.column with model.
+
+    ``progress(done, total)`` is called after every written page.
+    """
+    target, encoder = resolve_for_encode(
+        db, table=table, column=column, model=model, schema=schema, vector_column=vector_column, metric=metric
+    )
+    queries = FillQueries(target, db.dialect)
+    page_size = batch_size or db.dialect.default_batch_size
+    result = EncodeResult(target)
+    has_index = target.column_exists and db.index_exists(target.table, target.index_name)
+
+    if dry_run:
+        statements = prepare_statements(db, target)
+        statements += [queries.first_page, queries.next_page, queries.write]
+        if not has_index:
+            statements += index_statements(db, target)
+        result.statements = [db.as_string(s) for s in statements]
+        return result
+
+    ensure_extension(db)
+    for statement in prepare_statements(db, target)[len(db.dialect.setup_statements()) :]:
+        run_ddl(db, statement)
+    result.column_created = not target.column_exists
+
+    result.pending_before = db.fetchone(queries.count)[0]
+    total = result.pending_before if limit is None else min(limit, result.pending_before)
+    started = time.monotonic()
+    try:
+        fill(db, target, encoder, queries, page_size, limit, result, total, progress)
+    finally:
+        result.seconds = time.monotonic() - started
+
+    # On a first fill, building the index once over the filled column is far cheaper than
+    # maintaining it row by row.
+    if not has_index:
+        for statement in index_statements(db, target):
+            run_ddl(db, statement)
+        result.index_created = True
+    return result
+
+
+def fill(db, target, encoder, queries, page_size, limit, result, total, progress) -> None:
+    reader = PageReader(db.clone(), queries, page_size, limit)
+    writer_db = db.clone()
+    try:
+        with ThreadPoolExecutor(1, "vectorize-read") as reads, ThreadPoolExecutor(1, "vectorize-write") as writes:
+            pipeline(target, encoder, queries, reader, reads, writes, writer_db, db.dialect, result, total, progress)
+    finally:
+        reader.db.close()
+        writer_db.close()
+
+
+def pipeline(target, encoder, queries, reader, reads, writes, writer_db, dialect, result, total, progress):
+    nkeys = len(queries.keys)
+    next_page = reads.submit(reader.next_page)
+    last_write, last_rows = None, 0
+    try:
+        while rows := next_page.result():
+            next_page = reads.submit(reader.next_page)  # read ahead while the model works
+            vectors = encode_page(encoder, target, rows, nkeys)
+            if last_write is not None:
+                account(result, last_write.result(), last_rows, total, progress)
+                last_write = None
+            last_write = writes.submit(write_page, writer_db, queries, dialect, rows, vectors)
+            last_rows = len(rows)
+        if last_write is not None:
+            account(result, last_write.result(), last_rows, total, progress)
+            last_write = None
+    except KeyboardInterrupt:
+        # Finish the page already encoded; abandon the one in the model.
+        if last_write is not None and not last_write.cancel():
+            account(result, last_write.result(), last_rows, total, progress)
+        raise Interrupted(
+            f"interrupted: {result.written} rows written to {target.display}; "
+            "run the same command again to continue where it stopped"
+        ) from None
+    finally:
+        next_page.cancel()
+
+
+def account(result: EncodeResult, written: int, rows: int, total: int, progress) -> None:
+    result.written += written
+    result.skipped += rows - written
+    if progress is not None:
+        progress(result.written + result.skipped, total)

@@ -1,0 +1,79 @@
+"""Similarity search over a vectorized column, ranked so that the vector index serves it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from psycopg import sql
+
+from .db import Database
+from .dialects import vector_literal
+from .errors import BadInput, EncoderError
+from .target import SearchTarget, load_encoder, resolve_for_search
+
+
+@dataclass
+class SearchResult:
+    target: SearchTarget
+    key_columns: list[str]
+    text_columns: list[str]
+    rows: list[dict]  # key and text columns by name, plus 'distance'
+
+
+def search_query(db: Database, target: SearchTarget) -> sql.Composed:
+    select = [sql.Identifier(c) for c in (*target.table.primary_key, *target.source)]
+    return db.dialect.search_query(
+        target.table.ident,
+        select,
+        target.vector_column,
+        target.metadata["metric"],
+        int(target.metadata["dimension"]),
+    )
+
+
+def encode_query(target: SearchTarget, text: str) -> np.ndarray:
+    encoder = load_encoder(target.metadata["model"])
+    try:
+        vector = np.asarray(encoder.encode([text]), dtype=np.float32)[0]
+    except Exception as exc:  # noqa: BLE001
+        raise EncoderError(f"model {target.metadata['model']!r} failed on the query: {exc}") from exc
+    return vector
+
+
+def search(
+    db: Database,
+    text: str,
+    *,
+    k: int = 10,
+    table: str | None = None,
+    schema: str | None = None,
+    column: str | None = None,
+    vector_column: str | None = None,
+) -> SearchResult:
+    """The k rows nearest to text, by the metric and encoder recorded for the column."""
+    if k < 1:
+        raise BadInput("k must be at least 1")
+    target = resolve_for_search(db, table=table, schema=schema, column=column, vector_column=vector_column)
+    dimension = int(target.metadata["dimension"])
+    vector = encode_query(target, text)
+    if vector.shape != (dimension,):
+        raise EncoderError(f"query vector has {vector.size} dimensions; the column holds {dimension}")
+    query = search_query(db, target)
+    literal = vector_literal(vector)
+    settings = db.dialect.search_settings(k)
+
+    def run(conn):
+        with conn.transaction():
+            for statement, params in settings:
+                conn.execute(statement, params)
+            return conn.execute(query, (literal, literal, k)).fetchall()
+
+    rows = db.run(run)
+    names = [*target.table.primary_key, *target.source, "distance"]
+    return SearchResult(
+        target=target,
+        key_columns=list(target.table.primary_key),
+        text_columns=target.source,
+        rows=[dict(zip(names, row)) for row in rows],
+    )
