@@ -183,7 +183,7 @@ class Database:
         retrying = Retrying(
             retry=retry_if_exception(is_transient),
             stop=stop_after_delay(retry_budget_seconds()),
-            wait=wait_exponential_jitter(initial=0.1, max=5),
+            wait=wait_exponential_jitter(multiplier=0.1, max=5),
             before_sleep=lambda _state: self.reset(),
             reraise=True,
         )

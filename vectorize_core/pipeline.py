@@ -259,7 +259,7 @@ def pipeline(target, encoder, queries, reader, reads, writes, writer_db, dialect
             last_write = None
     except KeyboardInterrupt:
         # Finish the page already encoded; abandon the one in the model.
-        if last_write is not None and not last_write.cancel():
+        if last_write is not None:
             account(result, last_write.result(), last_rows, total, progress)
         raise Interrupted(
             f"interrupted: {result.written} rows written to {target.display}; "
