@@ -136,8 +136,7 @@ def encode(url, table, schema, column, model, vector_column, metric, batch_size,
 
     if not table:
         raise click.UsageError("Missing option '--table'.")
-    db = vectorize_core.connect(url)
-    with progress_reporter() as progress:
+    with vectorize_core.connect(url) as db, progress_reporter() as progress:
         result = vectorize_core.encode(
             db,
             table=table,
@@ -242,12 +241,13 @@ def search(url, query, table, schema, column, vector_column, k, as_json):
     Example:
       vectorize.py search "a sentence" --table passage -k 5
     """
-    import vectorize_core
+    from vectorize_core import connect
+    from vectorize_core.search import search as run_search
 
-    db = vectorize_core.connect(url)
-    result = vectorize_core.search(
-        db, query, k=k, table=table, schema=schema, column=column, vector_column=vector_column
-    )
+    with connect(url) as db:
+        result = run_search(
+            db, query, k=k, table=table, schema=schema, column=column, vector_column=vector_column
+        )
     if as_json:
         click.echo(json.dumps(result.rows, indent=2, default=str, ensure_ascii=False))
         return

@@ -1,6 +1,7 @@
 """vectorize_core: the machinery behind vectorize.py, importable without click.
 
-    from vectorize_core import connect, encode, search
+    from vectorize_core import connect, encode
+    from vectorize_core.search import search
     db = connect("postgresql://...")          # or connect(None) for the embedded database
     encode(db, table="passage", column="passage", model="minilm")
     search(db, "a sentence", k=5).rows
@@ -18,8 +19,6 @@ _EXPORTS = {
     "VectorizeError": "errors",
     "EncodeResult": "pipeline",
     "encode": "pipeline",
-    "SearchResult": "search",
-    "search": "search",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -159,6 +159,12 @@ class Database:
             register_pgvector(conn)
         return conn
 
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()

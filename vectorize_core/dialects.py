@@ -95,9 +95,10 @@ class Dialect:
     ) -> sql.Composed:
         """Rank by distance with the opclass operator, so the vector index serves the query."""
         dist = self.distance(sql.Identifier(vector_column), metric, self.vector_param(dimension))
-        # NULL distances sort last in PostgreSQL, and HNSW skips NULL vectors.
-        return sql.SQL("SELECT {}, {} AS distance FROM {} ORDER BY {} LIMIT %s").format(
-            sql.SQL(", ").join(select), dist, table, dist
+        # pgvector's HNSW scan keeps working under this filter (it holds no NULL vectors anyway);
+        # without it an exact scan would pad the result with NULL-vector rows.
+        return sql.SQL("SELECT {}, {} AS distance FROM {} WHERE {} IS NOT NULL ORDER BY {} LIMIT %s").format(
+            sql.SQL(", ").join(select), dist, table, sql.Identifier(vector_column), dist
         )
 
 

@@ -104,6 +104,9 @@ def resolve_for_encode(
 
     existing = info.columns.get(vector_column)
     meta = existing.metadata if existing else None
+    if meta is not None:
+        check_same_fill(meta, info.display, vector_column, column, model, metric)
+        metric = metric or meta.get("metric")
     if existing is not None:
         if not existing.is_vector:
             raise DimensionMismatch(
@@ -116,9 +119,6 @@ def resolve_for_encode(
                 f"column {vector_column!r} of {info.display} holds vectors of {size} dimensions "
                 f"but model {model!r} makes {dimension}; choose another --vector-column"
             )
-    if meta is not None:
-        check_same_fill(meta, info.display, vector_column, column, model, metric)
-        metric = metric or meta.get("metric")
     metric = metric or encoder.metric
     db.dialect.check_metric(metric)
     target = VectorTarget(
