@@ -245,9 +245,7 @@ def search(url, query, table, schema, column, vector_column, k, as_json):
     from vectorize_core.search import search as run_search
 
     with connect(url) as db:
-        result = run_search(
-            db, query, k=k, table=table, schema=schema, column=column, vector_column=vector_column
-        )
+        result = run_search(db, query, k=k, table=table, schema=schema, column=column, vector_column=vector_column)
     if as_json:
         click.echo(json.dumps(result.rows, indent=2, default=str, ensure_ascii=False))
         return
@@ -263,9 +261,9 @@ def snippet(text: str, width: int = 100) -> str:
 
 def print_table(headers: list[str], rows: list[dict]) -> None:
     widths = [max([len(h)] + [len(str(r[h])) for r in rows]) for h in headers]
-    click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
+    click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
     for row in rows:
-        click.echo("  ".join(str(row[h]).ljust(w) for h, w in zip(headers, widths)).rstrip())
+        click.echo("  ".join(str(row[h]).ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
 
 
 def main():

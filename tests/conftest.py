@@ -4,8 +4,8 @@ CockroachDB when VECTORIZE_TEST_CRDB_URL is set (those tests are skipped, saying
 from __future__ import annotations
 
 import hashlib
-import json
 import itertools
+import json
 import os
 import sys
 import warnings
@@ -140,7 +140,9 @@ def table_checksum(conn, table: str) -> str:
 
 
 def stored_vectors(conn, table: str, key: str, vector_column: str) -> dict:
-    query = sql.SQL("SELECT {}, {}::text FROM {}").format(sql.Identifier(key), sql.Identifier(vector_column), sql.SQL(table))
+    query = sql.SQL("SELECT {}, {}::text FROM {}").format(
+        sql.Identifier(key), sql.Identifier(vector_column), sql.SQL(table)
+    )
     return {k: (None if v is None else np.array(json.loads(v), dtype=np.float32)) for k, v in conn.execute(query)}
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import table_checksum
 
 
@@ -67,7 +66,10 @@ def test_bad_encode_input_exits_2_and_changes_nothing(run_cli, url, docs, args, 
 
 
 def test_second_model_into_a_filled_column_is_refused(run_cli, url, docs, words):
-    assert run_cli("encode", "--url", url, "-t", "docs", "-c", "body", "-m", "words", "--vector-column", "v").exit_code == 0
+    assert (
+        run_cli("encode", "--url", url, "-t", "docs", "-c", "body", "-m", "words", "--vector-column", "v").exit_code
+        == 0
+    )
     before = table_checksum(docs, "docs")
     one_line_error(
         run_cli("encode", "--url", url, "-t", "docs", "-c", "body", "-m", "minilm", "--vector-column", "v"),
@@ -75,7 +77,9 @@ def test_second_model_into_a_filled_column_is_refused(run_cli, url, docs, words)
         "filled by model 'words'",
     )
     one_line_error(
-        run_cli("encode", "--url", url, "-t", "docs", "-c", "body", "-m", "words", "--vector-column", "v", "--metric", "ip"),
+        run_cli(
+            "encode", "--url", url, "-t", "docs", "-c", "body", "-m", "words", "--vector-column", "v", "--metric", "ip"
+        ),
         2,
         "l2 metric",
     )
@@ -90,15 +94,25 @@ def test_unreachable_database_exits_1_and_masks_the_password(run_cli):
 
 
 def test_password_from_database_url_is_masked_too(run_cli):
-    result = run_cli("search", "hello", env={"DATABASE_URL": "postgresql://bob:hunter2@127.0.0.1:1/x?connect_timeout=2"})
+    result = run_cli(
+        "search", "hello", env={"DATABASE_URL": "postgresql://bob:hunter2@127.0.0.1:1/x?connect_timeout=2"}
+    )
     one_line_error(result, 1, "bob:***@")
     assert "hunter2" not in result.output
 
 
 def test_search_with_several_vectorized_columns_lists_them(run_cli, url, docs, words):
-    assert run_cli("encode", "--url", url, "-t", "docs", "-c", "body", "-m", "words", "--vector-column", "v1").exit_code == 0
-    assert run_cli("encode", "--url", url, "-t", "docs", "-c", "body", "-m", "words", "--vector-column", "v2").exit_code == 0
-    one_line_error(run_cli("search", "--url", url, "text"), 2, "several vectorized columns", "public.docs.v1", "public.docs.v2")
+    assert (
+        run_cli("encode", "--url", url, "-t", "docs", "-c", "body", "-m", "words", "--vector-column", "v1").exit_code
+        == 0
+    )
+    assert (
+        run_cli("encode", "--url", url, "-t", "docs", "-c", "body", "-m", "words", "--vector-column", "v2").exit_code
+        == 0
+    )
+    one_line_error(
+        run_cli("search", "--url", url, "text"), 2, "several vectorized columns", "public.docs.v1", "public.docs.v2"
+    )
 
 
 def test_search_with_nothing_vectorized(run_cli, url, docs):

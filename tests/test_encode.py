@@ -7,9 +7,9 @@ import uuid
 
 import numpy as np
 import pytest
+from conftest import cosine, stored_vectors, table_checksum
 
 import modules
-from conftest import cosine, stored_vectors, table_checksum
 
 TEXTS = [
     "The cat sat on the mat.",
@@ -47,7 +47,9 @@ def test_encode_stores_the_model_output_for_each_row(run_cli, url, conn, passage
 
 def test_encode_creates_hnsw_index_and_records_metadata(run_cli, url, conn, passage):
     assert run_cli("encode", "--url", url, "-t", "passage", "-c", "passage").exit_code == 0
-    (indexdef,) = conn.execute("SELECT indexdef FROM pg_indexes WHERE tablename = 'passage' AND indexdef LIKE '%hnsw%'").fetchone()
+    (indexdef,) = conn.execute(
+        "SELECT indexdef FROM pg_indexes WHERE tablename = 'passage' AND indexdef LIKE '%hnsw%'"
+    ).fetchone()
     assert "USING hnsw (passage_vector vector_cosine_ops)" in indexdef
     comment = conn.execute("SELECT col_description('passage'::regclass, 4)").fetchone()[0]
     assert json.loads(comment)["vectorize"] == {
@@ -57,7 +59,12 @@ def test_encode_creates_hnsw_index_and_records_metadata(run_cli, url, conn, pass
         "dimension": 384,
         "metric": "cosine",
     }
-    assert conn.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'passage'::regclass AND attname = 'passage_vector'").fetchone()[0] == "vector(384)"
+    assert (
+        conn.execute(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'passage'::regclass AND attname = 'passage_vector'"
+        ).fetchone()[0]
+        == "vector(384)"
+    )
 
 
 def test_rerun_updates_nothing_and_says_so(run_cli, url, conn, passage, words):
@@ -70,7 +77,10 @@ def test_rerun_updates_nothing_and_says_so(run_cli, url, conn, passage, words):
 
 
 def test_metric_option_picks_the_opclass(run_cli, url, conn, passage, words):
-    assert run_cli("encode", "--url", url, "-t", "passage", "-c", "passage", "-m", "words", "--metric", "ip").exit_code == 0
+    assert (
+        run_cli("encode", "--url", url, "-t", "passage", "-c", "passage", "-m", "words", "--metric", "ip").exit_code
+        == 0
+    )
     (indexdef,) = conn.execute("SELECT indexdef FROM pg_indexes WHERE indexdef LIKE '%hnsw%'").fetchone()
     assert "vector_ip_ops" in indexdef
 
@@ -90,7 +100,9 @@ def test_keys_of_every_kind(run_cli, url, conn, words, ddl, keys):
     columns = "a, b" if "PRIMARY KEY (b, a)" in ddl else "id"
     placeholders = ", ".join(["%s"] * (len(keys(0)) + 1))
     for i in range(25):
-        conn.execute(f"INSERT INTO t ({columns}, body) VALUES ({placeholders})", (*keys(i), f"row {i} has {'x' * i} words"))
+        conn.execute(
+            f"INSERT INTO t ({columns}, body) VALUES ({placeholders})", (*keys(i), f"row {i} has {'x' * i} words")
+        )
     result = run_cli("encode", "--url", url, "-t", "t", "-c", "body", "-m", "words", "--batch-size", "4")
     assert result.exit_code == 0, result.output
     rows = conn.execute("SELECT body, body_vector::text FROM t").fetchall()
@@ -109,9 +121,16 @@ def test_quoted_mixed_case_schema_qualified_names(run_cli, url, conn, words):
     assert result.exit_code == 0, result.output
     rows = conn.execute('SELECT "Key", "Body Text_vector"::text FROM "My Schema"."Odd Table" ORDER BY 1').fetchall()
     assert [json.loads(v)[:2] for _, v in rows] == [[6, 5], [6, 0]]
-    assert conn.execute('SELECT count(*) FROM pg_attribute WHERE attrelid = \'"Odd Table"\'::regclass AND attnum > 0').fetchone()[0] == 2
+    assert (
+        conn.execute(
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = '\"Odd Table\"'::regclass AND attnum > 0"
+        ).fetchone()[0]
+        == 2
+    )
 
-    result = run_cli("search", "--url", url, "alpha beta", "--schema", "My Schema", "--table", "Odd Table", "-k", "1", "--json")
+    result = run_cli(
+        "search", "--url", url, "alpha beta", "--schema", "My Schema", "--table", "Odd Table", "-k", "1", "--json"
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)[0]["Key"] == 1
 
@@ -119,10 +138,17 @@ def test_quoted_mixed_case_schema_qualified_names(run_cli, url, conn, words):
 def test_limit_and_resume(run_cli, url, conn, words):
     conn.execute("CREATE TABLE t (id int PRIMARY KEY, body text)")
     conn.execute("INSERT INTO t SELECT g, 'word ' || g FROM generate_series(1, 10) g")
-    result = run_cli("encode", "--url", url, "-t", "t", "-c", "body", "-m", "words", "--limit", "4", "--batch-size", "3")
+    result = run_cli(
+        "encode", "--url", url, "-t", "t", "-c", "body", "-m", "words", "--limit", "4", "--batch-size", "3"
+    )
     assert result.exit_code == 0, result.output
     assert "6 rows still pending" in result.stdout
-    assert conn.execute("SELECT array_agg(id ORDER BY id) FROM t WHERE body_vector IS NOT NULL").fetchone()[0] == [1, 2, 3, 4]
+    assert conn.execute("SELECT array_agg(id ORDER BY id) FROM t WHERE body_vector IS NOT NULL").fetchone()[0] == [
+        1,
+        2,
+        3,
+        4,
+    ]
     assert run_cli("encode", "--url", url, "-t", "t", "-c", "body", "-m", "words").exit_code == 0
     assert conn.execute("SELECT count(*) FROM t WHERE body_vector IS NULL").fetchone()[0] == 0
 

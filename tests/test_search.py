@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
+from conftest import WordsEncoder
 
 import modules
-from conftest import WordsEncoder
 
 
 @pytest.fixture
@@ -73,7 +73,9 @@ def test_search_uses_the_recorded_model_with_real_minilm(run_cli, url, conn):
         "INSERT INTO passage VALUES (1, 'The stock exchange on Wall Street'), (2, 'Kittens playing with yarn'),"
         " (3, 'Baking bread at home'), (4, 'A storm over the ocean')"
     )
-    assert run_cli("encode", "--url", url, "--table", "passage", "--column", "passage", "--model", "minilm").exit_code == 0
+    assert (
+        run_cli("encode", "--url", url, "--table", "passage", "--column", "passage", "--model", "minilm").exit_code == 0
+    )
     result = run_cli("search", "--url", url, "New York is the financial capital of the world", "--json", "-k", "4")
     rows = json.loads(result.stdout)
     assert rows[0]["id"] == 1

@@ -150,9 +150,7 @@ class Database:
         try:
             conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
         except psycopg.OperationalError as exc:
-            raise DatabaseUnavailable(
-                f"cannot connect to {mask_url(self.url)}: {first_line(exc, self.url)}"
-            ) from None
+            raise DatabaseUnavailable(f"cannot connect to {mask_url(self.url)}: {first_line(exc, self.url)}") from None
         if self.dialect is None:
             self.dialect = dialects.for_connection(conn)
         if self.dialect.name == "postgresql":

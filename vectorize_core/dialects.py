@@ -22,8 +22,8 @@ OPCLASSES = {"cosine": "vector_cosine_ops", "l2": "vector_l2_ops", "ip": "vector
 
 
 def vector_literal(vector) -> str:
-    """Text form '[1.5,2,...]' of one vector; float32 round-trips through repr of its float."""
-    return "[" + ",".join(map(repr, np.asarray(vector, dtype=np.float32).tolist())) + "]"
+    """Text form '[1.5,2.0,...]' of one vector: the shortest digits that round-trip float32."""
+    return "[" + ",".join(map(str, np.asarray(vector, dtype=np.float32))) + "]"
 
 
 @dataclass(frozen=True)
@@ -50,9 +50,7 @@ class Dialect:
 
     def comment_on_column(self, table: sql.Composable, column: str, text: str) -> sql.Composed:
         # Utility statements take no bind parameters; Literal is psycopg's safe quoting.
-        return sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(
-            table, sql.Identifier(column), sql.Literal(text)
-        )
+        return sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(table, sql.Identifier(column), sql.Literal(text))
 
     def check_metric(self, metric: str) -> None:
         if metric not in METRICS:

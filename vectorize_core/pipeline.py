@@ -66,7 +66,7 @@ class FillQueries:
         d = sql.Identifier("d")
         matches = [
             sql.SQL("t.{} = {}").format(key, sql.Composed([d, sql.SQL("."), alias]))
-            for key, alias in zip(self.keys, aliases)
+            for key, alias in zip(self.keys, aliases, strict=True)
         ]
         self.write = sql.SQL(
             "UPDATE {table} AS t SET {vector} = {value}"

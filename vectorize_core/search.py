@@ -75,5 +75,5 @@ def search(
         target=target,
         key_columns=list(target.table.primary_key),
         text_columns=target.source,
-        rows=[dict(zip(names, row)) for row in rows],
+        rows=[dict(zip(names, row, strict=True)) for row in rows],
     )

@@ -18,8 +18,8 @@ from .errors import (
     BadInput,
     DimensionMismatch,
     ModelMismatch,
-    NoVectorizedColumn,
     NotTextColumn,
+    NoVectorizedColumn,
     UnknownModel,
 )
 

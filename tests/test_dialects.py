@@ -1,0 +1,142 @@
+"""The CockroachDB statements, pinned against docs/cockroachdb-vector-reference.md (shared design
+folder). No CockroachDB server runs here, so these strings are what we can check; the integration
+suite runs them for real when VECTORIZE_TEST_CRDB_URL is set."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from psycopg import sql
+
+from vectorize_core import dialects
+from vectorize_core.db import Column, Table
+from vectorize_core.errors import UnsupportedByEngine
+from vectorize_core.pipeline import FillQueries, index_statements, prepare_statements
+from vectorize_core.target import VectorTarget
+
+CRDB = dialects.CockroachDialect(version=(26, 2, 1))
+PG = dialects.Dialect(version=(18, 6))
+TABLE = sql.Identifier("public", "Pass age")
+
+
+def s(composable) -> str:
+    return composable.as_string()
+
+
+def target(metric="cosine", key=("id",), exists=False) -> VectorTarget:
+    columns = {"id": Column("id", 1, "int8", "bigint", -1, None), "body": Column("body", 2, "text", "text", -1, None)}
+    table = Table("public", "Pass age", 1, columns, key)
+    return VectorTarget(table, "body", "body_vector", "minilm", 384, metric, exists, exists)
+
+
+@pytest.mark.parametrize(
+    "metric, opclass", [("cosine", "vector_cosine_ops"), ("l2", "vector_l2_ops"), ("ip", "vector_ip_ops")]
+)
+def test_crdb_vector_index_ddl(metric, opclass):
+    assert (
+        s(CRDB.create_index(TABLE, "passage_idx", "body_vector", metric))
+        == f'CREATE VECTOR INDEX IF NOT EXISTS "passage_idx" ON "public"."Pass age" ("body_vector" {opclass})'
+    )
+
+
+def test_pg_hnsw_index_ddl():
+    assert (
+        s(PG.create_index(TABLE, "passage_idx", "body_vector", "ip"))
+        == 'CREATE INDEX IF NOT EXISTS "passage_idx" ON "public"."Pass age" USING hnsw ("body_vector" vector_ip_ops)'
+    )
+
+
+def test_crdb_setup_needs_the_feature_flag_only_before_25_4():
+    assert [s(x) for x in dialects.CockroachDialect(version=(25, 3, 2)).setup_statements()] == [
+        "SET CLUSTER SETTING feature.vector_index.enabled = true"
+    ]
+    assert CRDB.setup_statements() == []
+    assert [s(x) for x in PG.setup_statements()] == ["CREATE EXTENSION IF NOT EXISTS vector"]
+
+
+def test_crdb_25_2_indexes_only_l2():
+    old = dialects.CockroachDialect(version=(25, 2, 4))
+    old.check_metric("l2")
+    with pytest.raises(UnsupportedByEngine, match="only the l2 metric"):
+        old.check_metric("cosine")
+    with pytest.raises(UnsupportedByEngine, match="v25.2 or newer"):
+        dialects.CockroachDialect(version=(24, 3, 1)).check_metric("l2")
+    CRDB.check_metric("ip")
+
+
+def test_crdb_column_ddl_and_metadata_comment():
+    t = target()
+    statements = [s(x) for x in prepare_statements(_FakeDb(CRDB), t)]
+    assert statements == [
+        'ALTER TABLE "public"."Pass age" ADD COLUMN "body_vector" VECTOR(384)',
+        'COMMENT ON COLUMN "public"."Pass age"."body_vector" IS '
+        '\'{"vectorize": {"dimension": 384, "metric": "cosine", "model": "minilm", "source": ["body"], "version": 1}}\'',
+    ]
+    assert [s(x) for x in index_statements(_FakeDb(CRDB), t)] == [
+        'CREATE VECTOR INDEX IF NOT EXISTS "Pass age_body_vector_idx" ON "public"."Pass age" ("body_vector" vector_cosine_ops)'
+    ]
+
+
+def test_crdb_write_casts_text_literals_and_is_conditional():
+    q = FillQueries(target(), CRDB)
+    assert s(q.write) == (
+        'UPDATE "public"."Pass age" AS t SET "body_vector" = CAST(d.vec AS VECTOR)'
+        ' FROM unnest(%b, %b, %b) AS d("k0", src, vec)'
+        ' WHERE t."id" = "d"."k0" AND t."body_vector" IS NULL AND t."body" = d.src'
+    )
+    literals = CRDB.vectors_array(np.array([[0.5, -1.0, 3.25e-8]], dtype=np.float32))
+    assert literals == ["[0.5,-1.0,3.25e-08]"]
+
+
+def test_pg_write_binds_binary_vectors():
+    q = FillQueries(target(), PG)
+    assert 'SET "body_vector" = d.vec FROM unnest(%b, %b, %b)' in s(q.write)
+    assert all(isinstance(v, np.ndarray) for v in PG.vectors_array(np.zeros((2, 3), np.float32)))
+
+
+def test_keyset_pages_with_a_composite_key():
+    q = FillQueries(target(key=("b", "a")), CRDB)
+    assert s(q.next_page) == (
+        'SELECT "b", "a", "body" FROM "public"."Pass age" WHERE "body_vector" IS NULL AND "body" IS NOT NULL'
+        ' AND ("b", "a") > (%s, %s) ORDER BY "b", "a" LIMIT %s'
+    )
+    assert 't."b" = "d"."k0" AND t."a" = "d"."k1"' in s(q.write)
+
+
+def test_crdb_search_ranks_unfiltered_and_drops_nulls_outside():
+    query = s(CRDB.search_query(TABLE, [sql.Identifier("id"), sql.Identifier("body")], "body_vector", "cosine", 384))
+    assert query == (
+        'SELECT * FROM (SELECT "id", "body", "body_vector" <=> CAST(%s AS VECTOR(384)) AS distance'
+        ' FROM "public"."Pass age" ORDER BY "body_vector" <=> CAST(%s AS VECTOR(384)) LIMIT %s) AS ranked'
+        " WHERE distance IS NOT NULL ORDER BY distance"
+    )
+    inner = query[query.index("(SELECT") : query.index(") AS ranked")]
+    assert "WHERE" not in inner  # any filter there turns CockroachDB's vector index off
+    assert [s(stmt) for stmt, _ in CRDB.search_settings(10)] == ["SET null_ordered_last = true"]
+
+
+@pytest.mark.parametrize("metric, op", [("cosine", "<=>"), ("l2", "<->"), ("ip", "<#>")])
+def test_search_operator_matches_the_metric(metric, op):
+    for dialect in (PG, CRDB):
+        assert f'"v" {op} CAST(%s AS VECTOR(8))' in s(
+            dialect.search_query(TABLE, [sql.Identifier("id")], "v", metric, 8)
+        )
+
+
+def test_crdb_version_parsing():
+    assert dialects.parse_crdb_version("CockroachDB CCL v25.4.1 (x86_64-pc-linux-gnu, built 2025/11/01)") == (25, 4, 1)
+    assert dialects.parse_crdb_version("v26.3.0-alpha.1") == (26, 3, 0)
+    assert dialects.parse_crdb_version("") == ()
+
+
+def test_vector_literal_round_trips_float32():
+    v = np.random.default_rng(1).standard_normal(384).astype(np.float32)
+    parsed = np.array([float(x) for x in dialects.vector_literal(v)[1:-1].split(",")], dtype=np.float32)
+    np.testing.assert_array_equal(parsed, v)
+
+
+class _FakeDb:
+    """Just enough of Database for statement builders that only read the dialect."""
+
+    def __init__(self, dialect):
+        self.dialect = dialect
