@@ -21,6 +21,10 @@ from .db import Database
 from .errors import DatabaseError, EncoderError, Interrupted
 from .target import VectorTarget, resolve_for_encode
 
+# Texts per encoder call: the unit of progress. Pages are sorted by length first, so chunking
+# costs no extra padding.
+ENCODE_CHUNK = 128
+
 
 @dataclass
 class EncodeResult:
@@ -119,8 +123,20 @@ def write_page(db: Database, queries: FillQueries, dialect, rows: list[tuple], v
     return db.run(lambda conn: conn.execute(queries.write, params).rowcount)
 
 
-def encode_page(encoder, target: VectorTarget, rows: list[tuple], nkeys: int) -> np.ndarray:
-    texts = [row[nkeys] for row in rows]
+def encode_page(encoder, target: VectorTarget, texts: list[str], on_chunk=None) -> np.ndarray:
+    """Vectors for texts, in their order. Texts go to the model shortest first, in chunks of
+    ENCODE_CHUNK: as little padding as one call for the whole page, and progress between chunks."""
+    vectors = np.empty((len(texts), target.dimension), dtype=np.float32)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    for start in range(0, len(order), ENCODE_CHUNK):
+        chunk = order[start : start + ENCODE_CHUNK]
+        vectors[chunk] = encode_chunk(encoder, target, [texts[i] for i in chunk])
+        if on_chunk is not None:
+            on_chunk(len(chunk))
+    return vectors
+
+
+def encode_chunk(encoder, target: VectorTarget, texts: list[str]) -> np.ndarray:
     try:
         vectors = np.asarray(encoder.encode(texts), dtype=np.float32)
     except Exception as exc:  # noqa: BLE001 - any encoder failure is reported the same way
@@ -190,7 +206,7 @@ def encode(
 ) -> EncodeResult:
     """Add, fill and index the vector column of table.column with model.
 
-    ``progress(done, total)`` is called after every written page.
+    ``progress(done, total)`` is called as rows are encoded (done counts this run's rows).
     """
     target, encoder = resolve_for_encode(
         db, table=table, column=column, model=model, schema=schema, vector_column=vector_column, metric=metric
@@ -217,7 +233,7 @@ def encode(
     total = result.pending_before if limit is None else min(limit, result.pending_before)
     started = time.monotonic()
     try:
-        fill(db, target, encoder, queries, page_size, limit, result, total, progress)
+        Fill(db, target, encoder, queries, result).run(page_size, limit, total, progress)
     finally:
         result.seconds = time.monotonic() - started
 
@@ -230,47 +246,63 @@ def encode(
     return result
 
 
-def fill(db, target, encoder, queries, page_size, limit, result, total, progress) -> None:
-    reader = PageReader(db.clone(), queries, page_size, limit)
-    writer_db = db.clone()
-    try:
-        with ThreadPoolExecutor(1, "vectorize-read") as reads, ThreadPoolExecutor(1, "vectorize-write") as writes:
-            pipeline(target, encoder, queries, reader, reads, writes, writer_db, db.dialect, result, total, progress)
-    finally:
-        reader.db.close()
-        writer_db.close()
+class Fill:
+    """One run of the encode loop: read ahead, encode, write behind."""
 
+    def __init__(self, db: Database, target: VectorTarget, encoder, queries: FillQueries, result: EncodeResult):
+        self.db = db
+        self.target = target
+        self.encoder = encoder
+        self.queries = queries
+        self.result = result
+        self.total = 0
+        self.encoded = 0
+        self.progress = None
 
-def pipeline(target, encoder, queries, reader, reads, writes, writer_db, dialect, result, total, progress):
-    nkeys = len(queries.keys)
-    next_page = reads.submit(reader.next_page)
-    last_write, last_rows = None, 0
-    try:
-        while rows := next_page.result():
-            next_page = reads.submit(reader.next_page)  # read ahead while the model works
-            vectors = encode_page(encoder, target, rows, nkeys)
+    def run(self, page_size: int, limit: int | None, total: int, progress=None) -> None:
+        self.total, self.progress = total, progress
+        self.report(0)
+        reader = PageReader(self.db.clone(), self.queries, page_size, limit)
+        writer_db = self.db.clone()
+        try:
+            with ThreadPoolExecutor(1, "vectorize-read") as reads, ThreadPoolExecutor(1, "vectorize-write") as writes:
+                self.loop(reader, reads, writes, writer_db)
+        finally:
+            reader.db.close()
+            writer_db.close()
+
+    def loop(self, reader: PageReader, reads, writes, writer_db: Database) -> None:
+        nkeys = len(self.queries.keys)
+        next_page = reads.submit(reader.next_page)
+        last_write, last_rows = None, 0
+        try:
+            while rows := next_page.result():
+                next_page = reads.submit(reader.next_page)  # read ahead while the model works
+                vectors = encode_page(self.encoder, self.target, [row[nkeys] for row in rows], self.report)
+                if last_write is not None:
+                    self.account(last_write.result(), last_rows)
+                    last_write = None
+                last_write = writes.submit(write_page, writer_db, self.queries, self.db.dialect, rows, vectors)
+                last_rows = len(rows)
             if last_write is not None:
-                account(result, last_write.result(), last_rows, total, progress)
+                self.account(last_write.result(), last_rows)
                 last_write = None
-            last_write = writes.submit(write_page, writer_db, queries, dialect, rows, vectors)
-            last_rows = len(rows)
-        if last_write is not None:
-            account(result, last_write.result(), last_rows, total, progress)
-            last_write = None
-    except KeyboardInterrupt:
-        # Finish the page already encoded; abandon the one in the model.
-        if last_write is not None:
-            account(result, last_write.result(), last_rows, total, progress)
-        raise Interrupted(
-            f"interrupted: {result.written} rows written to {target.display}; "
-            "run the same command again to continue where it stopped"
-        ) from None
-    finally:
-        next_page.cancel()
+        except KeyboardInterrupt:
+            # Finish the page already encoded; abandon the one in the model.
+            if last_write is not None:
+                self.account(last_write.result(), last_rows)
+            raise Interrupted(
+                f"interrupted: {self.result.written} rows written to {self.target.display}; "
+                "run the same command again to continue where it stopped"
+            ) from None
+        finally:
+            next_page.cancel()
 
+    def report(self, encoded: int) -> None:
+        self.encoded += encoded
+        if self.progress is not None:
+            self.progress(self.encoded, self.total)
 
-def account(result: EncodeResult, written: int, rows: int, total: int, progress) -> None:
-    result.written += written
-    result.skipped += rows - written
-    if progress is not None:
-        progress(result.written + result.skipped, total)
+    def account(self, written: int, rows: int) -> None:
+        self.result.written += written
+        self.result.skipped += rows - written
