@@ -92,18 +92,37 @@ def cli():
 
 
 @cli.command("list-models")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
-def list_models(as_json):
-    """List the encoders that --model accepts. Loads no model.
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def list_models(name, as_json):
+    """List the encoders that --model accepts, or show one in detail. Loads no model when
+    listing; NAME may be a family member such as st:BAAI/bge-small-en-v1.5.
 
     \b
     Example:
-      vectorize.py list-models --json
+      vectorize.py list-models
+      vectorize.py list-models minilm --json
     """
     import modules
 
+    if name:
+        from vectorize_core.target import describe_encoder
+
+        details = describe_encoder(name)
+        if as_json:
+            click.echo(json.dumps(details, indent=2))
+        else:
+            width = max(map(len, details))
+            for key, value in details.items():
+                click.echo(f"{key.ljust(width)}  {value}")
+        return
     rows = [
-        {"name": e.name, "dimension": e.dimension, "metric": e.metric, "description": e.description}
+        {
+            "name": e.name,
+            "dimension": e.dimension if modules.is_encoder(e) else "from model",
+            "metric": e.metric if modules.is_encoder(e) else "",
+            "description": e.description,
+        }
         for e in modules.available().values()
     ]
     if as_json:
@@ -115,14 +134,29 @@ def list_models(as_json):
 @cli.command()
 @url_option
 @apply(table_options)
-@click.option("--column", "-c", required=True, metavar="COLUMN", help="Text column to encode.")
+@click.option(
+    "--column", "-c", "columns", required=True, multiple=True, metavar="COLUMN",
+    help="Text column to encode; repeat to embed several columns joined by a space.",
+)  # fmt: skip
 @click.option("--model", "-m", default="minilm", show_default=True, help="Encoder (see list-models).")
-@click.option("--vector-column", metavar="NAME", help="Vector column to fill  [default: <column>_vector]")
+@click.option("--vector-column", metavar="NAME", help="Vector column to fill  [default: <first column>_vector]")
 @click.option("--metric", type=click.Choice(["cosine", "l2", "ip"]), help="Distance metric  [default: the model's]")
+@click.option("--prefix", help="Text put before every document (e5: 'passage: ', nomic: 'search_document: ').")
+@click.option("--query-prefix", help="Text put before every search query (e5: 'query: '); recorded for search.")
+@click.option(
+    "--backend", type=click.Choice(["torch", "onnx", "onnx-int8"]),
+    help="Inference backend for sentence-transformers models  [default: torch]",
+)  # fmt: skip
+@click.option("--dimension", type=click.IntRange(min=1), help="Vector size, for endpoints that cannot tell it.")
+@click.option(
+    "--on-error", type=click.Choice(["stop", "skip"]), default="stop", show_default=True,
+    help="When the encoder fails on a batch: stop, or leave those rows pending and go on.",
+)  # fmt: skip
 @click.option("--batch-size", type=click.IntRange(min=1), help="Rows per read and per write statement.")
 @click.option("--limit", type=click.IntRange(min=0), help="Encode at most this many rows in this run.")
 @click.option("--dry-run", is_flag=True, help="Print the SQL it would run; change nothing.")
-def encode(url, table, schema, column, model, vector_column, metric, batch_size, limit, dry_run):
+def encode(url, table, schema, columns, model, vector_column, metric, prefix, query_prefix, backend, dimension,
+           on_error, batch_size, limit, dry_run):  # fmt: skip
     """Add, fill and index a vector column for a text column.
 
     Only rows whose vector is NULL and whose text is not are encoded, so a rerun continues
@@ -131,6 +165,8 @@ def encode(url, table, schema, column, model, vector_column, metric, batch_size,
     \b
     Example:
       vectorize.py encode --table passage --column passage --model minilm
+      vectorize.py encode -t article -c title -c body -m st:intfloat/e5-small-v2 \\
+          --prefix "passage: " --query-prefix "query: "
     """
     import vectorize_core
 
@@ -141,10 +177,15 @@ def encode(url, table, schema, column, model, vector_column, metric, batch_size,
             db,
             table=table,
             schema=schema,
-            column=column,
+            column=list(columns),
             model=model,
             vector_column=vector_column,
             metric=metric,
+            prefix=prefix,
+            query_prefix=query_prefix,
+            backend=backend,
+            dimension=dimension,
+            on_error=on_error,
             batch_size=batch_size,
             limit=limit,
             dry_run=dry_run,
@@ -154,25 +195,41 @@ def encode(url, table, schema, column, model, vector_column, metric, batch_size,
         for statement in result.statements:
             click.echo(statement + ";")
         return
+    if result.failed:
+        click.echo(f"Warning: {encode_failures(result)}", err=True)
     click.echo(encode_summary(result))
+
+
+def encode_failures(result) -> str:
+    from vectorize_core.pipeline import describe_keys
+
+    return (
+        f"{result.failed} rows could not be encoded and stay pending "
+        f"({describe_keys(result.target, result.failed_keys)}): {result.failure}"
+    )
 
 
 def encode_summary(result) -> str:
     t = result.target
+    sources = "+".join(t.sources)
     if result.nothing_to_do:
         return (
-            f"Nothing to do: every row of {t.table.display} with text in {t.source!r} "
+            f"Nothing to do: every row of {t.table.display} with text in {sources} "
             f"already has a vector in {t.vector_column!r}."
         )
     parts = [
-        f"Encoded {result.written} rows of {t.table.display}.{t.source} into {t.vector_column} "
+        f"Encoded {result.written} rows of {t.table.display}.{sources} into {t.vector_column} "
         f"with {t.model} in {result.seconds:.1f}s ({result.rows_per_second:.0f} rows/s)"
     ]
     if result.skipped:
         parts.append(f"{result.skipped} rows changed while encoding and stay pending (run again)")
-    left = result.pending_before - result.written - result.skipped
+    if result.failed:
+        parts.append(f"{result.failed} rows failed to encode and stay pending")
+    left = result.pending_before - result.written - result.skipped - result.failed
     if left > 0:
         parts.append(f"{left} rows still pending (run again to continue)")
+    if result.truncated:
+        parts.append(f"{result.truncated} rows were longer than the model reads and were truncated")
     if result.index_created:
         parts.append(f"index {t.index_name} ready")
     return "; ".join(parts) + "."

@@ -8,7 +8,12 @@ An encoder is any object (a module is fine) with:
 - ``metric``: its natural metric, ``cosine``, ``l2`` or ``ip``;
 - ``encode(batch)``: a list of strings in, a float32 array ``len(batch) x dimension`` out.
 
-Optional: ``max_length`` (tokens the model reads; longer input is truncated).
+Optional: ``max_length`` (tokens the model reads; longer input is truncated), ``source`` (where
+it loads from), ``count_truncated(texts)`` (how many texts exceed ``max_length``), and
+``configure(backend=None, dimension=None)`` returning a copy with those options.
+
+A *family* covers many models under one prefix (``st:<name-or-path>``, ``openai:<model>``): a
+module with ``family``, ``name``, ``description`` and ``create(argument)`` returning an encoder.
 
 Encoders are found in three places: the modules of this folder (files not starting with ``_``),
 packages declaring the ``vectorize.modules`` entry-point group, and objects given to
@@ -24,6 +29,7 @@ from importlib.metadata import entry_points
 
 ENTRY_POINT_GROUP = "vectorize.modules"
 REQUIRED = ("name", "description", "dimension", "metric", "encode")
+FAMILY_REQUIRED = ("family", "name", "description", "create")
 
 _registered: dict[str, object] = {}
 
@@ -47,37 +53,47 @@ def unregister(name: str) -> None:
     _registered.pop(name, None)
 
 
-def _folder_encoders() -> dict[str, object]:
-    found = {}
+def is_encoder(obj) -> bool:
+    return all(hasattr(obj, attr) for attr in REQUIRED)
+
+
+def is_family(obj) -> bool:
+    return all(hasattr(obj, attr) for attr in FAMILY_REQUIRED)
+
+
+def _discovered() -> list[object]:
+    found = []
     for info in pkgutil.iter_modules(__path__):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        if all(hasattr(module, attr) for attr in REQUIRED):
-            found[module.name] = module
-    return found
-
-
-def _entry_point_encoders() -> dict[str, object]:
-    found = {}
+        if not info.name.startswith("_"):
+            found.append(importlib.import_module(f"{__name__}.{info.name}"))
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        encoder = ep.load()
-        if all(hasattr(encoder, attr) for attr in REQUIRED):
-            found[encoder.name] = encoder
-    return found
+        found.append(ep.load())
+    return found + list(_registered.values())
 
 
 def available() -> dict[str, object]:
-    """Every known encoder by name, without loading any model."""
-    encoders = _folder_encoders()
-    encoders.update(_entry_point_encoders())
-    encoders.update(_registered)
-    return dict(sorted(encoders.items()))
+    """Every encoder and family by name (families as 'st:<name-or-path>'), loading no model."""
+    return dict(sorted((obj.name, obj) for obj in _discovered() if is_encoder(obj) or is_family(obj)))
 
 
-def get(name: str):
-    encoders = available()
-    try:
-        return encoders[name]
-    except KeyError:
-        raise UnknownEncoder(name, list(encoders)) from None
+def families() -> dict[str, object]:
+    return {obj.family: obj for obj in _discovered() if is_family(obj)}
+
+
+def get(name: str, **options):
+    """The encoder called name ('minilm', 'st:all-mpnet-base-v2', ...), configured with options
+    (backend, dimension) when any is not None."""
+    encoders = {n: e for n, e in available().items() if is_encoder(e)}
+    if name in encoders:
+        encoder = encoders[name]
+    elif ":" in name and name.split(":", 1)[0] in families():
+        prefix, argument = name.split(":", 1)
+        encoder = families()[prefix].create(argument)
+    else:
+        raise UnknownEncoder(name, list(available()))
+    options = {key: value for key, value in options.items() if value is not None}
+    if options and hasattr(encoder, "configure"):
+        return encoder.configure(**options)
+    if options and options != {"dimension": encoder.dimension}:
+        raise ValueError(f"model {name!r} takes no options ({', '.join(options)})")
+    return encoder

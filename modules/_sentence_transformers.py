@@ -2,41 +2,88 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from pathlib import Path
 
+BACKENDS = ("torch", "onnx", "onnx-int8")
+
 
 class SentenceTransformerEncoder:
-    def __init__(self, name, description, dimension, metric, source, max_length=None, batch_size=32):
+    """Any sentence-transformers model, by hub name or local folder.
+
+    ``dimension``, ``max_length`` and ``metric`` are read from the model when not given, which
+    loads it; the built-in encoders give them so that listing encoders loads nothing.
+    """
+
+    def __init__(
+        self,
+        name,
+        description,
+        source,
+        dimension=None,
+        metric=None,
+        max_length=None,
+        batch_size=32,
+        backend="torch",
+    ):
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         self.name = name
         self.description = description
-        self.dimension = dimension
-        self.metric = metric
-        self.max_length = max_length
         self.batch_size = batch_size
+        self.backend = backend
         self._source = source  # a hub name, a local folder, or a callable returning either
+        self._dimension = dimension
+        self._metric = metric
+        self._max_length = max_length
         self._model = None
         self._lock = threading.Lock()
+
+    def configure(self, backend=None, dimension=None):
+        """A copy with other options (the encoder contract's optional hook)."""
+        if dimension is not None and self._dimension is not None and dimension != self._dimension:
+            raise ValueError(f"{self.name} makes {self._dimension}-dimensional vectors, not {dimension}")
+        return SentenceTransformerEncoder(
+            self.name,
+            self.description,
+            self._source,
+            dimension=self._dimension or dimension,
+            metric=self._metric,
+            max_length=self._max_length,
+            batch_size=self.batch_size,
+            backend=backend or self.backend,
+        )
 
     @property
     def source(self) -> str:
         return str(self._source() if callable(self._source) else self._source)
 
+    @property
+    def dimension(self) -> int:
+        if self._dimension is None:
+            model = self.load()
+            self._dimension = int(model.get_embedding_dimension())
+        return self._dimension
+
+    @property
+    def max_length(self) -> int | None:
+        if self._max_length is None and self._model is not None:
+            self._max_length = self._model.max_seq_length
+        return self._max_length
+
+    @property
+    def metric(self) -> str:
+        if self._metric is None:
+            name = getattr(self.load(), "similarity_fn_name", None) or "cosine"
+            self._metric = {"cosine": "cosine", "dot": "ip", "euclidean": "l2"}.get(str(name), "cosine")
+        return self._metric
+
     def load(self):
         with self._lock:
             if self._model is None:
-                source = self.source
-                if Path(source).is_dir():
-                    # A local model needs no hub; without this, transformers may still try to reach it.
-                    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-                os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-                from sentence_transformers import SentenceTransformer
-                from transformers.utils import logging as hf_logging
-
-                hf_logging.disable_progress_bar()  # no 'Loading weights' bar on every command
-                hf_logging.set_verbosity_error()
-                self._model = SentenceTransformer(source)
+                self._model = load_model(self.source, self.backend)
             return self._model
 
     def encode(self, batch):
@@ -49,3 +96,62 @@ class SentenceTransformerEncoder:
             show_progress_bar=False,
         )
         return np.asarray(vectors, dtype=np.float32)
+
+    def count_truncated(self, texts) -> int:
+        """How many texts are longer than the model reads (it silently truncates them)."""
+        model = self.load()
+        limit = model.max_seq_length
+        lengths = model.tokenizer(list(texts), add_special_tokens=True, truncation=False, return_length=True)["length"]
+        return sum(1 for n in lengths if n > limit)
+
+
+def quiet_hub() -> None:
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no 'Loading weights' bar on every command
+    hf_logging.set_verbosity_error()
+
+
+def load_model(source: str, backend: str):
+    if Path(source).is_dir():
+        # A local model needs no hub; without this, transformers may still try to reach it.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    quiet_hub()
+    from sentence_transformers import SentenceTransformer
+
+    if backend == "torch":
+        return SentenceTransformer(source)
+    return load_onnx(source, quantized=backend == "onnx-int8")
+
+
+def onnx_cache_dir(source: str, quantized: bool) -> Path:
+    import platformdirs
+
+    key = hashlib.sha1(f"{Path(source).resolve() if Path(source).is_dir() else source}".encode()).hexdigest()[:12]
+    base = Path(os.environ.get("VECTORIZE_CACHE") or platformdirs.user_cache_dir("vectorize"))
+    return base / "onnx" / f"{Path(source).name}-{key}{'-int8' if quantized else ''}"
+
+
+def load_onnx(source: str, quantized: bool):
+    """The ONNX export of a model, made once and kept in the user cache (export takes seconds)."""
+    from sentence_transformers import SentenceTransformer
+
+    cache = onnx_cache_dir(source, quantized)
+    file_name = "onnx/model_qint8_avx2.onnx" if quantized else "onnx/model.onnx"
+    if (cache / file_name).exists():
+        return SentenceTransformer(str(cache), backend="onnx", model_kwargs={"file_name": file_name})
+    try:
+        model = SentenceTransformer(source, backend="onnx")
+    except Exception as exc:  # noqa: BLE001 - missing optimum/onnxruntime surfaces as many types
+        raise RuntimeError(
+            f"the onnx backend needs optimum and onnxruntime (pip install 'vectorize[onnx]'): {exc}"
+        ) from exc
+    cache.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(cache))
+    if not quantized:
+        return model
+    from sentence_transformers.backend import export_dynamic_quantized_onnx_model
+
+    export_dynamic_quantized_onnx_model(model, "avx2", str(cache))
+    return SentenceTransformer(str(cache), backend="onnx", model_kwargs={"file_name": file_name})

@@ -30,9 +30,9 @@ def model_source() -> str:
 _encoder = SentenceTransformerEncoder(
     name="minilm",
     description="sentence-transformers/all-MiniLM-L6-v2: fast general-purpose English sentence embeddings",
+    source=model_source,
     dimension=384,
     metric="cosine",
-    source=model_source,
     max_length=256,
 )
 
@@ -43,6 +43,8 @@ metric = _encoder.metric
 max_length = _encoder.max_length
 encode = _encoder.encode
 load = _encoder.load
+configure = _encoder.configure
+count_truncated = _encoder.count_truncated
 
 
 def source() -> str:

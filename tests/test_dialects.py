@@ -26,7 +26,7 @@ def s(composable) -> str:
 def target(metric="cosine", key=("id",), exists=False) -> VectorTarget:
     columns = {"id": Column("id", 1, "int8", "bigint", -1, None), "body": Column("body", 2, "text", "text", -1, None)}
     table = Table("public", "Pass age", 1, columns, key)
-    return VectorTarget(table, "body", "body_vector", "minilm", 384, metric, exists, exists)
+    return VectorTarget(table, ("body",), "body_vector", "minilm", 384, metric, exists, exists)
 
 
 @pytest.mark.parametrize(
@@ -81,8 +81,8 @@ def test_crdb_write_casts_text_literals_and_is_conditional():
     q = FillQueries(target(), CRDB)
     assert s(q.write) == (
         'UPDATE "public"."Pass age" AS t SET "body_vector" = CAST(d.vec AS VECTOR)'
-        ' FROM unnest(%b, %b, %b) AS d("k0", src, vec)'
-        ' WHERE t."id" = "d"."k0" AND t."body_vector" IS NULL AND t."body" = d.src'
+        ' FROM unnest(%b, %b, %b) AS d("k0", "s0", vec)'
+        ' WHERE t."id" = "d"."k0" AND t."body_vector" IS NULL AND t."body" IS NOT DISTINCT FROM "d"."s0"'
     )
     literals = CRDB.vectors_array(np.array([[0.5, -1.0, 3.25e-8]], dtype=np.float32))
     assert literals == ["[0.5,-1.0,3.25e-08]"]
@@ -97,7 +97,7 @@ def test_pg_write_binds_binary_vectors():
 def test_keyset_pages_with_a_composite_key():
     q = FillQueries(target(key=("b", "a")), CRDB)
     assert s(q.next_page) == (
-        'SELECT "b", "a", "body" FROM "public"."Pass age" WHERE "body_vector" IS NULL AND "body" IS NOT NULL'
+        'SELECT "b", "a", "body" FROM "public"."Pass age" WHERE "body_vector" IS NULL AND ("body" IS NOT NULL)'
         ' AND ("b", "a") > (%s, %s) ORDER BY "b", "a" LIMIT %s'
     )
     assert 't."b" = "d"."k0" AND t."a" = "d"."k1"' in s(q.write)

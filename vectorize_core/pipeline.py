@@ -18,7 +18,7 @@ import numpy as np
 from psycopg import sql
 
 from .db import Database
-from .errors import DatabaseError, EncoderError, Interrupted
+from .errors import BadInput, DatabaseError, EncoderError, Interrupted
 from .target import VectorTarget, resolve_for_encode
 
 # Texts per encoder call: the unit of progress. Pages are sorted by length first, so chunking
@@ -33,6 +33,10 @@ class EncodeResult:
     written: int = 0
     skipped: int = 0  # rows changed (or filled by someone else) between read and write
     seconds: float = 0.0
+    failed: int = 0  # rows the encoder could not encode (--on-error skip); they stay pending
+    failed_keys: list[tuple] = field(default_factory=list)  # the first few of them
+    failure: str = ""  # the first encoder error
+    truncated: int = 0  # rows longer than the model's input limit
     column_created: bool = False
     index_created: bool = False
     statements: list[str] = field(default_factory=list)  # --dry-run only
@@ -47,18 +51,21 @@ class EncodeResult:
 
 
 class FillQueries:
-    """The three statements of a fill, built once per target."""
+    """The statements of a fill, built once per target."""
 
     def __init__(self, target: VectorTarget, dialect):
         t = target
         self.keys = [sql.Identifier(k) for k in t.table.primary_key]
+        self.sources = [sql.Identifier(c) for c in t.sources]
         self.key_list = sql.SQL(", ").join(self.keys)
-        self.source = sql.Identifier(t.source)
         self.vector = sql.Identifier(t.vector_column)
-        pending = sql.SQL("{} IS NULL AND {} IS NOT NULL").format(self.vector, self.source)
+        any_text = sql.SQL(" OR ").join(sql.SQL("{} IS NOT NULL").format(c) for c in self.sources)
+        pending = sql.SQL("{} IS NULL AND ({})").format(self.vector, any_text)
 
         self.count = sql.SQL("SELECT count(*) FROM {} WHERE {}").format(t.table.ident, pending)
-        select = sql.SQL("SELECT {}, {} FROM {} WHERE {}").format(self.key_list, self.source, t.table.ident, pending)
+        select = sql.SQL("SELECT {}, {} FROM {} WHERE {}").format(
+            self.key_list, sql.SQL(", ").join(self.sources), t.table.ident, pending
+        )
         order = sql.SQL(" ORDER BY {} LIMIT %s").format(self.key_list)
         self.first_page = select + order
         after = sql.SQL(" AND ({}) > ({})").format(
@@ -66,24 +73,30 @@ class FillQueries:
         )
         self.next_page = select + after + order
 
-        aliases = [sql.Identifier(f"k{i}") for i in range(len(self.keys))]
+        key_aliases = [sql.Identifier(f"k{i}") for i in range(len(self.keys))]
+        source_aliases = [sql.Identifier(f"s{i}") for i in range(len(self.sources))]
         d = sql.Identifier("d")
         matches = [
             sql.SQL("t.{} = {}").format(key, sql.Composed([d, sql.SQL("."), alias]))
-            for key, alias in zip(self.keys, aliases, strict=True)
+            for key, alias in zip(self.keys, key_aliases, strict=True)
+        ]
+        # The conditional write: the text is still what was encoded, the vector still NULL.
+        unchanged = [
+            sql.SQL("t.{} IS NOT DISTINCT FROM {}").format(column, sql.Composed([d, sql.SQL("."), alias]))
+            for column, alias in zip(self.sources, source_aliases, strict=True)
         ]
         self.write = sql.SQL(
             "UPDATE {table} AS t SET {vector} = {value}"
-            " FROM unnest({params}) AS d({aliases}, src, vec)"
-            " WHERE {matches} AND t.{vector} IS NULL AND t.{source} = d.src"
+            " FROM unnest({params}) AS d({aliases}, vec)"
+            " WHERE {matches} AND t.{vector} IS NULL AND {unchanged}"
         ).format(
             table=t.table.ident,
             vector=self.vector,
             value=dialect.write_vectors_value(sql.SQL("d.vec")),
-            params=sql.SQL(", ").join([sql.SQL("%b")] * (len(self.keys) + 2)),
-            aliases=sql.SQL(", ").join(aliases),
+            params=sql.SQL(", ").join([sql.SQL("%b")] * (len(self.keys) + len(self.sources) + 1)),
+            aliases=sql.SQL(", ").join(key_aliases + source_aliases),
             matches=sql.SQL(" AND ").join(matches),
-            source=self.source,
+            unchanged=sql.SQL(" AND ").join(unchanged),
         )
 
 
@@ -116,24 +129,46 @@ class PageReader:
 
 
 def write_page(db: Database, queries: FillQueries, dialect, rows: list[tuple], vectors: np.ndarray) -> int:
-    nkeys = len(queries.keys)
-    columns = [[row[i] for row in rows] for i in range(nkeys)]
-    texts = [row[nkeys] for row in rows]
-    params = (*columns, texts, dialect.vectors_array(vectors))
+    columns = [[row[i] for row in rows] for i in range(len(queries.keys) + len(queries.sources))]
+    params = (*columns, dialect.vectors_array(vectors))
     return db.run(lambda conn: conn.execute(queries.write, params).rowcount)
 
 
-def encode_page(encoder, target: VectorTarget, texts: list[str], on_chunk=None) -> np.ndarray:
-    """Vectors for texts, in their order. Texts go to the model shortest first, in chunks of
-    ENCODE_CHUNK: as little padding as one call for the whole page, and progress between chunks."""
-    vectors = np.empty((len(texts), target.dimension), dtype=np.float32)
+def document_text(target: VectorTarget, parts) -> str:
+    """What the model reads for a row: the prefix, then the non-NULL source texts."""
+    return target.prefix + " ".join(part for part in parts if part)
+
+
+class ChunkFailed(Exception):
+    def __init__(self, indices: list[int], error: EncoderError):
+        super().__init__(str(error))
+        self.indices = indices
+        self.error = error
+
+
+def encode_page(encoder, target: VectorTarget, texts: list[str], on_chunk=None, skip_failures=False):
+    """Vectors for texts in their order, the indices of texts that could not be encoded, and
+    the first error.
+
+    Texts go to the model shortest first, in chunks of ENCODE_CHUNK: as little padding as one
+    call for the whole page, and progress between chunks.
+    """
+    vectors = np.zeros((len(texts), target.dimension), dtype=np.float32)
+    failed: list[int] = []
+    error = None
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     for start in range(0, len(order), ENCODE_CHUNK):
         chunk = order[start : start + ENCODE_CHUNK]
-        vectors[chunk] = encode_chunk(encoder, target, [texts[i] for i in chunk])
+        try:
+            vectors[chunk] = encode_chunk(encoder, target, [texts[i] for i in chunk])
+        except EncoderError as exc:
+            if not skip_failures:
+                raise ChunkFailed(chunk, exc) from exc
+            failed.extend(chunk)
+            error = error or exc
         if on_chunk is not None:
             on_chunk(len(chunk))
-    return vectors
+    return vectors, failed, error
 
 
 def encode_chunk(encoder, target: VectorTarget, texts: list[str]) -> np.ndarray:
@@ -194,22 +229,42 @@ def encode(
     db: Database,
     *,
     table: str,
-    column: str,
+    column: str | list[str],
     model: str,
     schema: str | None = None,
     vector_column: str | None = None,
     metric: str | None = None,
+    prefix: str | None = None,
+    query_prefix: str | None = None,
+    backend: str | None = None,
+    dimension: int | None = None,
+    on_error: str = "stop",
     batch_size: int | None = None,
     limit: int | None = None,
     dry_run: bool = False,
     progress=None,
 ) -> EncodeResult:
-    """Add, fill and index the vector column of table.column with model.
+    """Add, fill and index the vector column of table.column (or of several columns, joined)
+    with model.
 
     ``progress(done, total)`` is called as rows are encoded (done counts this run's rows).
+    ``on_error``: 'stop' raises on the first batch the encoder cannot encode; 'skip' leaves
+    those rows pending and goes on.
     """
+    if on_error not in ("stop", "skip"):
+        raise BadInput(f"on_error must be 'stop' or 'skip', not {on_error!r}")
     target, encoder = resolve_for_encode(
-        db, table=table, column=column, model=model, schema=schema, vector_column=vector_column, metric=metric
+        db,
+        table=table,
+        column=column,
+        model=model,
+        schema=schema,
+        vector_column=vector_column,
+        metric=metric,
+        prefix=prefix,
+        query_prefix=query_prefix,
+        backend=backend,
+        dimension=dimension,
     )
     queries = FillQueries(target, db.dialect)
     page_size = batch_size or db.dialect.default_batch_size
@@ -233,7 +288,8 @@ def encode(
     total = result.pending_before if limit is None else min(limit, result.pending_before)
     started = time.monotonic()
     try:
-        Fill(db, target, encoder, queries, result).run(page_size, limit, total, progress)
+        fill = Fill(db, target, encoder, queries, result, skip_failures=on_error == "skip")
+        fill.run(page_size, limit, total, progress)
     finally:
         result.seconds = time.monotonic() - started
 
@@ -249,12 +305,14 @@ def encode(
 class Fill:
     """One run of the encode loop: read ahead, encode, write behind."""
 
-    def __init__(self, db: Database, target: VectorTarget, encoder, queries: FillQueries, result: EncodeResult):
+    def __init__(self, db: Database, target: VectorTarget, encoder, queries: FillQueries, result, skip_failures=False):
         self.db = db
         self.target = target
         self.encoder = encoder
         self.queries = queries
         self.result = result
+        self.skip_failures = skip_failures
+        self.count_truncated = getattr(encoder, "count_truncated", None)
         self.total = 0
         self.encoded = 0
         self.progress = None
@@ -272,18 +330,18 @@ class Fill:
             writer_db.close()
 
     def loop(self, reader: PageReader, reads, writes, writer_db: Database) -> None:
-        nkeys = len(self.queries.keys)
         next_page = reads.submit(reader.next_page)
         last_write, last_rows = None, 0
         try:
             while rows := next_page.result():
                 next_page = reads.submit(reader.next_page)  # read ahead while the model works
-                vectors = encode_page(self.encoder, self.target, [row[nkeys] for row in rows], self.report)
+                rows, vectors = self.encode(rows)
                 if last_write is not None:
                     self.account(last_write.result(), last_rows)
                     last_write = None
-                last_write = writes.submit(write_page, writer_db, self.queries, self.db.dialect, rows, vectors)
-                last_rows = len(rows)
+                if rows:
+                    last_write = writes.submit(write_page, writer_db, self.queries, self.db.dialect, rows, vectors)
+                    last_rows = len(rows)
             if last_write is not None:
                 self.account(last_write.result(), last_rows)
                 last_write = None
@@ -298,6 +356,25 @@ class Fill:
         finally:
             next_page.cancel()
 
+    def encode(self, rows: list[tuple]) -> tuple[list[tuple], np.ndarray]:
+        """The rows the encoder managed, with their vectors."""
+        nkeys = len(self.queries.keys)
+        texts = [document_text(self.target, row[nkeys:]) for row in rows]
+        if self.count_truncated is not None:
+            self.result.truncated += self.count_truncated(texts)
+        try:
+            vectors, failed, error = encode_page(self.encoder, self.target, texts, self.report, self.skip_failures)
+        except ChunkFailed as exc:
+            keys = [rows[i][:nkeys] for i in exc.indices]
+            raise EncoderError(f"{exc.error} (rows {describe_keys(self.target, keys)})") from None
+        if not failed:
+            return rows, vectors
+        self.result.failed += len(failed)
+        self.result.failure = self.result.failure or str(error)
+        self.result.failed_keys += [rows[i][:nkeys] for i in failed][: 10 - len(self.result.failed_keys)]
+        keep = sorted(set(range(len(rows))) - set(failed))
+        return [rows[i] for i in keep], vectors[keep]
+
     def report(self, encoded: int) -> None:
         self.encoded += encoded
         if self.progress is not None:
@@ -306,3 +383,10 @@ class Fill:
     def account(self, written: int, rows: int) -> None:
         self.result.written += written
         self.result.skipped += rows - written
+
+
+def describe_keys(target: VectorTarget, keys: list[tuple], most: int = 5) -> str:
+    names = target.table.primary_key
+    shown = [", ".join(f"{n}={v}" for n, v in zip(names, key, strict=True)) for key in keys[:most]]
+    more = f" and {len(keys) - most} more" if len(keys) > most else ""
+    return "; ".join(shown) + more

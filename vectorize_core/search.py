@@ -22,7 +22,7 @@ class SearchResult:
 
 
 def search_query(db: Database, target: SearchTarget) -> sql.Composed:
-    select = [sql.Identifier(c) for c in (*target.table.primary_key, *target.source)]
+    select = [sql.Identifier(c) for c in (*target.table.primary_key, *target.sources)]
     return db.dialect.search_query(
         target.table.ident,
         select,
@@ -33,9 +33,11 @@ def search_query(db: Database, target: SearchTarget) -> sql.Composed:
 
 
 def encode_query(target: SearchTarget, text: str) -> np.ndarray:
-    encoder = load_encoder(target.metadata["model"])
+    """The query's vector, by the column's recorded encoder and query prefix."""
+    meta = target.metadata
+    encoder = load_encoder(meta["model"], dimension=int(meta["dimension"]))
     try:
-        vector = np.asarray(encoder.encode([text]), dtype=np.float32)[0]
+        vector = np.asarray(encoder.encode([meta.get("query_prefix", "") + text]), dtype=np.float32)[0]
     except Exception as exc:  # noqa: BLE001
         raise EncoderError(f"model {target.metadata['model']!r} failed on the query: {exc}") from exc
     return vector
@@ -70,10 +72,10 @@ def search(
             return conn.execute(query, (literal, literal, k)).fetchall()
 
     rows = db.run(run)
-    names = [*target.table.primary_key, *target.source, "distance"]
+    names = [*target.table.primary_key, *target.sources, "distance"]
     return SearchResult(
         target=target,
         key_columns=list(target.table.primary_key),
-        text_columns=target.source,
+        text_columns=target.sources,
         rows=[dict(zip(names, row, strict=True)) for row in rows],
     )

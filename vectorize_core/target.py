@@ -26,12 +26,42 @@ from .errors import (
 METADATA_VERSION = 1
 
 
-def load_encoder(name: str):
+def load_encoder(name: str, *, backend: str | None = None, dimension: int | None = None):
+    """The encoder for --model name, configured; its model is not loaded yet."""
     try:
-        return modules.get(name)
+        return modules.get(name, backend=backend, dimension=dimension)
     except modules.UnknownEncoder as exc:
         known = ", ".join(exc.known) or "none"
         raise UnknownModel(f"unknown model {name!r}; known models: {known}") from None
+    except ValueError as exc:
+        raise BadInput(f"model {name!r}: {exc}") from None
+
+
+def describe_encoder(name: str) -> dict:
+    """Details of one encoder for `list-models NAME`; a family member may load its model."""
+    encoder = load_encoder(name)
+    dimension = encoder_dimension(encoder, name)
+    return {
+        "name": name,
+        "description": encoder.description,
+        "dimension": dimension,
+        "metric": encoder.metric,
+        "max_length": getattr(encoder, "max_length", None),
+        "source": str(getattr(encoder, "source", "") or ""),
+    }
+
+
+def encoder_dimension(encoder, name: str) -> int:
+    """The encoder's dimension; for families this may load the model or ask the endpoint."""
+    try:
+        return int(encoder.dimension)
+    except Exception as exc:  # noqa: BLE001 - loaders fail with OSError, HTTP errors, ...
+        raise UnknownModel(f"cannot load model {name!r}: {type(exc).__name__}: {first_line(exc)}") from None
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def default_vector_column(source: str) -> str:
@@ -51,13 +81,15 @@ def index_name_for(table: str, vector_column: str) -> str:
 @dataclass(frozen=True)
 class VectorTarget:
     table: Table
-    source: str
+    sources: tuple[str, ...]
     vector_column: str
     model: str
     dimension: int
     metric: str
     column_exists: bool
     has_metadata: bool
+    prefix: str = ""
+    query_prefix: str = ""
 
     @property
     def index_name(self) -> str:
@@ -70,11 +102,15 @@ class VectorTarget:
     def metadata_json(self) -> str:
         record = {
             "version": METADATA_VERSION,
-            "source": [self.source],
+            "source": list(self.sources),
             "model": self.model,
             "dimension": self.dimension,
             "metric": self.metric,
         }
+        if self.prefix:
+            record["prefix"] = self.prefix
+        if self.query_prefix:
+            record["query_prefix"] = self.query_prefix
         return json.dumps({METADATA_KEY: record}, sort_keys=True)
 
 
@@ -82,73 +118,98 @@ def resolve_for_encode(
     db: Database,
     *,
     table: str,
-    column: str,
+    column: str | list[str] | tuple[str, ...],
     model: str,
     schema: str | None = None,
     vector_column: str | None = None,
     metric: str | None = None,
+    prefix: str | None = None,
+    query_prefix: str | None = None,
+    backend: str | None = None,
+    dimension: int | None = None,
 ) -> tuple[VectorTarget, object]:
     """Validate an encode request; returns the target and its encoder. Changes nothing."""
+    sources = (column,) if isinstance(column, str) else tuple(column)
+    if not sources:
+        raise BadInput("give at least one --column")
+    if len(set(sources)) != len(sources):
+        raise BadInput(f"--column repeats a column: {', '.join(sources)}")
     info = db.find_table(table, schema)
-    source = info.column(column)
-    if not source.is_text:
-        raise NotTextColumn(
-            f"column {column!r} of {info.display} is {source.type_sql}, not text; "
-            "vectorize encodes text columns (text, varchar, char)"
-        )
-    encoder = load_encoder(model)
-    dimension = int(encoder.dimension)
-    vector_column = vector_column or default_vector_column(column)
-    if vector_column == column or vector_column in info.primary_key:
+    for name in sources:
+        check_text_column(info, name)
+    vector_column = vector_column or default_vector_column(sources[0])
+    if vector_column in sources or vector_column in info.primary_key:
         raise BadInput(f"--vector-column {vector_column!r} would overwrite a column vectorize reads")
 
     existing = info.columns.get(vector_column)
     meta = existing.metadata if existing else None
     if meta is not None:
-        check_same_fill(meta, info.display, vector_column, column, model, metric)
+        check_same_fill(meta, info.display, vector_column, sources, model, metric, prefix)
         metric = metric or meta.get("metric")
+        prefix = meta.get("prefix", "") if prefix is None else prefix
+        query_prefix = meta.get("query_prefix", "") if query_prefix is None else query_prefix
+        dimension = dimension or meta.get("dimension")
+    encoder = load_encoder(model, backend=backend, dimension=dimension)
+    dimension = encoder_dimension(encoder, model)
     if existing is not None:
-        if not existing.is_vector:
-            raise DimensionMismatch(
-                f"column {vector_column!r} of {info.display} exists as {existing.type_sql}, "
-                f"not vector({dimension}); choose another --vector-column"
-            )
-        if existing.typmod != dimension:
-            size = existing.typmod if existing.typmod > 0 else "no fixed size"
-            raise DimensionMismatch(
-                f"column {vector_column!r} of {info.display} holds vectors of {size} dimensions "
-                f"but model {model!r} makes {dimension}; choose another --vector-column"
-            )
+        check_vector_column(existing, info.display, model, dimension)
     metric = metric or encoder.metric
     db.dialect.check_metric(metric)
     target = VectorTarget(
         table=info,
-        source=column,
+        sources=sources,
         vector_column=vector_column,
         model=model,
         dimension=dimension,
         metric=metric,
         column_exists=existing is not None,
         has_metadata=meta is not None,
+        prefix=prefix or "",
+        query_prefix=query_prefix or "",
     )
     return target, encoder
 
 
-def check_same_fill(meta: dict, table: str, vector_column: str, column: str, model: str, metric: str | None):
-    """Refuse to mix a second model, metric or source into a column filled by another."""
+def check_text_column(info: Table, name: str) -> None:
+    source = info.column(name)
+    if not source.is_text:
+        raise NotTextColumn(
+            f"column {name!r} of {info.display} is {source.type_sql}, not text; "
+            "vectorize encodes text columns (text, varchar, char)"
+        )
+
+
+def check_vector_column(existing, table: str, model: str, dimension: int) -> None:
+    if not existing.is_vector:
+        raise DimensionMismatch(
+            f"column {existing.name!r} of {table} exists as {existing.type_sql}, "
+            f"not vector({dimension}); choose another --vector-column"
+        )
+    if existing.typmod != dimension:
+        size = existing.typmod if existing.typmod > 0 else "no fixed size"
+        raise DimensionMismatch(
+            f"column {existing.name!r} of {table} holds vectors of {size} dimensions "
+            f"but model {model!r} makes {dimension}; choose another --vector-column"
+        )
+
+
+def check_same_fill(meta, table, vector_column, sources, model, metric, prefix) -> None:
+    """Refuse to mix a second model, metric, source or prefix into a column filled by another."""
     where = f"{table}.{vector_column}"
     if meta.get("model") != model:
         raise ModelMismatch(
             f"{where} was filled by model {meta.get('model')!r}, not {model!r}; "
             "use another --vector-column for a second model"
         )
-    if meta.get("source") != [column]:
-        raise ModelMismatch(f"{where} holds vectors of {', '.join(meta.get('source') or [])}, not {column!r}")
+    if meta.get("source") != list(sources):
+        raise ModelMismatch(f"{where} holds vectors of {', '.join(meta.get('source') or [])}, not {', '.join(sources)}")
     if metric is not None and meta.get("metric") != metric:
         raise ModelMismatch(
             f"{where} is indexed for the {meta.get('metric')} metric, not {metric}; "
             "use another --vector-column for a second metric"
         )
+    if prefix is not None and meta.get("prefix", "") != prefix:
+        raise ModelMismatch(f"{where} was encoded with --prefix {meta.get('prefix', '')!r}, not {prefix!r}")
 
 
 @dataclass(frozen=True)
@@ -158,7 +219,7 @@ class SearchTarget:
     metadata: dict
 
     @property
-    def source(self) -> list[str]:
+    def sources(self) -> list[str]:
         return list(self.metadata["source"])
 
     @property
