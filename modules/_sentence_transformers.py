@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import warnings
 from pathlib import Path
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
@@ -138,11 +139,13 @@ def load_onnx(source: str, quantized: bool):
     from sentence_transformers import SentenceTransformer
 
     cache = onnx_cache_dir(source, quantized)
-    file_name = "onnx/model_qint8_avx2.onnx" if quantized else "onnx/model.onnx"
+    file_name = "onnx/model_quint8_avx2.onnx" if quantized else "onnx/model.onnx"
     if (cache / file_name).exists():
         return SentenceTransformer(str(cache), backend="onnx", model_kwargs={"file_name": file_name})
     try:
-        model = SentenceTransformer(source, backend="onnx")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's deprecation chatter is not the user's business
+            model = SentenceTransformer(source, backend="onnx")
     except Exception as exc:  # noqa: BLE001 - missing optimum/onnxruntime surfaces as many types
         raise RuntimeError(
             f"the onnx backend needs optimum and onnxruntime (pip install 'vectorize[onnx]'): {exc}"
@@ -153,5 +156,7 @@ def load_onnx(source: str, quantized: bool):
         return model
     from sentence_transformers.backend import export_dynamic_quantized_onnx_model
 
-    export_dynamic_quantized_onnx_model(model, "avx2", str(cache))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        export_dynamic_quantized_onnx_model(model, "avx2", str(cache))
     return SentenceTransformer(str(cache), backend="onnx", model_kwargs={"file_name": file_name})

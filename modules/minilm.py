@@ -45,7 +45,4 @@ encode = _encoder.encode
 load = _encoder.load
 configure = _encoder.configure
 count_truncated = _encoder.count_truncated
-
-
-def source() -> str:
-    return _encoder.source
+source = model_source  # callable: where the model would load from now

@@ -41,13 +41,14 @@ def describe_encoder(name: str) -> dict:
     """Details of one encoder for `list-models NAME`; a family member may load its model."""
     encoder = load_encoder(name)
     dimension = encoder_dimension(encoder, name)
+    source = getattr(encoder, "source", "")
     return {
         "name": name,
         "description": encoder.description,
         "dimension": dimension,
         "metric": encoder.metric,
         "max_length": getattr(encoder, "max_length", None),
-        "source": str(getattr(encoder, "source", "") or ""),
+        "source": str((source() if callable(source) else source) or ""),
     }
 
 
