@@ -152,19 +152,29 @@ def list_models(name, as_json):
     "--on-error", type=click.Choice(["stop", "skip"]), default="stop", show_default=True,
     help="When the encoder fails on a batch: stop, or leave those rows pending and go on.",
 )  # fmt: skip
+@click.option("--track-changes", is_flag=True, help="Install a trigger that re-queues rows whose text changes.")
+@click.option("--follow", is_flag=True, help="Keep running: encode new and changed rows as they come.")
+@click.option(
+    "--max-idle",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="With --follow: exit 0 after this long with nothing to do.",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), help="Rows per read and per write statement.")
 @click.option("--limit", type=click.IntRange(min=0), help="Encode at most this many rows in this run.")
 @click.option("--dry-run", is_flag=True, help="Print the SQL it would run; change nothing.")
 def encode(url, table, schema, columns, model, vector_column, metric, prefix, query_prefix, backend, dimension,
-           on_error, batch_size, limit, dry_run):  # fmt: skip
+           on_error, track_changes, follow, max_idle, batch_size, limit, dry_run):  # fmt: skip
     """Add, fill and index a vector column for a text column.
 
     Only rows whose vector is NULL and whose text is not are encoded, so a rerun continues
-    where the last one stopped, and does nothing on a finished table.
+    where the last one stopped, and does nothing on a finished table. With --track-changes and
+    --follow it keeps the vectors current as a long-running service (SIGTERM stops it cleanly).
 
     \b
     Example:
       vectorize.py encode --table passage --column passage --model minilm
+      vectorize.py encode -t passage -c passage --track-changes --follow
       vectorize.py encode -t article -c title -c body -m st:intfloat/e5-small-v2 \\
           --prefix "passage: " --query-prefix "query: "
     """
@@ -172,7 +182,10 @@ def encode(url, table, schema, columns, model, vector_column, metric, prefix, qu
 
     if not table:
         raise click.UsageError("Missing option '--table'.")
-    with vectorize_core.connect(url) as db, progress_reporter() as progress:
+    if max_idle is not None and not follow:
+        raise click.UsageError("--max-idle goes with --follow.")
+    stop = stop_on_signals() if follow else None
+    with vectorize_core.connect(url) as db, progress_reporter(enabled=not follow) as progress:
         result = vectorize_core.encode(
             db,
             table=table,
@@ -186,10 +199,15 @@ def encode(url, table, schema, columns, model, vector_column, metric, prefix, qu
             backend=backend,
             dimension=dimension,
             on_error=on_error,
+            track_changes=track_changes,
             batch_size=batch_size,
             limit=limit,
             dry_run=dry_run,
+            follow=follow,
+            max_idle=max_idle,
+            stop=stop,
             progress=progress,
+            on_round=report_round,
         )
     if dry_run:
         for statement in result.statements:
@@ -198,6 +216,28 @@ def encode(url, table, schema, columns, model, vector_column, metric, prefix, qu
     if result.failed:
         click.echo(f"Warning: {encode_failures(result)}", err=True)
     click.echo(encode_summary(result))
+
+
+def stop_on_signals():
+    """An event set by SIGTERM or SIGINT: --follow finishes the page in flight and exits 0."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+
+    def request_stop(signum, frame):
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    return stop
+
+
+def report_round(result) -> None:
+    """--follow: one line per poll that wrote something."""
+    import time
+
+    click.echo(f"{time.strftime('%H:%M:%S')} {result.written} rows encoded into {result.target.display}", err=True)
 
 
 def encode_failures(result) -> str:
@@ -238,9 +278,12 @@ def encode_summary(result) -> str:
 class progress_reporter:
     """A rich progress bar on a terminal; nothing otherwise. Yields the core's callback."""
 
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+
     def __enter__(self):
         self.bar = None
-        if not sys.stderr.isatty():
+        if not self.enabled or not sys.stderr.isatty():
             return None
         from rich.console import Console
         from rich.progress import (
@@ -282,13 +325,14 @@ class progress_reporter:
 
 @cli.command()
 @url_option
-@click.argument("query")
+@click.argument("query", required=False)
 @apply(table_options)
 @click.option("--column", "-c", metavar="COLUMN", help="Source column whose vectors to search.")
 @click.option("--vector-column", metavar="NAME", help="Vector column to search, when a column has several.")
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1), help="Number of results.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of rows.")
-def search(url, query, table, schema, column, vector_column, k, as_json):
+@click.option("--emit-sql", is_flag=True, help="Print the parameterised search query for application code.")
+def search(url, query, table, schema, column, vector_column, k, as_json, emit_sql):
     """Find the rows nearest in meaning to QUERY.
 
     Uses the only vectorized column in the database unless --table/--column say which; the
@@ -297,12 +341,18 @@ def search(url, query, table, schema, column, vector_column, k, as_json):
     \b
     Example:
       vectorize.py search "a sentence" --table passage -k 5
+      vectorize.py search --emit-sql --table passage
     """
     from vectorize_core import connect
-    from vectorize_core.search import search as run_search
+    from vectorize_core import search as core
 
+    if query is None and not emit_sql:
+        raise click.UsageError("Missing argument 'QUERY'.")
     with connect(url) as db:
-        result = run_search(db, query, k=k, table=table, schema=schema, column=column, vector_column=vector_column)
+        if emit_sql:
+            click.echo(core.emit_sql(db, table=table, schema=schema, column=column, vector_column=vector_column))
+            return
+        result = core.search(db, query, k=k, table=table, schema=schema, column=column, vector_column=vector_column)
     if as_json:
         click.echo(json.dumps(result.rows, indent=2, default=str, ensure_ascii=False))
         return
@@ -310,6 +360,64 @@ def search(url, query, table, schema, column, vector_column, k, as_json):
         key = ", ".join(f"{c}={row[c]}" for c in result.key_columns)
         text = " ".join(" ".join(str(row[c] or "") for c in result.text_columns).split())
         click.echo(f"{rank:>3}  {row['distance']:.4f}  {key}  {snippet(text)}")
+
+
+@cli.command()
+@url_option
+@apply(table_options)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+def status(url, table, schema, as_json):
+    """Show every vectorized column: model, counts of embedded and pending rows, index,
+    change tracking and storage.
+
+    \b
+    Example:
+      vectorize.py status --table passage --json
+    """
+    from vectorize_core import connect, ops
+
+    with connect(url) as db:
+        columns = [c.as_dict() for c in ops.status(db, table=table, schema=schema)]
+    if as_json:
+        click.echo(json.dumps(columns, indent=2))
+        return
+    if not columns:
+        click.echo("No vectorized columns.")
+        return
+    headers = ["table", "column", "vector_column", "model", "metric", "rows", "embedded", "pending", "no_text",
+               "index", "tracking"]  # fmt: skip
+    print_table(headers, columns)
+
+
+@cli.command()
+@url_option
+@apply(table_options)
+@click.option("--column", "-c", required=True, metavar="COLUMN", help="Source column of the vectors.")
+@click.option("--vector-column", metavar="NAME", help="Vector column to drop  [default: <column>_vector]")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def drop(url, table, schema, column, vector_column, yes):
+    """Remove a vector column with its index, metadata and change tracking; every other column
+    and row stays exactly as it was.
+
+    \b
+    Example:
+      vectorize.py drop --table passage --column passage --yes
+    """
+    from vectorize_core import connect, ops
+
+    if not table:
+        raise click.UsageError("Missing option '--table'.")
+
+    def confirm(plan) -> bool:
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise click.UsageError(f"refusing to drop {plan.display} without --yes (no terminal to ask on)")
+        return click.confirm(f"Drop {plan.display} (vectors of {', '.join(plan.sources)}) and its index?")
+
+    with connect(url) as db:
+        plan = ops.drop(db, table=table, schema=schema, column=column, vector_column=vector_column, confirm=confirm)
+    click.echo(f"Dropped {plan.display}." if plan else "Nothing dropped.")
 
 
 def snippet(text: str, width: int = 100) -> str:

@@ -26,7 +26,7 @@ def s(composable) -> str:
 def target(metric="cosine", key=("id",), exists=False) -> VectorTarget:
     columns = {"id": Column("id", 1, "int8", "bigint", -1, None), "body": Column("body", 2, "text", "text", -1, None)}
     table = Table("public", "Pass age", 1, columns, key)
-    return VectorTarget(table, ("body",), "body_vector", "minilm", 384, metric, exists, exists)
+    return VectorTarget(table, ("body",), "body_vector", "minilm", 384, metric, exists, None)
 
 
 @pytest.mark.parametrize(
@@ -72,8 +72,34 @@ def test_crdb_column_ddl_and_metadata_comment():
         'COMMENT ON COLUMN "public"."Pass age"."body_vector" IS '
         '\'{"vectorize": {"dimension": 384, "metric": "cosine", "model": "minilm", "source": ["body"], "version": 1}}\'',
     ]
-    assert [s(x) for x in index_statements(_FakeDb(CRDB), t)] == [
-        'CREATE VECTOR INDEX IF NOT EXISTS "Pass age_body_vector_idx" ON "public"."Pass age" ("body_vector" vector_cosine_ops)'
+    assert [s(x) for x in index_statements(_FakeDb(CRDB), t, FillQueries(t, CRDB))] == [
+        'CREATE VECTOR INDEX IF NOT EXISTS "Pass age_body_vector_idx" ON "public"."Pass age" ("body_vector" vector_cosine_ops)',
+        'CREATE INDEX IF NOT EXISTS "Pass age_body_vector_pending" ON "public"."Pass age" ("id")'
+        ' WHERE "body_vector" IS NULL AND ("body" IS NOT NULL)',
+    ]
+
+
+def test_crdb_trigger_statements():
+    from vectorize_core import tracking
+
+    t = target().table
+    db = _FakeDb(CRDB)
+    statements = [s(x) for x in tracking.trigger_statements(db, t, [("v1", ["title", "body"]), ("v2", ["body"])])]
+    assert statements == [
+        'DROP TRIGGER IF EXISTS "vectorize_reset" ON "public"."Pass age"',
+        'CREATE OR REPLACE FUNCTION "public"."vectorize_reset_Pass age"() RETURNS TRIGGER LANGUAGE plpgsql AS '
+        "'\nBEGIN\n"
+        '  IF (NEW)."title" IS DISTINCT FROM (OLD)."title" OR (NEW)."body" IS DISTINCT FROM (OLD)."body"'
+        ' THEN NEW."v1" := NULL; END IF;\n'
+        '  IF (NEW)."body" IS DISTINCT FROM (OLD)."body" THEN NEW."v2" := NULL; END IF;\n'
+        "  RETURN NEW;\nEND\n'",
+        'CREATE TRIGGER "vectorize_reset" BEFORE UPDATE ON "public"."Pass age" FOR EACH ROW'
+        ' EXECUTE FUNCTION "public"."vectorize_reset_Pass age"()',
+    ]
+    assert CRDB.ddl_in_transaction is False and PG.ddl_in_transaction is True
+    assert [s(x) for x in tracking.trigger_statements(db, t, [])] == [
+        'DROP TRIGGER IF EXISTS "vectorize_reset" ON "public"."Pass age"',
+        'DROP FUNCTION IF EXISTS "public"."vectorize_reset_Pass age"()',
     ]
 
 
@@ -140,3 +166,6 @@ class _FakeDb:
 
     def __init__(self, dialect):
         self.dialect = dialect
+
+    def as_string(self, composable):
+        return composable.as_string()

@@ -65,6 +65,33 @@ class Dialect:
         # pgvector builds HNSW far faster while the graph fits in maintenance_work_mem.
         return [sql.SQL("SET maintenance_work_mem = '1GB'")]
 
+    def trigger_statements(
+        self, table: sql.Composable, function: sql.Composable, trigger: str, body: str
+    ) -> list[sql.Composable]:
+        """(Re)install a BEFORE UPDATE row trigger running a PL/pgSQL body.
+
+        Drop, replace, create: CockroachDB before v26.2 has no CREATE OR REPLACE TRIGGER and
+        refuses to replace a function a trigger uses.
+        """
+        return [
+            sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(trigger), table),
+            sql.SQL("CREATE OR REPLACE FUNCTION {}() RETURNS TRIGGER LANGUAGE plpgsql AS {}").format(
+                function, sql.Literal(body)
+            ),
+            sql.SQL("CREATE TRIGGER {} BEFORE UPDATE ON {} FOR EACH ROW EXECUTE FUNCTION {}()").format(
+                sql.Identifier(trigger), table, function
+            ),
+        ]
+
+    # DDL is transactional in PostgreSQL: the trigger is swapped with no moment without one.
+    ddl_in_transaction = True
+
+    def column_bytes(self, column: sql.Composable) -> sql.Composable:
+        return sql.SQL("sum(pg_column_size({}))").format(column)
+
+    def relation_bytes(self) -> sql.Composable | None:
+        return sql.SQL("SELECT pg_relation_size(%s::regclass)")
+
     def distance(self, column: sql.Composable, metric: str, query: sql.Composable) -> sql.Composed:
         return sql.SQL("{} {} {}").format(column, sql.SQL(OPERATORS[metric]), query)
 
@@ -131,6 +158,15 @@ class CockroachDialect(Dialect):
 
     def index_build_settings(self) -> list[sql.Composable]:
         return []
+
+    # autocommit_before_ddl (on since v25.1) commits an open transaction before any DDL.
+    ddl_in_transaction = False
+
+    def column_bytes(self, column: sql.Composable) -> sql.Composable:
+        return sql.SQL("NULL")  # no per-value size function to rely on
+
+    def relation_bytes(self) -> sql.Composable | None:
+        return None
 
     def vectors_array(self, vectors: np.ndarray) -> list:
         # VECTOR[] parameters are unconfirmed on CockroachDB and binary VECTOR needs v25.3+:

@@ -10,6 +10,7 @@ and safe to retry.
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from psycopg import sql
 
+from . import tracking
 from .db import Database
 from .errors import BadInput, DatabaseError, EncoderError, Interrupted
 from .target import VectorTarget, resolve_for_encode
@@ -60,7 +62,7 @@ class FillQueries:
         self.key_list = sql.SQL(", ").join(self.keys)
         self.vector = sql.Identifier(t.vector_column)
         any_text = sql.SQL(" OR ").join(sql.SQL("{} IS NOT NULL").format(c) for c in self.sources)
-        pending = sql.SQL("{} IS NULL AND ({})").format(self.vector, any_text)
+        self.pending = pending = sql.SQL("{} IS NULL AND ({})").format(self.vector, any_text)
 
         self.count = sql.SQL("SELECT count(*) FROM {} WHERE {}").format(t.table.ident, pending)
         select = sql.SQL("SELECT {}, {} FROM {} WHERE {}").format(
@@ -190,15 +192,19 @@ def prepare_statements(db: Database, target: VectorTarget) -> list[sql.Composabl
     statements = list(dialect.setup_statements())
     if not target.column_exists:
         statements.append(dialect.add_vector_column(target.table.ident, target.vector_column, target.dimension))
-    if not target.has_metadata:
+    if target.needs_comment:
         statements.append(dialect.comment_on_column(target.table.ident, target.vector_column, target.metadata_json()))
     return statements
 
 
-def index_statements(db: Database, target: VectorTarget) -> list[sql.Composable]:
+def index_statements(db: Database, target: VectorTarget, queries: FillQueries) -> list[sql.Composable]:
     return [
         *db.dialect.index_build_settings(),
         db.dialect.create_index(target.table.ident, target.index_name, target.vector_column, target.metric),
+        # Pending rows, by key: finding them costs in proportion to them, not to the table.
+        sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({}) WHERE {}").format(
+            sql.Identifier(target.pending_index_name), target.table.ident, queries.key_list, queries.pending
+        ),
     ]
 
 
@@ -239,17 +245,25 @@ def encode(
     backend: str | None = None,
     dimension: int | None = None,
     on_error: str = "stop",
+    track_changes: bool = False,
     batch_size: int | None = None,
     limit: int | None = None,
     dry_run: bool = False,
+    follow: bool = False,
+    max_idle: float | None = None,
+    stop: threading.Event | None = None,
     progress=None,
+    on_round=None,
 ) -> EncodeResult:
     """Add, fill and index the vector column of table.column (or of several columns, joined)
     with model.
 
     ``progress(done, total)`` is called as rows are encoded (done counts this run's rows).
     ``on_error``: 'stop' raises on the first batch the encoder cannot encode; 'skip' leaves
-    those rows pending and goes on.
+    those rows pending and goes on. ``track_changes`` installs the trigger that resets a vector
+    when its text changes. ``follow`` keeps polling for pending rows until ``stop`` is set or
+    nothing was pending for ``max_idle`` seconds; ``on_round(written, result)`` is called after
+    every poll that wrote rows. Setting ``stop`` ends a run after the page in flight.
     """
     if on_error not in ("stop", "skip"):
         raise BadInput(f"on_error must be 'stop' or 'skip', not {on_error!r}")
@@ -265,6 +279,7 @@ def encode(
         query_prefix=query_prefix,
         backend=backend,
         dimension=dimension,
+        track_changes=track_changes,
     )
     queries = FillQueries(target, db.dialect)
     page_size = batch_size or db.dialect.default_batch_size
@@ -273,9 +288,11 @@ def encode(
 
     if dry_run:
         statements = prepare_statements(db, target)
+        if target.track_changes:
+            statements += tracking_statements(db, target)
         statements += [queries.first_page, queries.next_page, queries.write]
         if not has_index:
-            statements += index_statements(db, target)
+            statements += index_statements(db, target, queries)
         result.statements = [db.as_string(s) for s in statements]
         return result
 
@@ -283,12 +300,14 @@ def encode(
     for statement in prepare_statements(db, target)[len(db.dialect.setup_statements()) :]:
         run_ddl(db, statement)
     result.column_created = not target.column_exists
+    if target.track_changes:
+        tracking.sync_trigger(db, *tracked_after_comment(db, target))
 
     result.pending_before = db.fetchone(queries.count)[0]
     total = result.pending_before if limit is None else min(limit, result.pending_before)
+    fill = Fill(db, target, encoder, queries, result, skip_failures=on_error == "skip", stop=stop)
     started = time.monotonic()
     try:
-        fill = Fill(db, target, encoder, queries, result, skip_failures=on_error == "skip")
         fill.run(page_size, limit, total, progress)
     finally:
         result.seconds = time.monotonic() - started
@@ -296,17 +315,61 @@ def encode(
     # On a first fill, building the index once over the filled column is far cheaper than
     # maintaining it row by row.
     if not has_index:
-        for statement in index_statements(db, target):
+        for statement in index_statements(db, target, queries):
             run_ddl(db, statement)
         result.index_created = True
+    if follow:
+        keep_following(db, fill, queries, page_size, max_idle, stop, on_round, started)
     return result
+
+
+# Polling backoff of --follow: quick after activity, at most POLL_MAX seconds apart when idle.
+POLL_MIN, POLL_MAX = 0.2, 2.0
+
+
+def keep_following(db, fill, queries, page_size, max_idle, stop, on_round, started) -> None:
+    """Poll for pending rows (new or changed) and encode them, until stop or max_idle."""
+    stop = stop or threading.Event()
+    result = fill.result
+    idle_since = time.monotonic()
+    wait = POLL_MIN
+    while not stop.is_set():
+        before = result.written + result.skipped + result.failed
+        pending = db.fetchone(queries.count)[0]
+        if pending:
+            fill.run(page_size, None, pending)
+            result.seconds = time.monotonic() - started
+        if result.written + result.skipped + result.failed > before:
+            idle_since, wait = time.monotonic(), POLL_MIN
+            if on_round is not None:
+                on_round(result)
+            continue
+        if max_idle is not None and time.monotonic() - idle_since >= max_idle:
+            return
+        stop.wait(wait)
+        wait = min(POLL_MAX, wait * 2)
+
+
+def tracked_after_comment(db: Database, target: VectorTarget):
+    """The table as it now is, and its tracked columns (this one included)."""
+    table = db.find_table(target.table.name, target.table.schema)
+    return table, tracking.tracked_columns(table)
+
+
+def tracking_statements(db: Database, target: VectorTarget) -> list[sql.Composable]:
+    tracked = [(v, s) for v, s in tracking.tracked_columns(target.table) if v != target.vector_column]
+    tracked.append((target.vector_column, list(target.sources)))
+    return tracking.trigger_statements(db, target.table, tracked)
 
 
 class Fill:
     """One run of the encode loop: read ahead, encode, write behind."""
 
-    def __init__(self, db: Database, target: VectorTarget, encoder, queries: FillQueries, result, skip_failures=False):
+    def __init__(
+        self, db: Database, target: VectorTarget, encoder, queries: FillQueries, result, skip_failures=False, stop=None
+    ):
         self.db = db
+        self.stop = stop
         self.target = target
         self.encoder = encoder
         self.queries = queries
@@ -318,7 +381,8 @@ class Fill:
         self.progress = None
 
     def run(self, page_size: int, limit: int | None, total: int, progress=None) -> None:
-        self.total, self.progress = total, progress
+        self.total, self.encoded = total, 0
+        self.progress = progress or self.progress
         self.report(0)
         reader = PageReader(self.db.clone(), self.queries, page_size, limit)
         writer_db = self.db.clone()
@@ -333,7 +397,7 @@ class Fill:
         next_page = reads.submit(reader.next_page)
         last_write, last_rows = None, 0
         try:
-            while rows := next_page.result():
+            while (rows := next_page.result()) and not (self.stop and self.stop.is_set()):
                 next_page = reads.submit(reader.next_page)  # read ahead while the model works
                 rows, vectors = self.encode(rows)
                 if last_write is not None:

@@ -32,6 +32,28 @@ def search_query(db: Database, target: SearchTarget) -> sql.Composed:
     )
 
 
+def emit_sql(db: Database, **where) -> str:
+    """The search query for application code, with its parameters explained."""
+    target = resolve_for_search(db, **where)
+    meta = target.metadata
+    settings = [mogrify(db, stmt, params) for stmt, params in db.dialect.search_settings(10)]
+    prefix = f" (prefix {meta['query_prefix']!r})" if meta.get("query_prefix") else ""
+    lines = [
+        f"-- {db.dialect.name}: nearest rows of {target.display}, metric {meta['metric']}, model {meta['model']}",
+        f"-- parameters: the query vector as text '[x1,...,x{meta['dimension']}]' from {meta['model']}{prefix},",
+        "-- the same vector again, then k. Run in one transaction with:",
+        *(f"--   {setting};" for setting in settings),
+        db.as_string(search_query(db, target)) + ";",
+    ]
+    return "\n".join(lines)
+
+
+def mogrify(db: Database, statement, params) -> str:
+    import psycopg
+
+    return psycopg.ClientCursor(db.connection()).mogrify(statement, params)
+
+
 def encode_query(target: SearchTarget, text: str) -> np.ndarray:
     """The query's vector, by the column's recorded encoder and query prefix."""
     meta = target.metadata

@@ -69,14 +69,14 @@ def default_vector_column(source: str) -> str:
     return f"{source}_vector"
 
 
-def index_name_for(table: str, vector_column: str) -> str:
-    """<table>_<vector column>_idx, shortened with a hash to fit PostgreSQL's 63 bytes."""
-    name = f"{table}_{vector_column}_idx"
+def index_name_for(table: str, vector_column: str, suffix: str = "idx") -> str:
+    """<table>_<vector column>_<suffix>, shortened with a hash to fit PostgreSQL's 63 bytes."""
+    name = f"{table}_{vector_column}_{suffix}"
     if len(name.encode()) <= 63:
         return name
     digest = hashlib.sha1(name.encode()).hexdigest()[:8]
-    head = name.encode()[:50].decode(errors="ignore")
-    return f"{head}_{digest}_idx"
+    head = name.encode()[: 62 - len(suffix) - 10].decode(errors="ignore")
+    return f"{head}_{digest}_{suffix}"
 
 
 @dataclass(frozen=True)
@@ -88,9 +88,10 @@ class VectorTarget:
     dimension: int
     metric: str
     column_exists: bool
-    has_metadata: bool
+    existing_metadata: dict | None
     prefix: str = ""
     query_prefix: str = ""
+    track_changes: bool = False
 
     @property
     def index_name(self) -> str:
@@ -100,7 +101,18 @@ class VectorTarget:
     def display(self) -> str:
         return f"{self.table.display}.{self.vector_column}"
 
+    @property
+    def pending_index_name(self) -> str:
+        return index_name_for(self.table.name, self.vector_column, "pending")
+
+    @property
+    def needs_comment(self) -> bool:
+        return self.existing_metadata != self.metadata_record()
+
     def metadata_json(self) -> str:
+        return json.dumps({METADATA_KEY: self.metadata_record()}, sort_keys=True)
+
+    def metadata_record(self) -> dict:
         record = {
             "version": METADATA_VERSION,
             "source": list(self.sources),
@@ -112,7 +124,9 @@ class VectorTarget:
             record["prefix"] = self.prefix
         if self.query_prefix:
             record["query_prefix"] = self.query_prefix
-        return json.dumps({METADATA_KEY: record}, sort_keys=True)
+        if self.track_changes:
+            record["track_changes"] = True
+        return record
 
 
 def resolve_for_encode(
@@ -128,6 +142,7 @@ def resolve_for_encode(
     query_prefix: str | None = None,
     backend: str | None = None,
     dimension: int | None = None,
+    track_changes: bool = False,
 ) -> tuple[VectorTarget, object]:
     """Validate an encode request; returns the target and its encoder. Changes nothing."""
     sources = (column,) if isinstance(column, str) else tuple(column)
@@ -150,6 +165,7 @@ def resolve_for_encode(
         prefix = meta.get("prefix", "") if prefix is None else prefix
         query_prefix = meta.get("query_prefix", "") if query_prefix is None else query_prefix
         dimension = dimension or meta.get("dimension")
+        track_changes = track_changes or bool(meta.get("track_changes"))
     encoder = load_encoder(model, backend=backend, dimension=dimension)
     dimension = encoder_dimension(encoder, model)
     if existing is not None:
@@ -164,9 +180,10 @@ def resolve_for_encode(
         dimension=dimension,
         metric=metric,
         column_exists=existing is not None,
-        has_metadata=meta is not None,
+        existing_metadata=meta,
         prefix=prefix or "",
         query_prefix=query_prefix or "",
+        track_changes=track_changes,
     )
     return target, encoder
 
