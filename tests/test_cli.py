@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
 
 import vectorize
+from conftest import ROOT
 
 
 @pytest.mark.parametrize("name", sorted(vectorize.cli.commands))

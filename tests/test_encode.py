@@ -7,9 +7,9 @@ import uuid
 
 import numpy as np
 import pytest
-from conftest import cosine, stored_vectors, table_checksum
 
 import modules
+from conftest import cosine, stored_vectors, table_checksum
 
 TEXTS = [
     "The cat sat on the mat.",

@@ -10,10 +10,10 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, cosine
-from openai_server import EmbeddingServer
 
 import modules
+from conftest import ROOT, cosine
+from openai_server import EmbeddingServer
 
 TEXTS = ["Wall Street and the stock exchange", "A kitten asleep in the sun", "Rain over the North Sea"]
 

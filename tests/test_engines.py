@@ -8,9 +8,9 @@ import json
 import numpy as np
 import psycopg
 import pytest
-from conftest import cosine
 
 import modules
+from conftest import cosine
 
 
 @pytest.fixture

@@ -49,14 +49,18 @@ def test_track_changes_resets_only_the_vectors_of_changed_sources(run_cli, url, 
     articles.execute("UPDATE articles SET title = title WHERE id = 4")  # same text: no reset
     assert not vector_is_null(articles, "title_vector", 4)
 
-    result = run_cli("encode", "--url", url, "-t", "articles", "-c", "body", "-m", "words", "--vector-column", "body_vec")
+    result = run_cli(
+        "encode", "--url", url, "-t", "articles", "-c", "body", "-m", "words", "--vector-column", "body_vec"
+    )
     assert "Encoded 1 rows" in result.stdout
     body_vec = articles.execute("SELECT body_vec::text FROM articles WHERE id = 2").fetchone()[0]
     assert json.loads(body_vec)[:2] == [4, 5]  # 'new body'
 
 
 def test_status_figures_match_counts(run_cli, url, articles, words):
-    assert run_cli("encode", "--url", url, "-t", "articles", "-c", "title", "-m", "words", "--limit", "4").exit_code == 0
+    assert (
+        run_cli("encode", "--url", url, "-t", "articles", "-c", "title", "-m", "words", "--limit", "4").exit_code == 0
+    )
     result = run_cli("status", "--url", url, "--json")
     assert result.exit_code == 0, result.output
     (entry,) = json.loads(result.stdout)
@@ -72,7 +76,10 @@ def test_status_figures_match_counts(run_cli, url, articles, words):
     assert entry["index"] == "articles_title_vector_idx" and entry["tracking"] is False
     assert entry["vector_bytes"] > 4 * 8 * 4 and entry["index_bytes"] > 0
 
-    assert run_cli("encode", "--url", url, "-t", "articles", "-c", "title", "-m", "words", "--track-changes").exit_code == 0
+    assert (
+        run_cli("encode", "--url", url, "-t", "articles", "-c", "title", "-m", "words", "--track-changes").exit_code
+        == 0
+    )
     (entry,) = json.loads(run_cli("status", "--url", url, "-t", "articles", "--json").stdout)
     assert (entry["embedded"], entry["pending"], entry["tracking"]) == (6, 0, True)
     human = run_cli("status", "--url", url).stdout
@@ -164,10 +171,20 @@ def test_follow_embeds_new_and_changed_rows_and_stops_on_sigterm(url, articles):
             c.execute("INSERT INTO articles VALUES (50, 'a new row', NULL, 0)")
             c.execute("UPDATE articles SET title = 'changed title text' WHERE id = 1")
             assert wait_for(
-                lambda: c.execute("SELECT count(*) FROM articles WHERE title_vector IS NULL AND title IS NOT NULL").fetchone()[0] == 0
-                and c.execute("SELECT title_vector IS NOT NULL FROM articles WHERE id = 50").fetchone()[0]
+                lambda: (
+                    c.execute(
+                        "SELECT count(*) FROM articles WHERE title_vector IS NULL AND title IS NOT NULL"
+                    ).fetchone()[0]
+                    == 0
+                    and c.execute("SELECT title_vector IS NOT NULL FROM articles WHERE id = 50").fetchone()[0]
+                )
             )
-            assert json.loads(c.execute("SELECT title_vector::text FROM articles WHERE id = 1").fetchone()[0]) == [18, 5, 2, 0]
+            assert json.loads(c.execute("SELECT title_vector::text FROM articles WHERE id = 1").fetchone()[0]) == [
+                18,
+                5,
+                2,
+                0,
+            ]
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err

@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
-from conftest import WordsEncoder
 
 import modules
+from conftest import WordsEncoder
 
 
 @pytest.fixture
