@@ -331,8 +331,10 @@ class progress_reporter:
 @click.option("--vector-column", metavar="NAME", help="Vector column to search, when a column has several.")
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1), help="Number of results.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of rows.")
+@click.option("--metric", type=click.Choice(["cosine", "l2", "ip"]), help="Choose among vector columns by metric.")
+@click.option("--query-vector", metavar="JSON|@FILE", help="Search with a precomputed vector instead of text.")
 @click.option("--emit-sql", is_flag=True, help="Print the parameterised search query for application code.")
-def search(url, query, table, schema, column, vector_column, k, as_json, emit_sql):
+def search(url, query, table, schema, column, vector_column, k, as_json, metric, query_vector, emit_sql):
     """Find the rows nearest in meaning to QUERY.
 
     Uses the only vectorized column in the database unless --table/--column say which; the
@@ -341,18 +343,22 @@ def search(url, query, table, schema, column, vector_column, k, as_json, emit_sq
     \b
     Example:
       vectorize.py search "a sentence" --table passage -k 5
+      vectorize.py search --query-vector @query.json --table passage --metric l2
       vectorize.py search --emit-sql --table passage
     """
     from vectorize_core import connect
     from vectorize_core import search as core
 
-    if query is None and not emit_sql:
-        raise click.UsageError("Missing argument 'QUERY'.")
+    if query is None and query_vector is None and not emit_sql:
+        raise click.UsageError("Missing argument 'QUERY' (or --query-vector).")
+    if query is not None and query_vector is not None:
+        raise click.UsageError("Give QUERY or --query-vector, not both.")
+    where = dict(table=table, schema=schema, column=column, vector_column=vector_column, metric=metric)
     with connect(url) as db:
         if emit_sql:
-            click.echo(core.emit_sql(db, table=table, schema=schema, column=column, vector_column=vector_column))
+            click.echo(core.emit_sql(db, **where))
             return
-        result = core.search(db, query, k=k, table=table, schema=schema, column=column, vector_column=vector_column)
+        result = core.search(db, query, query_vector=query_vector, k=k, **where)
     if as_json:
         click.echo(json.dumps(result.rows, indent=2, default=str, ensure_ascii=False))
         return
@@ -360,6 +366,46 @@ def search(url, query, table, schema, column, vector_column, k, as_json, emit_sq
         key = ", ".join(f"{c}={row[c]}" for c in result.key_columns)
         text = " ".join(" ".join(str(row[c] or "") for c in result.text_columns).split())
         click.echo(f"{rank:>3}  {row['distance']:.4f}  {key}  {snippet(text)}")
+
+
+@cli.command("import-vectors")
+@url_option
+@apply(table_options)
+@click.option("--column", "-c", required=True, metavar="COLUMN", help="Text column the vectors belong to.")
+@click.option("--file", "-f", "file", required=True, metavar="FILE", help="JSON Lines, CSV or .npy; - for stdin.")
+@click.option("--keys", "keys_file", metavar="FILE", help="For .npy: the key columns, as JSON Lines or CSV.")
+@click.option("--vector-column", metavar="NAME", help="Vector column to fill  [default: <column>_vector]")
+@click.option("--metric", type=click.Choice(["cosine", "l2", "ip"]), help="Distance metric  [default: cosine]")
+@click.option("--model-name", metavar="LABEL", help="What made the vectors, recorded in the metadata.")
+@click.option("--strict", is_flag=True, help="Fail (writing nothing) when a key is not in the table.")
+def import_vectors(url, table, schema, column, file, keys_file, vector_column, metric, model_name, strict):
+    """Import vectors computed elsewhere ("bring your own vectors").
+
+    JSON Lines hold one object per line with the primary-key column(s) by name and 'vector'
+    (an array of numbers); CSV has a header with the key columns and 'vector' (a JSON array);
+    .npy needs --keys. The whole file is checked before anything is written.
+
+    \b
+    Example:
+      vectorize.py import-vectors --table passage --column passage --file vectors.jsonl --model-name my-model
+    """
+    from vectorize_core import connect
+    from vectorize_core.importer import import_vectors as run_import
+
+    if not table:
+        raise click.UsageError("Missing option '--table'.")
+    with connect(url) as db:
+        result = run_import(
+            db, table=table, schema=schema, column=column, file=file, keys_file=keys_file,
+            vector_column=vector_column, metric=metric, model_name=model_name, strict=strict,
+        )  # fmt: skip
+    t = result.target
+    line = f"Imported {result.updated} vectors of {t.dimension} dimensions into {t.display} in {result.seconds:.1f}s"
+    if result.missing:
+        line += f"; {result.missing} keys of the file are not in the table"
+    if result.index_created:
+        line += f"; index {t.index_name} ready"
+    click.echo(line + ".")
 
 
 @cli.command()

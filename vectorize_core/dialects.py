@@ -83,6 +83,20 @@ class Dialect:
             ),
         ]
 
+    def staging_table(
+        self, staging: sql.Composable, table: sql.Composable, keys: list[sql.Composable], dimension: int
+    ) -> list[sql.Composable]:
+        """A scratch table with the key columns of table (their exact types) and a vector."""
+        return [
+            sql.SQL("CREATE {}TABLE {} AS SELECT {} FROM {} LIMIT 0").format(
+                sql.SQL(self.staging_kind), staging, sql.SQL(", ").join(keys), table
+            ),
+            sql.SQL("ALTER TABLE {} ADD COLUMN vec VECTOR({})").format(staging, sql.Literal(int(dimension))),
+        ]
+
+    # Unlogged: a scratch table need not survive a crash, and skipping the WAL halves the work.
+    staging_kind = "UNLOGGED "
+
     # DDL is transactional in PostgreSQL: the trigger is swapped with no moment without one.
     ddl_in_transaction = True
 
@@ -158,6 +172,8 @@ class CockroachDialect(Dialect):
 
     def index_build_settings(self) -> list[sql.Composable]:
         return []
+
+    staging_kind = ""  # temporary tables are experimental in CockroachDB
 
     # autocommit_before_ddl (on since v25.1) commits an open transaction before any DDL.
     ddl_in_transaction = False

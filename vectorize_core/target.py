@@ -92,6 +92,7 @@ class VectorTarget:
     prefix: str = ""
     query_prefix: str = ""
     track_changes: bool = False
+    label: str = ""  # imported vectors: what the user says made them
 
     @property
     def index_name(self) -> str:
@@ -126,6 +127,10 @@ class VectorTarget:
             record["query_prefix"] = self.query_prefix
         if self.track_changes:
             record["track_changes"] = True
+        if self.model == "external":
+            record["external"] = True
+            if self.label:
+                record["label"] = self.label
         return record
 
 
@@ -252,6 +257,7 @@ def resolve_for_search(
     schema: str | None = None,
     column: str | None = None,
     vector_column: str | None = None,
+    metric: str | None = None,
 ) -> SearchTarget:
     """Pick the vectorized column to search: the only one, or the one the options narrow to."""
     found = db.vectorized_columns()
@@ -262,15 +268,21 @@ def resolve_for_search(
         found = [f for f in found if f[3].get("source", [None])[0] == column]
     if vector_column is not None:
         found = [f for f in found if f[2] == vector_column]
+    if metric is not None:
+        found = [f for f in found if f[3].get("metric") == metric]
     if not found:
         scope = f" in table {table!r}" if table else " in the database"
         what = f" for column {column!r}" if column else ""
+        what += f" with metric {metric}" if metric else ""
         raise NoVectorizedColumn(
             f"no vectorized column{what}{scope}; run `vectorize.py encode --table T --column C` first"
         )
     if len(found) > 1:
         names = ", ".join(f"{s}.{t}.{v} ({', '.join(m.get('source', []))})" for s, t, v, m in found)
-        raise AmbiguousVectorColumn(f"several vectorized columns: {names}; choose with --table and --column")
+        names = ", ".join(f"{s}.{t}.{v} ({', '.join(m.get('source', []))}, {m.get('metric')})" for s, t, v, m in found)
+        raise AmbiguousVectorColumn(
+            f"several vectorized columns fit: {names}; choose with --table, --column, --vector-column or --metric"
+        )
     schema_name, table_name, vcol, meta = found[0]
     info = db.find_table(table_name, schema_name)
     return SearchTarget(info, vcol, meta)

@@ -1,0 +1,342 @@
+"""Bring your own vectors: import precomputed embeddings into a vector column.
+
+The whole file is validated first (a wrong-length vector, a non-number, NaN or infinity, a
+missing key column, a duplicate key or invalid UTF-8 stops the import naming the line, with
+nothing written). Then the vectors are streamed with COPY (text format, which CockroachDB
+accepts for VECTOR on every version) into a scratch table and applied with one set-based UPDATE.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from psycopg import sql
+
+from .db import Database, Table
+from .errors import BadInput, DimensionMismatch, ModelMismatch
+from .pipeline import ensure_extension, run_ddl
+from .target import VectorTarget, check_text_column, check_vector_column, default_vector_column
+
+EXTERNAL = "external"
+
+
+class BadVectorFile(BadInput):
+    pass
+
+
+@dataclass
+class ImportResult:
+    target: VectorTarget
+    records: int = 0
+    updated: int = 0
+    missing: int = 0  # keys in the file that are not in the table
+    seconds: float = 0.0
+    column_created: bool = False
+    index_created: bool = False
+
+
+@dataclass
+class Record:
+    line: int
+    keys: list[str]
+    vector: str  # text form '[..]', parsed by the server
+
+
+def parse_vector(value, where: str, dimension: int | None) -> list:
+    if not isinstance(value, list):
+        raise BadVectorFile(f"{where}: 'vector' must be an array of numbers")
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, (int, float)):
+            raise BadVectorFile(f"{where}: vector holds {json.dumps(item)}, not a number")
+        if not math.isfinite(item):
+            raise BadVectorFile(f"{where}: vector holds {item}, not a finite number")
+    if not value:
+        raise BadVectorFile(f"{where}: empty vector")
+    if dimension is not None and len(value) != dimension:
+        raise BadVectorFile(f"{where}: vector has {len(value)} numbers; the first had {dimension}")
+    return value
+
+
+def key_text(value, where: str, column: str) -> str:
+    if value is None:
+        raise BadVectorFile(f"{where}: key column {column!r} is null")
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise BadVectorFile(f"{where}: key column {column!r} must be a string or a number")
+    return str(value)
+
+
+def decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                yield number, raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise BadVectorFile(f"{path.name} line {number}: not valid UTF-8") from None
+
+
+def read_jsonl(path: Path, key_columns: list[str]) -> Iterator[Record]:
+    dimension = None
+    for number, line in decoded_lines(path):
+        if not line.strip():
+            continue
+        where = f"{path.name} line {number}"
+        try:
+            obj = json.loads(line)
+        except ValueError as exc:
+            raise BadVectorFile(f"{where}: not valid JSON ({exc.msg})") from None
+        if not isinstance(obj, dict):
+            raise BadVectorFile(f"{where}: expected a JSON object")
+        keys = [key_text(obj[c], where, c) if c in obj else missing_key(where, c) for c in key_columns]
+        vector = parse_vector(obj.get("vector"), where, dimension)
+        dimension = len(vector)
+        yield Record(number, keys, json.dumps(vector, separators=(",", ":")))
+
+
+def missing_key(where: str, column: str):
+    raise BadVectorFile(f"{where}: missing key column {column!r}")
+
+
+def read_csv(path: Path, key_columns: list[str]) -> Iterator[Record]:
+    lines = (line for _, line in decoded_lines(path))
+    reader = csv.DictReader(lines)
+    header = reader.fieldnames or []
+    for column in [*key_columns, "vector"]:
+        if column not in header:
+            raise BadVectorFile(f"{path.name} line 1: the header has no column {column!r}")
+    dimension = None
+    for row in reader:
+        where = f"{path.name} line {reader.line_num}"
+        keys = [
+            key_text(row[c], where, c) if row.get(c) not in (None, "") else missing_key(where, c) for c in key_columns
+        ]
+        try:
+            vector = parse_vector(json.loads(row["vector"] or "null"), where, dimension)
+        except ValueError as exc:
+            raise BadVectorFile(f"{where}: 'vector' is not a JSON array ({exc})") from None
+        dimension = len(vector)
+        yield Record(reader.line_num, keys, json.dumps(vector, separators=(",", ":")))
+
+
+def read_npy(path: Path, keys_path: Path | None, key_columns: list[str]) -> Iterator[Record]:
+    import numpy as np
+
+    if keys_path is None:
+        raise BadInput(f"{path.name}: a .npy file needs --keys FILE (JSON Lines or CSV of the key columns)")
+    vectors = np.load(path, mmap_mode="r", allow_pickle=False)
+    if vectors.ndim != 2 or vectors.dtype.kind not in "fiu":
+        raise BadVectorFile(f"{path.name}: expected a 2-D array of numbers, got shape {vectors.shape} {vectors.dtype}")
+    keys = list(read_keys(keys_path, key_columns))
+    if len(keys) != len(vectors):
+        raise BadVectorFile(f"{keys_path.name} has {len(keys)} keys for {len(vectors)} vectors in {path.name}")
+    for index, (line, key) in enumerate(keys):
+        row = np.asarray(vectors[index], dtype=np.float64)
+        if not np.isfinite(row).all():
+            raise BadVectorFile(f"{path.name} row {index + 1} ({keys_path.name} line {line}): NaN or infinity")
+        yield Record(line, key, json.dumps(row.tolist(), separators=(",", ":")))
+
+
+def read_keys(path: Path, key_columns: list[str]) -> Iterator[tuple[int, list[str]]]:
+    if path.suffix.lower() == ".csv":
+        reader = csv.DictReader(line for _, line in decoded_lines(path))
+        for row in reader:
+            where = f"{path.name} line {reader.line_num}"
+            yield (
+                reader.line_num,
+                [key_text(row.get(c), where, c) if row.get(c) else missing_key(where, c) for c in key_columns],
+            )
+        return
+    for number, line in decoded_lines(path):
+        if line.strip():
+            where = f"{path.name} line {number}"
+            try:
+                obj = json.loads(line)
+            except ValueError as exc:
+                raise BadVectorFile(f"{where}: not valid JSON ({exc.msg})") from None
+            if not isinstance(obj, dict):
+                raise BadVectorFile(f"{where}: expected a JSON object")
+            yield number, [key_text(obj[c], where, c) if c in obj else missing_key(where, c) for c in key_columns]
+
+
+def records(path: Path, key_columns: list[str], keys_path: Path | None) -> Iterator[Record]:
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return read_npy(path, keys_path, key_columns)
+    if suffix == ".csv":
+        return read_csv(path, key_columns)
+    return read_jsonl(path, key_columns)
+
+
+def validate(path: Path, key_columns: list[str], keys_path: Path | None) -> tuple[int, int]:
+    """(records, dimension) of a file that is entirely valid; raises naming the first bad line."""
+    seen: dict[tuple[str, ...], int] = {}
+    count, dimension = 0, None
+    for record in records(path, key_columns, keys_path):
+        key = tuple(record.keys)
+        if key in seen:
+            raise BadVectorFile(f"{path.name} line {record.line}: key {', '.join(key)} repeats line {seen[key]}")
+        seen[key] = record.line
+        if dimension is None:
+            dimension = record.vector.count(",") + 1
+        count += 1
+    if not count:
+        raise BadVectorFile(f"{path.name}: no vectors in the file")
+    return count, dimension
+
+
+def import_vectors(
+    db: Database,
+    *,
+    table: str,
+    column: str,
+    file: str,
+    schema: str | None = None,
+    vector_column: str | None = None,
+    metric: str | None = None,
+    model_name: str | None = None,
+    keys_file: str | None = None,
+    strict: bool = False,
+) -> ImportResult:
+    """Store the vectors of file (JSON Lines, CSV or .npy + keys) in table's vector column for
+    column, creating and indexing it as encode does. Returns what was done."""
+    with spooled(file) as path:
+        keys_path = Path(keys_file) if keys_file else None
+        info = db.find_table(table, schema)
+        check_text_column(info, column)
+        key_columns = list(info.primary_key)
+        count, dimension = validate(path, key_columns, keys_path)
+        target = import_target(db, info, column, vector_column, metric, model_name, dimension)
+        return apply(db, target, path, keys_path, count, strict)
+
+
+class spooled:
+    """The file to read twice: a path as given, or standard input ('-') copied to a temp file."""
+
+    def __init__(self, file: str):
+        self.file = file
+        self.temp = None
+
+    def __enter__(self) -> Path:
+        if self.file != "-":
+            path = Path(self.file)
+            if not path.is_file():
+                raise BadInput(f"no such file: {self.file}")
+            return path
+        self.temp = tempfile.NamedTemporaryFile(prefix="vectorize-stdin-", suffix=".jsonl", delete=False)
+        with self.temp as out:
+            shutil.copyfileobj(sys.stdin.buffer, out)
+        return Path(self.temp.name)
+
+    def __exit__(self, *exc):
+        if self.temp is not None:
+            Path(self.temp.name).unlink(missing_ok=True)
+
+
+def import_target(db, info: Table, column, vector_column, metric, model_name, dimension) -> VectorTarget:
+    vector_column = vector_column or default_vector_column(column)
+    if vector_column == column or vector_column in info.primary_key:
+        raise BadInput(f"--vector-column {vector_column!r} would overwrite a column vectorize reads")
+    existing = info.columns.get(vector_column)
+    meta = existing.metadata if existing else None
+    if meta is not None:
+        if meta.get("model") != EXTERNAL:
+            raise ModelMismatch(
+                f"{info.display}.{vector_column} was filled by model {meta.get('model')!r}; "
+                "import into another --vector-column"
+            )
+        if metric is not None and meta.get("metric") != metric:
+            raise ModelMismatch(f"{info.display}.{vector_column} is indexed for {meta.get('metric')}, not {metric}")
+        if meta.get("source") != [column]:
+            raise ModelMismatch(f"{info.display}.{vector_column} holds vectors of {', '.join(meta['source'])}")
+        metric = meta.get("metric")
+        model_name = model_name or meta.get("label")
+    if existing is not None:
+        try:
+            check_vector_column(existing, info.display, "the file", dimension)
+        except DimensionMismatch as exc:
+            raise DimensionMismatch(str(exc).replace("model 'the file' makes", "the file's vectors have")) from None
+    metric = metric or "cosine"
+    db.dialect.check_metric(metric)
+    return VectorTarget(
+        table=info,
+        sources=(column,),
+        vector_column=vector_column,
+        model=EXTERNAL,
+        dimension=dimension,
+        metric=metric,
+        column_exists=existing is not None,
+        existing_metadata=meta,
+        label=model_name or "",
+    )
+
+
+def apply(db: Database, target: VectorTarget, path: Path, keys_path, count: int, strict: bool) -> ImportResult:
+    from .pipeline import FillQueries, index_statements, prepare_statements
+
+    result = ImportResult(target, records=count)
+    started = time.monotonic()
+    ensure_extension(db)
+    info = target.table
+    staging = sql.Identifier(info.schema, f"vectorize_import_{uuid.uuid4().hex[:12]}")
+    keys = [sql.Identifier(k) for k in info.primary_key]
+    has_index = target.column_exists and db.index_exists(info, target.index_name)
+    try:
+        for statement in db.dialect.staging_table(staging, info.ident, keys, target.dimension):
+            run_ddl(db, statement)
+        copy_records(db, staging, keys, path, keys_path, info.primary_key)
+        matches = sql.SQL(" AND ").join(sql.SQL("t.{0} = s.{0}").format(k) for k in keys)
+        result.missing = db.fetchone(
+            sql.SQL("SELECT count(*) FROM {} AS s WHERE NOT EXISTS (SELECT 1 FROM {} AS t WHERE {})").format(
+                staging, info.ident, matches
+            )
+        )[0]
+        if strict and result.missing:
+            raise BadInput(
+                f"{result.missing} keys of {path.name} are not in {info.display} (--strict); nothing written"
+            )
+        for statement in prepare_statements(db, target)[len(db.dialect.setup_statements()) :]:
+            run_ddl(db, statement)
+        result.column_created = not target.column_exists
+        update = sql.SQL("UPDATE {} AS t SET {} = s.vec FROM {} AS s WHERE {}").format(
+            info.ident, sql.Identifier(target.vector_column), staging, matches
+        )
+        result.updated = db.command(update)
+    finally:
+        db.command(sql.SQL("DROP TABLE IF EXISTS {}").format(staging))
+    if not has_index:
+        for statement in index_statements(db, target, FillQueries(target, db.dialect)):
+            run_ddl(db, statement)
+        result.index_created = True
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def copy_records(db: Database, staging, keys, path: Path, keys_path, key_columns) -> None:
+    statement = sql.SQL("COPY {} ({}, vec) FROM STDIN").format(staging, sql.SQL(", ").join(keys))
+
+    def copy(conn):
+        with conn.cursor() as cur, cur.copy(statement) as copy:
+            buffer = io.StringIO()
+            for record in records(path, key_columns, keys_path):
+                buffer.write("\t".join([*map(escape_copy, record.keys), record.vector]) + "\n")
+                if buffer.tell() > 1 << 20:
+                    copy.write(buffer.getvalue())
+                    buffer = io.StringIO()
+            copy.write(buffer.getvalue())
+
+    db.run(copy, retry=False)
+
+
+def escape_copy(value: str) -> str:
+    """COPY text format: backslash, tab, newline and carriage return are escaped."""
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
