@@ -152,6 +152,10 @@ def list_models(name, as_json):
     "--on-error", type=click.Choice(["stop", "skip"]), default="stop", show_default=True,
     help="When the encoder fails on a batch: stop, or leave those rows pending and go on.",
 )  # fmt: skip
+@click.option(
+    "--prefix-column", "prefix_columns", multiple=True, metavar="COLUMN",
+    help="CockroachDB: lead the vector index with this column, so filters on it keep the index.",
+)  # fmt: skip
 @click.option("--track-changes", is_flag=True, help="Install a trigger that re-queues rows whose text changes.")
 @click.option("--follow", is_flag=True, help="Keep running: encode new and changed rows as they come.")
 @click.option(
@@ -164,7 +168,7 @@ def list_models(name, as_json):
 @click.option("--limit", type=click.IntRange(min=0), help="Encode at most this many rows in this run.")
 @click.option("--dry-run", is_flag=True, help="Print the SQL it would run; change nothing.")
 def encode(url, table, schema, columns, model, vector_column, metric, prefix, query_prefix, backend, dimension,
-           on_error, track_changes, follow, max_idle, batch_size, limit, dry_run):  # fmt: skip
+           on_error, prefix_columns, track_changes, follow, max_idle, batch_size, limit, dry_run):  # fmt: skip
     """Add, fill and index a vector column for a text column.
 
     Only rows whose vector is NULL and whose text is not are encoded, so a rerun continues
@@ -200,6 +204,7 @@ def encode(url, table, schema, columns, model, vector_column, metric, prefix, qu
             dimension=dimension,
             on_error=on_error,
             track_changes=track_changes,
+            prefix_columns=prefix_columns,
             batch_size=batch_size,
             limit=limit,
             dry_run=dry_run,
@@ -333,8 +338,16 @@ class progress_reporter:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of rows.")
 @click.option("--metric", type=click.Choice(["cosine", "l2", "ip"]), help="Choose among vector columns by metric.")
 @click.option("--query-vector", metavar="JSON|@FILE", help="Search with a precomputed vector instead of text.")
+@click.option("--where", metavar="JSON", help='Only rows matching a filter, e.g. \'{"status": "published"}\'.')
+@click.option("--exact", is_flag=True, help="Rank every (matching) row exactly instead of using the index.")
+@click.option("--show", metavar="COL,COL", help="More columns to print.")
+@click.option(
+    "--ef-search", type=click.IntRange(1, 1000), help="PostgreSQL: hnsw.ef_search for this query  [default: 100]"
+)
+@click.option("--beam-size", type=click.IntRange(min=1), help="CockroachDB: vector_search_beam_size for this query.")
 @click.option("--emit-sql", is_flag=True, help="Print the parameterised search query for application code.")
-def search(url, query, table, schema, column, vector_column, k, as_json, metric, query_vector, emit_sql):
+def search(url, query, table, schema, column, vector_column, k, as_json, metric, query_vector, where, exact, show,
+           ef_search, beam_size, emit_sql):  # fmt: skip
     """Find the rows nearest in meaning to QUERY.
 
     Uses the only vectorized column in the database unless --table/--column say which; the
@@ -343,6 +356,7 @@ def search(url, query, table, schema, column, vector_column, k, as_json, metric,
     \b
     Example:
       vectorize.py search "a sentence" --table passage -k 5
+      vectorize.py search "a sentence" --where '{"category": {"$in": ["infra", "db"]}}' --show category
       vectorize.py search --query-vector @query.json --table passage --metric l2
       vectorize.py search --emit-sql --table passage
     """
@@ -353,19 +367,24 @@ def search(url, query, table, schema, column, vector_column, k, as_json, metric,
         raise click.UsageError("Missing argument 'QUERY' (or --query-vector).")
     if query is not None and query_vector is not None:
         raise click.UsageError("Give QUERY or --query-vector, not both.")
-    where = dict(table=table, schema=schema, column=column, vector_column=vector_column, metric=metric)
+    choose = dict(table=table, schema=schema, column=column, vector_column=vector_column, metric=metric)
+    shown = [c.strip() for c in show.split(",") if c.strip()] if show else None
     with connect(url) as db:
         if emit_sql:
-            click.echo(core.emit_sql(db, **where))
+            click.echo(core.emit_sql(db, where=where, exact=exact, **choose))
             return
-        result = core.search(db, query, query_vector=query_vector, k=k, **where)
+        result = core.search(
+            db, query, query_vector=query_vector, k=k, where=where, exact=exact, show=shown,
+            ef_search=ef_search, beam_size=beam_size, **choose,
+        )  # fmt: skip
     if as_json:
         click.echo(json.dumps(result.rows, indent=2, default=str, ensure_ascii=False))
         return
     for rank, row in enumerate(result.rows, 1):
         key = ", ".join(f"{c}={row[c]}" for c in result.key_columns)
         text = " ".join(" ".join(str(row[c] or "") for c in result.text_columns).split())
-        click.echo(f"{rank:>3}  {row['distance']:.4f}  {key}  {snippet(text)}")
+        extra = "".join(f"  {c}={row[c]}" for c in result.extra_columns)
+        click.echo(f"{rank:>3}  {row['distance']:.4f}  {key}{extra}  {snippet(text)}")
 
 
 @cli.command("import-vectors")

@@ -129,24 +129,89 @@ def test_keyset_pages_with_a_composite_key():
     assert 't."b" = "d"."k0" AND t."a" = "d"."k1"' in s(q.write)
 
 
+def spec(mode="index", filter=None, metric="cosine", **kw) -> dialects.SearchSpec:
+    return dialects.SearchSpec(
+        table=TABLE, columns=["id", "body"], keys=["id"], vector_column="body_vector", metric=metric,
+        dimension=384, k=5, mode=mode, filter=filter, filter_params=["p1"] if filter is not None else [], **kw,
+    )  # fmt: skip
+
+
+CAT = sql.SQL("(t.{} = CAST(%s AS text))").format(sql.Identifier("cat"))
+
+
 def test_crdb_search_ranks_unfiltered_and_drops_nulls_outside():
-    query = s(CRDB.search_query(TABLE, [sql.Identifier("id"), sql.Identifier("body")], "body_vector", "cosine", 384))
-    assert query == (
-        'SELECT * FROM (SELECT "id", "body", "body_vector" <=> CAST(%s AS VECTOR(384)) AS distance'
-        ' FROM "public"."Pass age" ORDER BY "body_vector" <=> CAST(%s AS VECTOR(384)) LIMIT %s) AS ranked'
+    query, params = CRDB.search_statement(spec(), "Q")
+    assert s(query) == (
+        'SELECT * FROM (SELECT "t"."id", "t"."body", "t"."body_vector" <=> CAST(%s AS VECTOR(384)) AS distance'
+        ' FROM "public"."Pass age" AS t ORDER BY "t"."body_vector" <=> CAST(%s AS VECTOR(384)) LIMIT %s) AS ranked'
         " WHERE distance IS NOT NULL ORDER BY distance"
     )
-    inner = query[query.index("(SELECT") : query.index(") AS ranked")]
+    assert params == ["Q", "Q", 5]
+    inner = s(query)[s(query).index("(SELECT") : s(query).index(") AS ranked")]
     assert "WHERE" not in inner  # any filter there turns CockroachDB's vector index off
-    assert [s(stmt) for stmt, _ in CRDB.search_settings(10)] == ["SET null_ordered_last = true"]
+    assert [s(stmt) for stmt, _ in CRDB.search_settings(spec())] == ["SET null_ordered_last = true"]
+    assert [s(stmt) for stmt, _ in CRDB.search_settings(spec(beam_size=64))][1] == "SET vector_search_beam_size = 64"
+
+
+def test_crdb_filter_on_prefix_columns_stays_inside_the_ranked_subquery():
+    query, params = CRDB.search_statement(spec("prefix", CAT), "Q")
+    assert ' AS t WHERE (t."cat" = CAST(%s AS text)) ORDER BY "t"."body_vector" <=>' in s(query)
+    assert params == ["Q", "p1", "Q", 5]
+
+
+def test_crdb_other_filters_overfetch_from_the_index_and_filter_outside():
+    query, params = CRDB.search_statement(spec("overfetch", CAT), "Q")
+    assert s(query) == (
+        'SELECT "t"."id", "t"."body", ranked.distance FROM (SELECT "id", "body_vector" <=> CAST(%s AS VECTOR(384))'
+        ' AS distance FROM "public"."Pass age" ORDER BY "body_vector" <=> CAST(%s AS VECTOR(384)) LIMIT %s) AS ranked'
+        ' JOIN "public"."Pass age" AS t ON t."id" = ranked."id"'
+        ' WHERE ranked.distance IS NOT NULL AND (t."cat" = CAST(%s AS text)) ORDER BY ranked.distance LIMIT %s'
+    )
+    assert params == ["Q", "Q", 5 * dialects.OVERFETCH, "p1", 5]
+
+
+def test_crdb_exact_search_filters_in_place():
+    query, params = CRDB.search_statement(spec("exact", CAT), "Q")
+    assert ' WHERE "t"."body_vector" IS NOT NULL AND (t."cat" = CAST(%s AS text)) ORDER BY' in s(query)
+    assert params == ["Q", "p1", "Q", 5]
+
+
+def test_crdb_search_mode_follows_prefix_columns():
+    assert CRDB.search_mode(spec()) == "index"
+    assert CRDB.search_mode(spec(filter=CAT, filter_on_prefix=True)) == "prefix"
+    assert CRDB.search_mode(spec(filter=CAT)) == "overfetch"
+    assert PG.search_mode(spec(filter=CAT)) == "index"
+
+
+def test_pg_search_statements():
+    query, params = PG.search_statement(spec(filter=CAT), "Q")
+    assert s(query) == (
+        'SELECT "t"."id", "t"."body", "t"."body_vector" <=> CAST(%s AS VECTOR(384)) AS distance'
+        ' FROM "public"."Pass age" AS t WHERE t."body_vector" IS NOT NULL AND (t."cat" = CAST(%s AS text))'
+        " ORDER BY distance LIMIT %s"
+    )
+    assert params == ["Q", "p1", 5]
+    exact, _ = PG.search_statement(spec("exact", CAT), "Q")
+    assert s(exact).endswith("OFFSET 0) AS candidates ORDER BY distance LIMIT %s")
+    settings = [(s(stmt), p) for stmt, p in PG.search_settings(spec(filter=CAT, ef_search=40))]
+    assert settings == [
+        ("SELECT set_config('hnsw.ef_search', %s, true)", ("40",)),
+        ("SELECT set_config('hnsw.iterative_scan', 'strict_order', true)", ()),
+    ]
+
+
+def test_crdb_index_with_prefix_columns():
+    assert (
+        s(CRDB.create_index(TABLE, "i", "v", "l2", ("tenant", "cat")))
+        == 'CREATE VECTOR INDEX IF NOT EXISTS "i" ON "public"."Pass age" ("tenant", "cat", "v" vector_l2_ops)'
+    )
 
 
 @pytest.mark.parametrize("metric, op", [("cosine", "<=>"), ("l2", "<->"), ("ip", "<#>")])
 def test_search_operator_matches_the_metric(metric, op):
     for dialect in (PG, CRDB):
-        assert f'"v" {op} CAST(%s AS VECTOR(8))' in s(
-            dialect.search_query(TABLE, [sql.Identifier("id")], "v", metric, 8)
-        )
+        query, _ = dialect.search_statement(spec(metric=metric), "Q")
+        assert f'"t"."body_vector" {op} CAST(%s AS VECTOR(384))' in s(query)
 
 
 def test_crdb_version_parsing():

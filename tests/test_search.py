@@ -46,17 +46,17 @@ def test_k_larger_than_rows_with_vectors_returns_every_vector_row(run_cli, url, 
 
 def test_search_query_uses_the_hnsw_index(url, conn, filled):
     from vectorize_core import connect
-    from vectorize_core.search import search_query
+    from vectorize_core.search import search_spec
     from vectorize_core.target import resolve_for_search
 
     with connect(url) as db:
         target = resolve_for_search(db)
-        query = db.as_string(search_query(db, target))
+        query, params = db.dialect.search_statement(search_spec(db, target, 5), "[1,2,3,4,5,6,7,8]")
+        query = db.as_string(query)
     conn.execute("SET enable_seqscan = off")  # 43 rows: the planner would rightly scan them all
-    literal = "[1,2,3,4,5,6,7,8]"
-    plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + query, (literal, literal, 5)))
+    plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + query, params))
     assert "Index Scan using t_body_vector_idx" in plan
-    assert len(conn.execute(query, (literal, literal, 5)).fetchall()) == 5
+    assert len(conn.execute(query, params).fetchall()) == 5
 
 
 def test_plain_output_shows_rank_distance_key_and_snippet(run_cli, url, filled):

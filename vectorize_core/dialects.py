@@ -7,7 +7,7 @@ folder); the statements produced here are pinned by tests/test_dialects.py.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from psycopg import sql
@@ -19,6 +19,34 @@ METRICS = ("cosine", "l2", "ip")
 # pgvector and CockroachDB share operators and opclass names.
 OPERATORS = {"cosine": "<=>", "l2": "<->", "ip": "<#>"}
 OPCLASSES = {"cosine": "vector_cosine_ops", "l2": "vector_l2_ops", "ip": "vector_ip_ops"}
+
+
+DEFAULT_EF_SEARCH = 100
+# CockroachDB, filter on non-prefix columns: candidates fetched from the index per result wanted.
+OVERFETCH = 10
+
+
+@dataclass
+class SearchSpec:
+    """What a search ranks: built by the core, turned into SQL by a dialect."""
+
+    table: sql.Composable
+    columns: list[str]  # output columns besides the distance
+    keys: list[str]
+    vector_column: str
+    metric: str
+    dimension: int
+    k: int
+    filter: sql.Composable | None = None  # qualified with the alias t
+    filter_params: list = field(default_factory=list)
+    filter_on_prefix: bool = False
+    mode: str = "index"  # index | exact | prefix | overfetch
+    ef_search: int | None = None
+    beam_size: int | None = None
+
+    @property
+    def select(self) -> list[sql.Composable]:
+        return [sql.Identifier("t", c) for c in self.columns]
 
 
 def vector_literal(vector) -> str:
@@ -56,7 +84,10 @@ class Dialect:
         if metric not in METRICS:
             raise UnsupportedByEngine(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
 
-    def create_index(self, table: sql.Composable, index_name: str, column: str, metric: str) -> sql.Composed:
+    def create_index(
+        self, table: sql.Composable, index_name: str, column: str, metric: str, prefix: tuple[str, ...] = ()
+    ) -> sql.Composed:
+        # HNSW indexes one vector column; prefix columns are a CockroachDB feature.
         return sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw ({} {})").format(
             sql.Identifier(index_name), table, sql.Identifier(column), sql.SQL(OPCLASSES[metric])
         )
@@ -120,25 +151,34 @@ class Dialect:
     def write_vectors_value(self, column: sql.Composable) -> sql.Composable:
         return column
 
-    def search_settings(self, k: int) -> list[tuple[sql.Composable, tuple]]:
+    def search_settings(self, spec: SearchSpec) -> list[tuple[sql.Composable, tuple]]:
         # ef_search bounds how many rows an HNSW scan can return; 100 keeps recall high.
-        return [(sql.SQL("SELECT set_config('hnsw.ef_search', %s, true)"), (str(max(100, min(k, 1000))),))]
+        ef = max(spec.ef_search or DEFAULT_EF_SEARCH, spec.k)
+        settings = [(sql.SQL("SELECT set_config('hnsw.ef_search', %s, true)"), (str(min(ef, 1000)),))]
+        if spec.filter is not None and spec.mode == "index":
+            # pgvector 0.8: keep scanning the graph until enough rows pass the filter.
+            settings.append((sql.SQL("SELECT set_config('hnsw.iterative_scan', 'strict_order', true)"), ()))
+        return settings
 
-    def search_query(
-        self,
-        table: sql.Composable,
-        select: list[sql.Composable],
-        vector_column: str,
-        metric: str,
-        dimension: int,
-    ) -> sql.Composed:
-        """Rank by distance with the opclass operator, so the vector index serves the query."""
-        dist = self.distance(sql.Identifier(vector_column), metric, self.vector_param(dimension))
-        # pgvector's HNSW scan keeps working under this filter (it holds no NULL vectors anyway);
-        # without it an exact scan would pad the result with NULL-vector rows.
-        return sql.SQL("SELECT {}, {} AS distance FROM {} WHERE {} IS NOT NULL ORDER BY {} LIMIT %s").format(
-            sql.SQL(", ").join(select), dist, table, sql.Identifier(vector_column), dist
+    def search_statement(self, spec: SearchSpec, query_vector: str) -> tuple[sql.Composed, list]:
+        """The ranked query and its parameters. 'index' lets the HNSW index serve it; 'exact'
+        fences the scan (OFFSET 0) so every matching row is ranked."""
+        dist = self.distance(sql.Identifier("t", spec.vector_column), spec.metric, self.vector_param(spec.dimension))
+        where = sql.SQL("t.{} IS NOT NULL").format(sql.Identifier(spec.vector_column))
+        if spec.filter is not None:
+            where = sql.SQL("{} AND {}").format(where, spec.filter)
+        inner = sql.SQL("SELECT {}, {} AS distance FROM {} AS t WHERE {}").format(
+            sql.SQL(", ").join(spec.select), dist, spec.table, where
         )
+        params = [query_vector, *spec.filter_params, spec.k]
+        if spec.mode == "exact":
+            query = sql.SQL("SELECT * FROM ({} OFFSET 0) AS candidates ORDER BY distance LIMIT %s").format(inner)
+        else:
+            query = inner + sql.SQL(" ORDER BY distance LIMIT %s")
+        return query, params
+
+    def search_mode(self, spec: SearchSpec) -> str:
+        return "index"
 
 
 @dataclass(frozen=True)
@@ -165,9 +205,15 @@ class CockroachDialect(Dialect):
                 f"use --metric l2 or upgrade to v25.3+ for {metric}"
             )
 
-    def create_index(self, table: sql.Composable, index_name: str, column: str, metric: str) -> sql.Composed:
-        return sql.SQL("CREATE VECTOR INDEX IF NOT EXISTS {} ON {} ({} {})").format(
-            sql.Identifier(index_name), table, sql.Identifier(column), sql.SQL(OPCLASSES[metric])
+    def create_index(
+        self, table: sql.Composable, index_name: str, column: str, metric: str, prefix: tuple[str, ...] = ()
+    ) -> sql.Composed:
+        columns = [
+            *(sql.Identifier(c) for c in prefix),
+            sql.SQL("{} {}").format(sql.Identifier(column), sql.SQL(OPCLASSES[metric])),
+        ]
+        return sql.SQL("CREATE VECTOR INDEX IF NOT EXISTS {} ON {} ({})").format(
+            sql.Identifier(index_name), table, sql.SQL(", ").join(columns)
         )
 
     def index_build_settings(self) -> list[sql.Composable]:
@@ -192,25 +238,54 @@ class CockroachDialect(Dialect):
     def write_vectors_value(self, column: sql.Composable) -> sql.Composable:
         return sql.SQL("CAST({} AS VECTOR)").format(column)
 
-    def search_settings(self, k: int) -> list[tuple[sql.Composable, tuple]]:
+    def search_settings(self, spec: SearchSpec) -> list[tuple[sql.Composable, tuple]]:
         # CockroachDB sorts NULLs first; a brute-force plan would rank NULL vectors on top.
-        return [(sql.SQL("SET null_ordered_last = true"), ())]
+        settings = [(sql.SQL("SET null_ordered_last = true"), ())]
+        if spec.beam_size:
+            settings.append((sql.SQL("SET vector_search_beam_size = {}").format(sql.Literal(int(spec.beam_size))), ()))
+        return settings
 
-    def search_query(
-        self,
-        table: sql.Composable,
-        select: list[sql.Composable],
-        vector_column: str,
-        metric: str,
-        dimension: int,
-    ) -> sql.Composed:
-        # Any WHERE filter but prefix columns turns the vector index off (cockroach #146145):
-        # rank in a bare subquery, drop NULL-vector rows outside it.
-        dist = self.distance(sql.Identifier(vector_column), metric, self.vector_param(dimension))
-        return sql.SQL(
-            "SELECT * FROM (SELECT {}, {} AS distance FROM {} ORDER BY {} LIMIT %s) AS ranked"
+    def search_mode(self, spec: SearchSpec) -> str:
+        """The vector index serves only filters that pin every prefix column (cockroach #146145)."""
+        if spec.filter is None:
+            return "index"
+        return "prefix" if spec.filter_on_prefix else "overfetch"
+
+    def search_statement(self, spec: SearchSpec, query_vector: str) -> tuple[sql.Composed, list]:
+        t_vector = sql.Identifier("t", spec.vector_column)
+        q = self.vector_param(spec.dimension)
+        dist = self.distance(t_vector, spec.metric, q)
+        select = sql.SQL(", ").join(spec.select)
+        if spec.mode == "exact":
+            # Any filter here switches the vector index off: a brute-force, exact ranking.
+            where = sql.SQL("{} IS NOT NULL").format(t_vector)
+            if spec.filter is not None:
+                where = sql.SQL("{} AND {}").format(where, spec.filter)
+            query = sql.SQL("SELECT {}, {} AS distance FROM {} AS t WHERE {} ORDER BY {} LIMIT %s").format(
+                select, dist, spec.table, where, dist
+            )
+            return query, [query_vector, *spec.filter_params, query_vector, spec.k]
+        if spec.mode == "overfetch":
+            # Rank with the index alone, then filter the over-fetched candidates outside it.
+            keys = [sql.Identifier(k) for k in spec.keys]
+            bare = self.distance(sql.Identifier(spec.vector_column), spec.metric, q)
+            join = sql.SQL(" AND ").join(sql.SQL("t.{0} = ranked.{0}").format(k) for k in keys)
+            query = sql.SQL(
+                "SELECT {select}, ranked.distance FROM (SELECT {keys}, {bare} AS distance FROM {table}"
+                " ORDER BY {bare} LIMIT %s) AS ranked JOIN {table} AS t ON {join}"
+                " WHERE ranked.distance IS NOT NULL AND {filter} ORDER BY ranked.distance LIMIT %s"
+            ).format(
+                select=select, keys=sql.SQL(", ").join(keys), bare=bare, table=spec.table, join=join, filter=spec.filter
+            )
+            return query, [query_vector, query_vector, spec.k * OVERFETCH, *spec.filter_params, spec.k]
+        # 'index' and 'prefix': rank in a subquery whose only filter pins the prefix columns;
+        # drop NULL-vector rows outside it (an IS NOT NULL inside turns the index off).
+        where = sql.SQL(" WHERE {}").format(spec.filter) if spec.mode == "prefix" else sql.SQL("")
+        query = sql.SQL(
+            "SELECT * FROM (SELECT {}, {} AS distance FROM {} AS t{} ORDER BY {} LIMIT %s) AS ranked"
             " WHERE distance IS NOT NULL ORDER BY distance"
-        ).format(sql.SQL(", ").join(select), dist, table, dist)
+        ).format(select, dist, spec.table, where, dist)
+        return query, [query_vector, *(spec.filter_params if spec.mode == "prefix" else []), query_vector, spec.k]
 
 
 def parse_crdb_version(text: str) -> tuple[int, ...]:

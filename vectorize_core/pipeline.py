@@ -200,7 +200,9 @@ def prepare_statements(db: Database, target: VectorTarget) -> list[sql.Composabl
 def index_statements(db: Database, target: VectorTarget, queries: FillQueries) -> list[sql.Composable]:
     return [
         *db.dialect.index_build_settings(),
-        db.dialect.create_index(target.table.ident, target.index_name, target.vector_column, target.metric),
+        db.dialect.create_index(
+            target.table.ident, target.index_name, target.vector_column, target.metric, target.prefix_columns
+        ),
         # Pending rows, by key: finding them costs in proportion to them, not to the table.
         sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({}) WHERE {}").format(
             sql.Identifier(target.pending_index_name), target.table.ident, queries.key_list, queries.pending
@@ -246,6 +248,7 @@ def encode(
     dimension: int | None = None,
     on_error: str = "stop",
     track_changes: bool = False,
+    prefix_columns: list[str] | tuple[str, ...] = (),
     batch_size: int | None = None,
     limit: int | None = None,
     dry_run: bool = False,
@@ -280,6 +283,7 @@ def encode(
         backend=backend,
         dimension=dimension,
         track_changes=track_changes,
+        prefix_columns=prefix_columns,
     )
     queries = FillQueries(target, db.dialect)
     page_size = batch_size or db.dialect.default_batch_size

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from psycopg import sql
 
 from .db import Database
-from .dialects import vector_literal
+from .dialects import SearchSpec, vector_literal
 from .errors import BadInput, DimensionMismatch, EncoderError
+from .filters import compile_filter, parse_filter
 from .target import SearchTarget, load_encoder, resolve_for_search
 
 
@@ -20,32 +20,75 @@ class SearchResult:
     target: SearchTarget
     key_columns: list[str]
     text_columns: list[str]
-    rows: list[dict]  # key and text columns by name, plus 'distance'
+    rows: list[dict]  # key, text and --show columns by name, plus 'distance'
+    extra_columns: list[str] = field(default_factory=list)
+    mode: str = "index"  # how the rows were ranked: index, exact, prefix or overfetch
 
 
-def search_query(db: Database, target: SearchTarget) -> sql.Composed:
-    select = [sql.Identifier(c) for c in (*target.table.primary_key, *target.sources)]
-    return db.dialect.search_query(
-        target.table.ident,
-        select,
-        target.vector_column,
-        target.metadata["metric"],
-        int(target.metadata["dimension"]),
-    )
+def output_columns(target: SearchTarget, show: list[str] | None) -> list[str]:
+    columns = [*target.table.primary_key, *target.sources]
+    for name in show or []:
+        target.table.column(name)  # NoSuchColumn for a column the table lacks
+        if target.table.columns[name].is_vector:
+            raise BadInput(f"--show {name}: vector columns are not shown")
+        if name not in columns:
+            columns.append(name)
+    return columns
 
 
-def emit_sql(db: Database, **where) -> str:
-    """The search query for application code, with its parameters explained."""
-    target = resolve_for_search(db, **where)
+def search_spec(
+    db: Database, target: SearchTarget, k: int, *, where=None, exact=False, show=None, ef_search=None, beam_size=None
+) -> SearchSpec:
     meta = target.metadata
-    settings = [mogrify(db, stmt, params) for stmt, params in db.dialect.search_settings(10)]
+    spec = SearchSpec(
+        table=target.table.ident,
+        columns=output_columns(target, show),
+        keys=list(target.table.primary_key),
+        vector_column=target.vector_column,
+        metric=meta["metric"],
+        dimension=int(meta["dimension"]),
+        k=k,
+        ef_search=ef_search,
+        beam_size=beam_size,
+    )
+    if where:
+        doc = parse_filter(where) if isinstance(where, str) else where
+        if doc:
+            spec.filter, spec.filter_params = compile_filter(doc, target.table, alias="t")
+            spec.filter_on_prefix = pins_prefix_columns(doc, meta.get("prefix_columns") or [])
+    spec.mode = "exact" if exact else db.dialect.search_mode(spec)
+    return spec
+
+
+def pins_prefix_columns(doc: dict, prefix: list[str]) -> bool:
+    """True when the filter is exactly equality / IN on every prefix column of the index."""
+    if not prefix or set(doc) != set(prefix):
+        return False
+    for value in doc.values():
+        if isinstance(value, dict):
+            if set(value) not in ({"$eq"}, {"$in"}):
+                return False
+        elif value is None:
+            return False
+    return True
+
+
+def emit_sql(db: Database, *, where=None, exact=False, **choose) -> str:
+    """The search query for application code, with its parameters explained."""
+    target = resolve_for_search(db, **choose)
+    meta = target.metadata
+    spec = search_spec(db, target, 10, where=where, exact=exact)
+    query, params = db.dialect.search_statement(spec, "<query vector>")
+    settings = [mogrify(db, stmt, p) for stmt, p in db.dialect.search_settings(spec)]
     prefix = f" (prefix {meta['query_prefix']!r})" if meta.get("query_prefix") else ""
+    described = ", ".join("the query vector" if p == "<query vector>" else repr(p) for p in params)
     lines = [
         f"-- {db.dialect.name}: nearest rows of {target.display}, metric {meta['metric']}, model {meta['model']}",
-        f"-- parameters: the query vector as text '[x1,...,x{meta['dimension']}]' from {meta['model']}{prefix},",
-        "-- the same vector again, then k. Run in one transaction with:",
+        f"-- the query vector is text '[x1,...,x{meta['dimension']}]' from {meta['model']}{prefix}",
+        f"-- parameters in order: {described} (the last is k)",
+        "-- run in one transaction with:",
         *(f"--   {setting};" for setting in settings),
-        db.as_string(search_query(db, target)) + ";",
+        db.as_string(query) + ";",
     ]
     return "\n".join(lines)
 
@@ -103,8 +146,14 @@ def search(
     column: str | None = None,
     vector_column: str | None = None,
     metric: str | None = None,
+    where: str | dict | None = None,
+    exact: bool = False,
+    show: list[str] | None = None,
+    ef_search: int | None = None,
+    beam_size: int | None = None,
 ) -> SearchResult:
-    """The k rows nearest to text (encoded with the column's recorded model) or to query_vector."""
+    """The k rows nearest to text (encoded with the column's recorded model) or to query_vector,
+    among the rows matching the ``where`` filter document (see filters.py)."""
     if k < 1:
         raise BadInput("k must be at least 1")
     if (text is None) == (query_vector is None):
@@ -114,7 +163,9 @@ def search(
     target = resolve_for_search(
         db, table=table, schema=schema, column=column, vector_column=vector_column, metric=metric
     )
-    dimension = int(target.metadata["dimension"])
+    # Everything the user wrote is checked before the model loads or any query runs.
+    spec = search_spec(db, target, k, where=where, exact=exact, show=show, ef_search=ef_search, beam_size=beam_size)
+    dimension = spec.dimension
     if query_vector is None:
         if target.metadata.get("external"):
             label = f" ({target.metadata['label']})" if target.metadata.get("label") else ""
@@ -132,25 +183,36 @@ def search(
             raise DimensionMismatch(
                 f"the query vector has {vector.size} dimensions but {target.display} holds {dimension}"
             )
-    return run_search(db, target, vector, k)
+    return run_search(db, target, spec, vector)
 
 
-def run_search(db: Database, target: SearchTarget, vector: np.ndarray, k: int) -> SearchResult:
-    query = search_query(db, target)
+def run_search(db: Database, target: SearchTarget, spec: SearchSpec, vector: np.ndarray) -> SearchResult:
     literal = vector_literal(vector)
-    settings = db.dialect.search_settings(k)
-
-    def run(conn):
-        with conn.transaction():
-            for statement, params in settings:
-                conn.execute(statement, params)
-            return conn.execute(query, (literal, literal, k)).fetchall()
-
-    rows = db.run(run)
-    names = [*target.table.primary_key, *target.sources, "distance"]
+    rows = ranked_rows(db, spec, literal)
+    if len(rows) < spec.k and spec.mode in ("index", "overfetch") and spec.filter is not None:
+        # The approximate path found fewer than k matching rows: rank them all exactly, so that
+        # whenever k rows match, k rows come back.
+        spec.mode = "exact"
+        rows = ranked_rows(db, spec, literal)
+    names = [*spec.columns, "distance"]
     return SearchResult(
         target=target,
         key_columns=list(target.table.primary_key),
         text_columns=target.sources,
         rows=[dict(zip(names, row, strict=True)) for row in rows],
+        extra_columns=[n for n in names[:-1] if n not in (*target.table.primary_key, *target.sources)],
+        mode=spec.mode,
     )
+
+
+def ranked_rows(db: Database, spec: SearchSpec, literal: str) -> list[tuple]:
+    query, params = db.dialect.search_statement(spec, literal)
+    settings = db.dialect.search_settings(spec)
+
+    def run(conn):
+        with conn.transaction():
+            for statement, setting_params in settings:
+                conn.execute(statement, setting_params)
+            return conn.execute(query, params).fetchall()
+
+    return db.run(run)

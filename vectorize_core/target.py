@@ -93,6 +93,7 @@ class VectorTarget:
     query_prefix: str = ""
     track_changes: bool = False
     label: str = ""  # imported vectors: what the user says made them
+    prefix_columns: tuple[str, ...] = ()  # CockroachDB vector index prefix columns
 
     @property
     def index_name(self) -> str:
@@ -127,6 +128,8 @@ class VectorTarget:
             record["query_prefix"] = self.query_prefix
         if self.track_changes:
             record["track_changes"] = True
+        if self.prefix_columns:
+            record["prefix_columns"] = list(self.prefix_columns)
         if self.model == "external":
             record["external"] = True
             if self.label:
@@ -148,6 +151,7 @@ def resolve_for_encode(
     backend: str | None = None,
     dimension: int | None = None,
     track_changes: bool = False,
+    prefix_columns: list[str] | tuple[str, ...] = (),
 ) -> tuple[VectorTarget, object]:
     """Validate an encode request; returns the target and its encoder. Changes nothing."""
     sources = (column,) if isinstance(column, str) else tuple(column)
@@ -171,6 +175,13 @@ def resolve_for_encode(
         query_prefix = meta.get("query_prefix", "") if query_prefix is None else query_prefix
         dimension = dimension or meta.get("dimension")
         track_changes = track_changes or bool(meta.get("track_changes"))
+        recorded = tuple(meta.get("prefix_columns") or ())
+        if prefix_columns and tuple(prefix_columns) != recorded:
+            raise ModelMismatch(f"{info.display}.{vector_column} is indexed with prefix columns {list(recorded)}")
+        prefix_columns = recorded
+    for name in prefix_columns:
+        if name not in info.columns or info.columns[name].is_vector:
+            raise BadInput(f"--prefix-column {name!r} is not a (non-vector) column of {info.display}")
     encoder = load_encoder(model, backend=backend, dimension=dimension)
     dimension = encoder_dimension(encoder, model)
     if existing is not None:
@@ -189,6 +200,7 @@ def resolve_for_encode(
         prefix=prefix or "",
         query_prefix=query_prefix or "",
         track_changes=track_changes,
+        prefix_columns=tuple(prefix_columns),
     )
     return target, encoder
 
