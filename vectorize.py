@@ -164,11 +164,13 @@ def list_models(name, as_json):
     metavar="SECONDS",
     help="With --follow: exit 0 after this long with nothing to do.",
 )
+@click.option("--shard", metavar="I/N", callback=lambda ctx, param, value: parse_shard(value),
+              help="Encode only shard I of N (0-based), split by a hash of the primary key.")  # fmt: skip
 @click.option("--batch-size", type=click.IntRange(min=1), help="Rows per read and per write statement.")
 @click.option("--limit", type=click.IntRange(min=0), help="Encode at most this many rows in this run.")
 @click.option("--dry-run", is_flag=True, help="Print the SQL it would run; change nothing.")
 def encode(url, table, schema, columns, model, vector_column, metric, prefix, query_prefix, backend, dimension,
-           on_error, prefix_columns, track_changes, follow, max_idle, batch_size, limit, dry_run):  # fmt: skip
+           on_error, prefix_columns, track_changes, follow, max_idle, shard, batch_size, limit, dry_run):  # fmt: skip
     """Add, fill and index a vector column for a text column.
 
     Only rows whose vector is NULL and whose text is not are encoded, so a rerun continues
@@ -179,6 +181,7 @@ def encode(url, table, schema, columns, model, vector_column, metric, prefix, qu
     Example:
       vectorize.py encode --table passage --column passage --model minilm
       vectorize.py encode -t passage -c passage --track-changes --follow
+      vectorize.py encode -t passage -c passage --shard 0/4      # on machine 1 of 4
       vectorize.py encode -t article -c title -c body -m st:intfloat/e5-small-v2 \\
           --prefix "passage: " --query-prefix "query: "
     """
@@ -205,6 +208,7 @@ def encode(url, table, schema, columns, model, vector_column, metric, prefix, qu
             on_error=on_error,
             track_changes=track_changes,
             prefix_columns=prefix_columns,
+            shard=shard,
             batch_size=batch_size,
             limit=limit,
             dry_run=dry_run,
@@ -221,6 +225,18 @@ def encode(url, table, schema, columns, model, vector_column, metric, prefix, qu
     if result.failed:
         click.echo(f"Warning: {encode_failures(result)}", err=True)
     click.echo(encode_summary(result))
+
+
+def parse_shard(value: str | None):
+    if value is None:
+        return None
+    try:
+        index, count = (int(part) for part in value.split("/"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not I/N, e.g. 0/4") from None
+    if count < 1 or not 0 <= index < count:
+        raise click.BadParameter(f"{value!r}: I must be from 0 to N-1")
+    return index, count
 
 
 def stop_on_signals():
@@ -273,6 +289,8 @@ def encode_summary(result) -> str:
     left = result.pending_before - result.written - result.skipped - result.failed
     if left > 0:
         parts.append(f"{left} rows still pending (run again to continue)")
+    if result.blank:
+        parts.append(f"{result.blank} rows with only empty or whitespace text skipped")
     if result.truncated:
         parts.append(f"{result.truncated} rows were longer than the model reads and were truncated")
     if result.index_created:

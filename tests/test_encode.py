@@ -177,7 +177,7 @@ def test_dry_run_prints_sql_and_changes_nothing(run_cli, url, conn, passage):
     before = table_checksum(conn, "passage")
     result = run_cli("encode", "--url", url, "-t", "passage", "-c", "passage", "--dry-run")
     assert result.exit_code == 0, result.output
-    assert 'ALTER TABLE "public"."passage" ADD COLUMN "passage_vector" VECTOR(384);' in result.stdout
+    assert 'ALTER TABLE "public"."passage" ADD COLUMN IF NOT EXISTS "passage_vector" VECTOR(384);' in result.stdout
     assert "USING hnsw" in result.stdout and "UPDATE" in result.stdout
     assert table_checksum(conn, "passage") == before
 

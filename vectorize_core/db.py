@@ -26,8 +26,8 @@ from .errors import (
 METADATA_KEY = "vectorize"
 TEXT_TYPES = {"text", "varchar", "bpchar", "citext", "name"}
 # SQLSTATEs worth retrying: serialization failure, ambiguous result (idempotent writes only),
-# admin shutdown / node draining, and every connection exception class.
-RETRY_SQLSTATES = {"40001", "40003", "57P01"}
+# deadlock (two writers), admin shutdown / node draining, every connection exception class.
+RETRY_SQLSTATES = {"40001", "40003", "40P01", "57P01"}
 
 
 def mask_url(url: str | None) -> str:

@@ -72,7 +72,8 @@ class Dialect:
         return [sql.SQL("CREATE EXTENSION IF NOT EXISTS vector")]
 
     def add_vector_column(self, table: sql.Composable, column: str, dimension: int) -> sql.Composed:
-        return sql.SQL("ALTER TABLE {} ADD COLUMN {} VECTOR({})").format(
+        # IF NOT EXISTS: two encoders started together must both get past this.
+        return sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} VECTOR({})").format(
             table, sql.Identifier(column), sql.Literal(int(dimension))
         )
 
@@ -95,6 +96,17 @@ class Dialect:
     def index_build_settings(self) -> list[sql.Composable]:
         # pgvector builds HNSW far faster while the graph fits in maintenance_work_mem.
         return [sql.SQL("SET maintenance_work_mem = '1GB'")]
+
+    def shard_condition(self, keys: list[sql.Composable], shards: int, shard: int) -> sql.Composed:
+        """Rows of shard `shard` of `shards`, by a hash of the primary key: deterministic on any
+        machine, so N processes can split one table."""
+        key_text = sql.SQL("concat_ws('|', {})").format(sql.SQL(", ").join(sql.SQL("{}::text").format(k) for k in keys))
+        return sql.SQL("abs(mod({}, {})) = {}").format(
+            self.hash_text(key_text), sql.Literal(int(shards)), sql.Literal(int(shard))
+        )
+
+    def hash_text(self, text: sql.Composable) -> sql.Composed:
+        return sql.SQL("hashtextextended({}, 0)").format(text)
 
     def trigger_statements(
         self, table: sql.Composable, function: sql.Composable, trigger: str, body: str
@@ -220,6 +232,9 @@ class CockroachDialect(Dialect):
         return []
 
     staging_kind = ""  # temporary tables are experimental in CockroachDB
+
+    def hash_text(self, text: sql.Composable) -> sql.Composed:
+        return sql.SQL("fnv64({})").format(text)
 
     # autocommit_before_ddl (on since v25.1) commits an open transaction before any DDL.
     ddl_in_transaction = False

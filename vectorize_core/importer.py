@@ -281,7 +281,7 @@ def import_target(db, info: Table, column, vector_column, metric, model_name, di
 
 
 def apply(db: Database, target: VectorTarget, path: Path, keys_path, count: int, strict: bool) -> ImportResult:
-    from .pipeline import FillQueries, index_statements, prepare_statements
+    from .pipeline import FillQueries, create_indexes, prepare_statements
 
     result = ImportResult(target, records=count)
     started = time.monotonic()
@@ -314,8 +314,7 @@ def apply(db: Database, target: VectorTarget, path: Path, keys_path, count: int,
     finally:
         db.command(sql.SQL("DROP TABLE IF EXISTS {}").format(staging))
     if not has_index:
-        for statement in index_statements(db, target, FillQueries(target, db.dialect)):
-            run_ddl(db, statement)
+        create_indexes(db, target, FillQueries(target, db.dialect))
         result.index_created = True
     result.seconds = time.monotonic() - started
     return result

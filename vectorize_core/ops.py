@@ -62,7 +62,10 @@ def status(db: Database, *, table: str | None = None, schema: str | None = None)
 def column_status(db: Database, info: Table, vector_column: str, meta: dict, has_trigger: bool) -> ColumnStatus:
     sources = [sql.Identifier(c) for c in meta["source"]]
     vector = sql.Identifier(vector_column)
-    any_text = sql.SQL(" OR ").join(sql.SQL("{} IS NOT NULL").format(c) for c in sources)
+    # Same notion of text as encode: NULL, empty and whitespace-only are no text.
+    any_text = sql.SQL("coalesce({}, false)").format(
+        sql.SQL(" OR ").join(sql.SQL("{} ~ '\\S'").format(c) for c in sources)
+    )
     query = sql.SQL(
         "SELECT count(*), count({v}),"
         " sum(CASE WHEN {v} IS NULL AND ({any_text}) THEN 1 ELSE 0 END),"

@@ -38,6 +38,7 @@ class EncodeResult:
     failed: int = 0  # rows the encoder could not encode (--on-error skip); they stay pending
     failed_keys: list[tuple] = field(default_factory=list)  # the first few of them
     failure: str = ""  # the first encoder error
+    blank: int = 0  # rows whose text is empty or only whitespace: skipped, not sent to the model
     truncated: int = 0  # rows longer than the model's input limit
     column_created: bool = False
     index_created: bool = False
@@ -55,16 +56,25 @@ class EncodeResult:
 class FillQueries:
     """The statements of a fill, built once per target."""
 
-    def __init__(self, target: VectorTarget, dialect):
+    def __init__(self, target: VectorTarget, dialect, shard: tuple[int, int] | None = None):
         t = target
         self.keys = [sql.Identifier(k) for k in t.table.primary_key]
         self.sources = [sql.Identifier(c) for c in t.sources]
         self.key_list = sql.SQL(", ").join(self.keys)
         self.vector = sql.Identifier(t.vector_column)
-        any_text = sql.SQL(" OR ").join(sql.SQL("{} IS NOT NULL").format(c) for c in self.sources)
-        self.pending = pending = sql.SQL("{} IS NULL AND ({})").format(self.vector, any_text)
+        # Text that is NULL, empty or only whitespace is not sent to the model: such rows are
+        # not pending, so a finished table stays finished.
+        any_text = sql.SQL(" OR ").join(sql.SQL("{} ~ '\\S'").format(c) for c in self.sources)
+        any_value = sql.SQL(" OR ").join(sql.SQL("{} IS NOT NULL").format(c) for c in self.sources)
+        self.pending = sql.SQL("{} IS NULL AND ({})").format(self.vector, any_text)
+        pending = self.pending
+        if shard is not None:
+            pending = sql.SQL("{} AND {}").format(pending, dialect.shard_condition(self.keys, shard[1], shard[0]))
 
         self.count = sql.SQL("SELECT count(*) FROM {} WHERE {}").format(t.table.ident, pending)
+        self.blank = sql.SQL("SELECT count(*) FROM {} WHERE {} IS NULL AND ({}) AND NOT coalesce({}, false)").format(
+            t.table.ident, self.vector, any_value, any_text
+        )
         select = sql.SQL("SELECT {}, {} FROM {} WHERE {}").format(
             self.key_list, sql.SQL(", ").join(self.sources), t.table.ident, pending
         )
@@ -137,8 +147,8 @@ def write_page(db: Database, queries: FillQueries, dialect, rows: list[tuple], v
 
 
 def document_text(target: VectorTarget, parts) -> str:
-    """What the model reads for a row: the prefix, then the non-NULL source texts."""
-    return target.prefix + " ".join(part for part in parts if part)
+    """What the model reads for a row: the prefix, then the source texts that hold any."""
+    return target.prefix + " ".join(part for part in parts if part and not part.isspace())
 
 
 class ChunkFailed(Exception):
@@ -210,6 +220,19 @@ def index_statements(db: Database, target: VectorTarget, queries: FillQueries) -
     ]
 
 
+def create_indexes(db: Database, target: VectorTarget, queries: FillQueries) -> None:
+    try:
+        for statement in index_statements(db, target, queries):
+            run_ddl(db, statement)
+    except DatabaseError:
+        # Another encoder on the same table may have created it a moment before us.
+        if not (
+            db.index_exists(target.table, target.index_name)
+            and db.index_exists(target.table, target.pending_index_name)
+        ):
+            raise
+
+
 def run_ddl(db: Database, statement: sql.Composable) -> None:
     """One statement per implicit transaction (CockroachDB commits open transactions before DDL)."""
     try:
@@ -249,6 +272,7 @@ def encode(
     on_error: str = "stop",
     track_changes: bool = False,
     prefix_columns: list[str] | tuple[str, ...] = (),
+    shard: tuple[int, int] | None = None,
     batch_size: int | None = None,
     limit: int | None = None,
     dry_run: bool = False,
@@ -285,7 +309,9 @@ def encode(
         track_changes=track_changes,
         prefix_columns=prefix_columns,
     )
-    queries = FillQueries(target, db.dialect)
+    if shard is not None and not (0 <= shard[0] < shard[1]):
+        raise BadInput(f"--shard {shard[0]}/{shard[1]}: the shard number must be from 0 to {shard[1] - 1}")
+    queries = FillQueries(target, db.dialect, shard)
     page_size = batch_size or db.dialect.default_batch_size
     result = EncodeResult(target)
     has_index = target.column_exists and db.index_exists(target.table, target.index_name)
@@ -308,6 +334,7 @@ def encode(
         tracking.sync_trigger(db, *tracked_after_comment(db, target))
 
     result.pending_before = db.fetchone(queries.count)[0]
+    result.blank = db.fetchone(queries.blank)[0]
     total = result.pending_before if limit is None else min(limit, result.pending_before)
     fill = Fill(db, target, encoder, queries, result, skip_failures=on_error == "skip", stop=stop)
     started = time.monotonic()
@@ -319,8 +346,7 @@ def encode(
     # On a first fill, building the index once over the filled column is far cheaper than
     # maintaining it row by row.
     if not has_index:
-        for statement in index_statements(db, target, queries):
-            run_ddl(db, statement)
+        create_indexes(db, target, queries)
         result.index_created = True
     if follow:
         keep_following(db, fill, queries, page_size, max_idle, stop, on_round, started)

@@ -11,6 +11,11 @@ def vector(text):
 
 
 def encode(batch):
+    import os
+    import time
+
     import numpy as np
 
+    # Tests make encoding slow on purpose, to act while a run is under way.
+    time.sleep(float(os.environ.get("VECTORIZE_TINY_DELAY", "0")))
     return np.array([vector(t) for t in batch], dtype=np.float32).reshape(len(batch), dimension)
