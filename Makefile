@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # The CPU build of torch; an unpinned torch pulls a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup demo test lint format bench clean
+.PHONY: setup demo test soak lint format bench clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,10 @@ demo: setup
 
 test: setup lint
 	$(PY) -m pytest
+
+# The reliability tests on tables ten times larger.
+soak: setup
+	VECTORIZE_SOAK=1 $(PY) -m pytest tests/test_reliability.py
 
 lint: setup
 	$(VENV)/bin/ruff check .

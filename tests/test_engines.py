@@ -62,3 +62,16 @@ def test_table_without_declared_key(run_cli, engine_url, engine_conn, words):
     else:
         assert result.exit_code == 2
         assert "no primary key" in result.stderr
+
+
+def test_injected_retry_errors_are_retried(run_cli, engine_url, engine_conn, words):
+    """CockroachDB: inject_retry_errors_enabled makes statements fail with 40001 a few times."""
+    if not is_crdb(engine_conn):
+        pytest.skip("inject_retry_errors_enabled is a CockroachDB session setting; see test_reliability for PostgreSQL")
+    engine_conn.execute("CREATE TABLE t (id INT PRIMARY KEY, body TEXT)")
+    engine_conn.execute("INSERT INTO t SELECT g, 'row ' || g::TEXT FROM generate_series(1, 30) g")
+    sep = "&" if "?" in engine_url else "?"
+    url = f"{engine_url}{sep}options=-c%20inject_retry_errors_enabled%3Dtrue"
+    result = run_cli("encode", "--url", url, "-t", "t", "-c", "body", "-m", "words", "--batch-size", "10")
+    assert result.exit_code == 0, result.output
+    assert engine_conn.execute("SELECT count(body_vector) FROM t").fetchone()[0] == 30

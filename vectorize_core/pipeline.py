@@ -221,22 +221,28 @@ def index_statements(db: Database, target: VectorTarget, queries: FillQueries) -
 
 
 def create_indexes(db: Database, target: VectorTarget, queries: FillQueries) -> None:
+    statements = index_statements(db, target, queries)
+
+    def create(conn):
+        # One connection for all: the session settings must hold for the CREATE INDEX.
+        for statement in statements:
+            conn.execute(statement)
+
     try:
-        for statement in index_statements(db, target, queries):
-            run_ddl(db, statement)
-    except DatabaseError:
-        # Another encoder on the same table may have created it a moment before us.
-        if not (
-            db.index_exists(target.table, target.index_name)
-            and db.index_exists(target.table, target.pending_index_name)
-        ):
-            raise
+        db.run(create)
+    except DatabaseError as exc:
+        # Another encoder on the same table may have created them a moment before us.
+        done = db.index_exists(target.table, target.index_name)
+        if not (done and db.index_exists(target.table, target.pending_index_name)):
+            raise DatabaseError(f"{exc} (while creating the indexes of {target.display})") from None
 
 
 def run_ddl(db: Database, statement: sql.Composable) -> None:
-    """One statement per implicit transaction (CockroachDB commits open transactions before DDL)."""
+    """One statement per implicit transaction (CockroachDB commits open transactions before
+    DDL). Every statement vectorize issues is idempotent (IF NOT EXISTS, COMMENT, CREATE OR
+    REPLACE), so a dropped connection is retried like any other."""
     try:
-        db.command(statement)
+        db.command(statement, retry=True)
     except DatabaseError as exc:
         raise DatabaseError(f"{exc} (while running: {db.as_string(statement)})") from None
 
