@@ -199,8 +199,8 @@ def test_two_encoders_on_one_table_both_succeed(url, conn):
     n = rows(3000)
     make_table(conn, n)
     procs = [start_encode(url, "--batch-size", "100", VECTORIZE_TINY_DELAY="0.01") for _ in range(2)]
-    results = [running(p).__enter__().communicate(timeout=300) for p in procs]
-    for proc, (out, err) in zip(procs, results, strict=True):
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    for proc, err in zip(procs, errors, strict=True):
         assert proc.returncode == 0, err
     assert_every_vector_matches_its_text(conn)
 
