@@ -301,8 +301,9 @@ def encode_summary(result) -> str:
 class progress_reporter:
     """A rich progress bar on a terminal; nothing otherwise. Yields the core's callback."""
 
-    def __init__(self, enabled: bool = True):
+    def __init__(self, enabled: bool = True, label: str = "encoding"):
         self.enabled = enabled
+        self.label = label
 
     def __enter__(self):
         self.bar = None
@@ -320,11 +321,11 @@ class progress_reporter:
         )
 
         self.bar = Progress(
-            TextColumn("encoding"),
+            TextColumn(self.label),
             BarColumn(),
             MofNCompleteColumn(),
             TaskProgressColumn(),
-            TextColumn("{task.fields[rate]} rows/s"),
+            TextColumn("{task.fields[rate]}/s"),
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
@@ -443,6 +444,57 @@ def import_vectors(url, table, schema, column, file, keys_file, vector_column, m
     if result.index_created:
         line += f"; index {t.index_name} ready"
     click.echo(line + ".")
+
+
+@cli.command("eval")
+@url_option
+@apply(table_options)
+@click.option("--column", "-c", required=True, metavar="COLUMN", help="Source column of the vectors.")
+@click.option("--queries", required=True, metavar="FILE", help="BEIR queries.jsonl, or a TSV of id<TAB>text.")
+@click.option("--qrels", required=True, metavar="FILE", help="Judgments: BEIR or TREC qrels TSV.")
+@click.option(
+    "--vector-column",
+    "vector_columns",
+    multiple=True,
+    metavar="NAME",
+    help="Column(s) to compare  [default: all of COLUMN]",
+)
+@click.option("--id-column", metavar="COLUMN", help="Column holding the corpus ids  [default: the primary key]")
+@click.option("-k", "k", default=100, show_default=True, type=click.IntRange(min=10), help="Rows retrieved per query.")
+@click.option("--exact", is_flag=True, help="Rank exactly, without the vector index.")
+@click.option("--ef-search", type=click.IntRange(1, 1000), help="PostgreSQL: hnsw.ef_search  [default: 100]")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per vector column.")
+def eval_command(url, table, schema, column, queries, qrels, vector_columns, id_column, k, exact, ef_search, as_json):
+    """Measure retrieval quality: NDCG@10, Recall@10/100, MRR@10, MAP@100 of each vector column
+    on judged queries (BEIR or TREC files), and what the vector index costs against exact search.
+
+    \b
+    Example:
+      vectorize.py eval --table nfcorpus --column doc --queries queries.jsonl --qrels qrels/test.tsv
+    """
+    from vectorize_core import connect
+    from vectorize_core.evaluate import eval_columns
+
+    if not table:
+        raise click.UsageError("Missing option '--table'.")
+    with connect(url) as db, progress_reporter(label="evaluating") as progress:
+        results = eval_columns(
+            db, table=table, schema=schema, column=column, queries=queries, qrels=qrels,
+            vector_columns=list(vector_columns) or None, id_column=id_column, k=k, exact=exact,
+            ef_search=ef_search, progress=progress,
+        )  # fmt: skip
+    rows = [r.as_dict() for r in results]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    metrics = ["ndcg@10", "recall@10", "recall@100", "mrr@10", "map@100"]
+    table_rows = [
+        {"vector_column": r["vector_column"], "model": r["model"], "queries": r["queries"],
+         **{m: f"{r[m]:.4f}" for m in metrics},
+         "index recall@10": "exact" if r["exact"] else f"{r['index_recall@10']:.3f}"}
+        for r in rows
+    ]  # fmt: skip
+    print_table(["vector_column", "model", "queries", *metrics, "index recall@10"], table_rows)
 
 
 @cli.command()

@@ -1,0 +1,130 @@
+"""`vectorize.py eval`: retrieval quality of vectorized columns on a set of judged queries.
+
+Queries are encoded with each column's recorded encoder (and query prefix) and ranked through the
+same search path as `search`: with the vector index by default (and then also exactly, to report
+how much the index costs), or only exactly with ``exact=True``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .db import Database
+from .dialects import SearchSpec, vector_literal
+from .errors import BadInput, NoVectorizedColumn
+from .evaluation import evaluate, read_qrels, read_queries, recall_against
+from .search import ranked_rows
+from .target import load_encoder
+
+QUERY_BATCH = 64
+
+
+@dataclass
+class ColumnScores:
+    vector_column: str
+    model: str
+    metric: str
+    scores: dict  # 'queries', 'ndcg@10', 'recall@10', 'recall@100', 'mrr@10', 'map@100'
+    index_recall: float | None  # recall@10 of the index against exact search (None with --exact)
+    exact: bool
+
+    def as_dict(self) -> dict:
+        out = {"vector_column": self.vector_column, "model": self.model, "metric": self.metric, **self.scores}
+        out["exact"] = self.exact
+        out["index_recall@10"] = self.index_recall
+        return out
+
+
+def eval_columns(
+    db: Database,
+    *,
+    table: str,
+    column: str,
+    queries: str,
+    qrels: str,
+    schema: str | None = None,
+    vector_columns: list[str] | None = None,
+    id_column: str | None = None,
+    k: int = 100,
+    exact: bool = False,
+    ef_search: int | None = None,
+    progress=None,
+) -> list[ColumnScores]:
+    """Scores of each vectorized column of table.column on the judged queries.
+
+    ``progress(done, total)`` counts queries ranked, over all columns.
+    """
+    info = db.find_table(table, schema)
+    info.column(column)
+    id_column = id_column or single_key(info)
+    info.column(id_column)
+    judged = read_qrels(qrels)
+    texts = {qid: text for qid, text in read_queries(queries).items() if qid in judged}
+    if not texts:
+        raise BadInput(f"none of the queries in {queries} has judgments in {qrels}")
+    columns = columns_to_evaluate(db, info, column, vector_columns)
+    ids = list(texts)
+    total = len(ids) * len(columns) * (1 if exact else 2)
+    done = 0
+    results = []
+    for vector_column, meta in columns:
+        vectors = encode_queries(meta, [texts[q] for q in ids])
+        runs = {}
+        for mode in ["exact"] if exact else ["index", "exact"]:
+            spec = SearchSpec(
+                table=info.ident, columns=[id_column], keys=list(info.primary_key), vector_column=vector_column,
+                metric=meta["metric"], dimension=int(meta["dimension"]), k=k, mode=mode, ef_search=ef_search,
+            )  # fmt: skip
+            run = {}
+            for qid, vector in zip(ids, vectors, strict=True):
+                run[qid] = [str(row[0]) for row in ranked_rows(db, spec, vector_literal(vector))]
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+            runs[mode] = run
+        ranked = runs["exact" if exact else "index"]
+        scores = evaluate(ranked, judged)
+        index_recall = None if exact else recall_against(runs["exact"], runs["index"], 10)
+        results.append(ColumnScores(vector_column, meta["model"], meta["metric"], scores, index_recall, exact))
+    return results
+
+
+def single_key(info) -> str:
+    if len(info.primary_key) != 1:
+        raise BadInput(
+            f"{info.display} has a primary key of {len(info.primary_key)} columns; "
+            "say which column holds the corpus ids with --id-column"
+        )
+    return info.primary_key[0]
+
+
+def columns_to_evaluate(db: Database, info, column: str, wanted: list[str] | None) -> list[tuple[str, dict]]:
+    found = [
+        (vector_column, meta)
+        for schema, table, vector_column, meta in db.vectorized_columns()
+        if (schema, table) == (info.schema, info.name) and meta.get("source", [None])[0] == column
+    ]
+    if wanted:
+        known = {name for name, _ in found}
+        for name in wanted:
+            if name not in known:
+                raise NoVectorizedColumn(f"{info.display} has no vectorized column {name!r} for {column!r}")
+        found = [(name, meta) for name, meta in found if name in wanted]
+    if not found:
+        raise NoVectorizedColumn(f"{info.display}.{column} has no vectorized column; run encode first")
+    for name, meta in found:
+        if meta.get("external"):
+            raise BadInput(f"{info.display}.{name} holds imported vectors: no model is known to encode the queries")
+    return found
+
+
+def encode_queries(meta: dict, texts: list[str]) -> np.ndarray:
+    encoder = load_encoder(meta["model"], dimension=int(meta["dimension"]))
+    prefix = meta.get("query_prefix", "")
+    batches = [
+        np.asarray(encoder.encode([prefix + t for t in texts[i : i + QUERY_BATCH]]), dtype=np.float32)
+        for i in range(0, len(texts), QUERY_BATCH)
+    ]
+    return np.concatenate(batches)
