@@ -23,6 +23,7 @@ first ``encode``, so listing encoders never loads a model.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 from importlib.metadata import entry_points
@@ -61,14 +62,20 @@ def is_family(obj) -> bool:
     return all(hasattr(obj, attr) for attr in FAMILY_REQUIRED)
 
 
-def _discovered() -> list[object]:
+@functools.cache
+def _installed() -> tuple[object, ...]:
+    """This folder's modules and the entry points' encoders: found once per process."""
     found = []
     for info in pkgutil.iter_modules(__path__):
         if not info.name.startswith("_"):
             found.append(importlib.import_module(f"{__name__}.{info.name}"))
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         found.append(ep.load())
-    return found + list(_registered.values())
+    return tuple(found)
+
+
+def _discovered() -> list[object]:
+    return [*_installed(), *_registered.values()]
 
 
 def available() -> dict[str, object]:

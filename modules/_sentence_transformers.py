@@ -46,6 +46,8 @@ class SentenceTransformerEncoder:
         """A copy with other options (the encoder contract's optional hook)."""
         if dimension is not None and self._dimension is not None and dimension != self._dimension:
             raise ValueError(f"{self.name} makes {self._dimension}-dimensional vectors, not {dimension}")
+        if backend in (None, self.backend) and (dimension is None or dimension == self._dimension):
+            return self
         return SentenceTransformerEncoder(
             self.name,
             self.description,
@@ -114,7 +116,20 @@ def quiet_hub() -> None:
     hf_logging.set_verbosity_error()
 
 
+_loaded: dict[tuple[str, str], object] = {}
+_loading = threading.Lock()
+
+
 def load_model(source: str, backend: str):
+    """The model for (source, backend), loaded once per process: encoders made for the same
+    model (each `search`, each st:<name> lookup) share it."""
+    with _loading:
+        if (source, backend) not in _loaded:
+            _loaded[source, backend] = read_model(source, backend)
+        return _loaded[source, backend]
+
+
+def read_model(source: str, backend: str):
     if Path(source).is_dir():
         # A local model needs no hub; without this, transformers may still try to reach it.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -142,6 +157,9 @@ def load_onnx(source: str, quantized: bool):
     file_name = "onnx/model_quint8_avx2.onnx" if quantized else "onnx/model.onnx"
     if (cache / file_name).exists():
         return SentenceTransformer(str(cache), backend="onnx", model_kwargs={"file_name": file_name})
+    import logging
+
+    logging.getLogger("sentence_transformers").setLevel(logging.ERROR)  # "Exporting the model to ONNX" chatter
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter's deprecation chatter is not the user's business

@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import math
+import re
 import shutil
 import sys
 import tempfile
@@ -53,19 +54,37 @@ class Record:
     vector: str  # text form '[..]', parsed by the server
 
 
+NUMBER_TYPES = {int, float}
+
+
 def parse_vector(value, where: str, dimension: int | None) -> list:
     if not isinstance(value, list):
         raise BadVectorFile(f"{where}: 'vector' must be an array of numbers")
-    for item in value:
-        if isinstance(item, bool) or not isinstance(item, (int, float)):
-            raise BadVectorFile(f"{where}: vector holds {json.dumps(item)}, not a number")
-        if not math.isfinite(item):
-            raise BadVectorFile(f"{where}: vector holds {item}, not a finite number")
     if not value:
         raise BadVectorFile(f"{where}: empty vector")
+    if not set(map(type, value)) <= NUMBER_TYPES:  # bool is not a number here, though Python says so
+        item = next(v for v in value if type(v) not in NUMBER_TYPES)
+        raise BadVectorFile(f"{where}: vector holds {json.dumps(item)}, not a number")
+    if not math.isfinite(math.fsum(value)):  # one pass in C: NaN or infinity anywhere spoils the sum
+        bad = next((v for v in value if not math.isfinite(v)), None)
+        if bad is not None:
+            raise BadVectorFile(f"{where}: vector holds {bad}, not a finite number")
+        raise BadVectorFile(f"{where}: vector values are too large")
     if dimension is not None and len(value) != dimension:
         raise BadVectorFile(f"{where}: vector has {len(value)} numbers; the first had {dimension}")
     return value
+
+
+# The array after a top-level "vector" key: a quote inside a JSON string is always escaped, so an
+# unescaped "vector" is a key. Used to hand the server the numbers as written, not re-formatted.
+VECTOR_TEXT = re.compile(r'(?<!\\)"vector"\s*:\s*(\[[^\]]*\])')
+
+
+def vector_text(line: str, vector: list) -> str:
+    found = VECTOR_TEXT.findall(line)
+    if len(found) == 1 and found[0].count(",") == len(vector) - 1:
+        return found[0]
+    return json.dumps(vector, separators=(",", ":"))
 
 
 def key_text(value, where: str, column: str) -> str:
@@ -85,8 +104,8 @@ def decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
                 raise BadVectorFile(f"{path.name} line {number}: not valid UTF-8") from None
 
 
-def json_objects(path: Path) -> Iterator[tuple[int, str, dict]]:
-    """(line number, 'file line N', object) for each non-blank line of a JSON Lines file."""
+def json_objects(path: Path) -> Iterator[tuple[int, str, dict, str]]:
+    """(line number, 'file line N', object, line) for each non-blank line of a JSON Lines file."""
     for number, line in decoded_lines(path):
         if not line.strip():
             continue
@@ -97,7 +116,7 @@ def json_objects(path: Path) -> Iterator[tuple[int, str, dict]]:
             raise BadVectorFile(f"{where}: not valid JSON ({exc.msg})") from None
         if not isinstance(obj, dict):
             raise BadVectorFile(f"{where}: expected a JSON object")
-        yield number, where, obj
+        yield number, where, obj, line
 
 
 def object_keys(obj: dict, where: str, key_columns: list[str]) -> list[str]:
@@ -106,11 +125,11 @@ def object_keys(obj: dict, where: str, key_columns: list[str]) -> list[str]:
 
 def read_jsonl(path: Path, key_columns: list[str]) -> Iterator[Record]:
     dimension = None
-    for number, where, obj in json_objects(path):
+    for number, where, obj, line in json_objects(path):
         keys = object_keys(obj, where, key_columns)
         vector = parse_vector(obj.get("vector"), where, dimension)
         dimension = len(vector)
-        yield Record(number, keys, json.dumps(vector, separators=(",", ":")))
+        yield Record(number, keys, vector_text(line, vector))
 
 
 def missing_key(where: str, column: str):
@@ -135,7 +154,7 @@ def read_csv(path: Path, key_columns: list[str]) -> Iterator[Record]:
         except ValueError as exc:
             raise BadVectorFile(f"{where}: 'vector' is not a JSON array ({exc})") from None
         dimension = len(vector)
-        yield Record(reader.line_num, keys, json.dumps(vector, separators=(",", ":")))
+        yield Record(reader.line_num, keys, row["vector"].strip())
 
 
 def read_npy(path: Path, keys_path: Path | None, key_columns: list[str]) -> Iterator[Record]:
@@ -166,7 +185,7 @@ def read_keys(path: Path, key_columns: list[str]) -> Iterator[tuple[int, list[st
                 [key_text(row.get(c), where, c) if row.get(c) else missing_key(where, c) for c in key_columns],
             )
         return
-    for number, where, obj in json_objects(path):
+    for number, where, obj, _ in json_objects(path):
         yield number, object_keys(obj, where, key_columns)
 
 
