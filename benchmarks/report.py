@@ -18,7 +18,7 @@ def write_report(r: dict, path: Path) -> None:
         "Made by `make bench` (`benchmarks/run.py`); raw figures in `docs/benchmarks.json`.",
         "",
         f"Machine: {m.get('cores')} cores ({m.get('cpu')}), no GPU. Python {m.get('python')}, {m.get('postgres')}, "
-        f"pgvector {m.get('pgvector')} (embedded), torch {m.get('torch')}, sentence-transformers "
+        f"pgvector {m.get('pgvector extension')} (embedded), pgvector-python {m.get('pgvector')}, torch {m.get('torch')}, sentence-transformers "
         f"{m.get('sentence-transformers')}, transformers {m.get('transformers')}, onnxruntime {m.get('onnxruntime')}, "
         f"psycopg {m.get('psycopg')}.",
         "",
@@ -31,7 +31,7 @@ def write_report(r: dict, path: Path) -> None:
         rows.append(
             f"| 1 | encode end to end vs the bare model, {e['rows']} texts of 20-120 words, median of {e['runs']} "
             f"interleaved runs | vectorize {e['encode_rows_s']:.1f} rows/s, bare model {e['bare_rows_s']:.1f} rows/s: "
-            f"**{e['ratio']:.3f}** (whole processes, imports and model load included: {e['whole_encode_rows_s']:.1f} vs "
+            f"**{e['ratio']:.3f}** (run by run: {', '.join(f'{x:.2f}' for x in e.get('run_ratios', []))}; whole processes, imports and model load included: {e['whole_encode_rows_s']:.1f} vs "
             f"{e['whole_bare_rows_s']:.1f} rows/s = {e['whole_ratio']:.3f}) | >= 0.97 | {e['ratio'] / 0.97:.3f} ({ok(e['ratio'], 0.97)}) |"
         )
     if "onnx" in r:
@@ -74,7 +74,7 @@ def write_report(r: dict, path: Path) -> None:
         st = r["startup"]
         rows.append(
             f"| 7 | start-up | `--help` **{st['--help'] * 1000:.0f} ms**, `list-models` **{st['list-models'] * 1000:.0f} ms** "
-            f"| < 500 ms | {ok(max(st.values()), 0.5, higher_is_better=False)} |"
+            f"| < 500 ms | {ok(max(st['--help'], st['list-models']), 0.5, higher_is_better=False)} |"
         )
     if "nfcorpus" in r:
         n = r["nfcorpus"]
