@@ -71,6 +71,10 @@ class Dialect:
     def setup_statements(self) -> list[sql.Composable]:
         return [sql.SQL("CREATE EXTENSION IF NOT EXISTS vector")]
 
+    def vector_ready(self, db) -> bool:
+        """Whether the vector type is installed in this database."""
+        return db.fetchone("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'vector'") is not None
+
     def add_vector_column(self, table: sql.Composable, column: str, dimension: int) -> sql.Composed:
         # IF NOT EXISTS: two encoders started together must both get past this.
         return sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} VECTOR({})").format(
@@ -204,6 +208,9 @@ class CockroachDialect(Dialect):
         if self.version and self.version < (25, 4):
             return [sql.SQL("SET CLUSTER SETTING feature.vector_index.enabled = true")]
         return []
+
+    def vector_ready(self, db) -> bool:
+        return True  # built in; the setup statement only switches the index feature on
 
     def check_metric(self, metric: str) -> None:
         super().check_metric(metric)

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+import psycopg
 from psycopg import sql
 
 from . import tracking
@@ -221,20 +222,37 @@ def index_statements(db: Database, target: VectorTarget, queries: FillQueries) -
 
 
 def create_indexes(db: Database, target: VectorTarget, queries: FillQueries) -> None:
-    statements = index_statements(db, target, queries)
+    settings, vector_index, pending_index = (
+        db.dialect.index_build_settings(),
+        *index_statements(db, target, queries)[len(db.dialect.index_build_settings()) :],
+    )
+    named = [(vector_index, target.index_name), (pending_index, target.pending_index_name)]
 
     def create(conn):
         # One connection for all: the session settings must hold for the CREATE INDEX.
-        for statement in statements:
+        for statement in settings:
             conn.execute(statement)
+        for statement, name in named:
+            try:
+                conn.execute(statement)
+            except psycopg.errors.UniqueViolation:
+                # Another encoder on this table created the same index a moment before us: its
+                # catalog row won the race (it has committed by the time this error is raised).
+                if not index_exists_on(conn, target, name):
+                    raise
 
     try:
         db.run(create)
     except DatabaseError as exc:
-        # Another encoder on the same table may have created them a moment before us.
-        done = db.index_exists(target.table, target.index_name)
-        if not (done and db.index_exists(target.table, target.pending_index_name)):
-            raise DatabaseError(f"{exc} (while creating the indexes of {target.display})") from None
+        raise DatabaseError(f"{exc} (while creating the indexes of {target.display})") from None
+
+
+def index_exists_on(conn, target: VectorTarget, name: str) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM pg_catalog.pg_indexes WHERE schemaname = %s AND tablename = %s AND indexname = %s",
+        (target.table.schema, target.table.name, name),
+    ).fetchone()
+    return row is not None
 
 
 def run_ddl(db: Database, statement: sql.Composable) -> None:
@@ -252,6 +270,8 @@ def ensure_extension(db: Database) -> None:
         try:
             db.command(statement)
         except DatabaseError as exc:
+            if db.dialect.vector_ready(db):
+                continue  # created by another encoder at the same moment (IF NOT EXISTS races)
             raise DatabaseError(
                 f"{exc}; vectorize needs the 'vector' extension: ask an administrator to run "
                 f"`{db.as_string(statement)}` in this database"
