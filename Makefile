@@ -20,8 +20,8 @@ $(STAMP): pyproject.toml Makefile
 demo: setup
 	$(PY) examples/stdlib_docs.py
 	$(PY) vectorize.py encode --table stdlib_docs --column doc --model minilm
-	$(PY) vectorize.py search "parse a date from a string" --table stdlib_docs -k 5
-	$(PY) vectorize.py search "compress data in memory" --table stdlib_docs -k 5
+	$(PY) vectorize.py search "parse a date from a string" --table stdlib_docs -k 5 --show name
+	$(PY) vectorize.py search "compress data in memory" --table stdlib_docs -k 5 --show name
 
 test: setup lint
 	$(PY) -m pytest
