@@ -37,21 +37,14 @@ class VectorizeGroup(click.Group):
 
 
 def fail(message: str, code: int) -> None:
-    from vectorize_core.db import mask_url
+    """One line on stderr, never a password, then exit."""
+    import re
 
-    for url in filter(None, (os.environ.get("DATABASE_URL"), current_url())):
-        message = message.replace(url, mask_url(url))
+    message = " ".join(line.strip() for line in message.splitlines() if line.strip())
+    message = re.sub(r"(://[^:/@\s]*:)[^@\s]+@", r"\1***@", message)  # user:password@ in any URL
+    message = re.sub(r"(password=)[^&\s]+", r"\1***", message)
     click.echo(f"Error: {message}", err=True)
     sys.exit(code)
-
-
-def current_url() -> str | None:
-    ctx = click.get_current_context(silent=True)
-    while ctx is not None:
-        if ctx.params.get("url"):
-            return ctx.params["url"]
-        ctx = ctx.parent
-    return None
 
 
 url_option = click.option(

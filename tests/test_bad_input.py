@@ -131,3 +131,13 @@ def test_debug_shows_the_traceback(run_cli, url, docs):
 
     with pytest.raises(errors.NoSuchTable):
         run_cli("encode", "--url", url, "-t", "nosuch", "-c", "body", env={"VECTORIZE_DEBUG": "1"})
+
+
+def test_unexpected_errors_are_one_masked_line(run_cli, url, monkeypatch):
+    def explode(*args, **kwargs):
+        raise RuntimeError("boom\nwhile talking to postgresql://carol:s3cret@db.example/x")
+
+    monkeypatch.setattr("vectorize_core.search.search", explode)
+    result = run_cli("search", "--url", url, "hello")
+    line = one_line_error(result, 1, "unexpected RuntimeError: boom", "carol:***@", "VECTORIZE_DEBUG=1")
+    assert "s3cret" not in line
