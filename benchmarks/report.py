@@ -122,7 +122,8 @@ def write_report(r: dict, path: Path) -> None:
         "4. SQL alone: the search statement for 200 query vectors near the data; recall against the same "
         "queries ranked exactly. With encoding: a NFCorpus query text encoded by MiniLM, then the statement.",
         "5. `encode` with an in-process encoder returning one fixed vector: fill time only (no index).",
-        "6. `encode` in a fresh process with the same fixed encoder; `ru_maxrss` at exit.",
+        "6. `encode` in a fresh process with the same fixed encoder; its peak RSS (`VmHWM`) at exit, median of 3 "
+        "(`ru_maxrss` would include the benchmark process's own size, which survives fork and exec).",
         "7. Median of 7 runs of the command in a new process.",
         "8. `encode` then `eval` (exact, and through the index) of the 323 test queries; ids are the BEIR ids.",
     ]
