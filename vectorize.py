@@ -137,7 +137,7 @@ def list_models(name, as_json):
 @click.option("--prefix", help="Text put before every document (e5: 'passage: ', nomic: 'search_document: ').")
 @click.option("--query-prefix", help="Text put before every search query (e5: 'query: '); recorded for search.")
 @click.option(
-    "--backend", type=click.Choice(["torch", "onnx", "onnx-int8"]),
+    "--backend", type=click.Choice(["torch", "onnx", "onnx-int8", "openvino"]),
     help="Inference backend for sentence-transformers models  [default: torch]",
 )  # fmt: skip
 @click.option("--dimension", type=click.IntRange(min=1), help="Vector size, for endpoints that cannot tell it.")

@@ -37,11 +37,24 @@ def write_report(r: dict, path: Path) -> None:
     if "onnx" in r:
         o = r["onnx"]
         rows.append(
-            f"| 2 | `--backend onnx` vs torch, {o['rows']} texts | torch {o['torch_rows_s']:.1f}, onnx {o['onnx_rows_s']:.1f} "
+            f"| 2 | `--backend onnx`/`openvino` vs torch, {o['rows']} texts ({o.get('env', '')}) | torch {o['torch_rows_s']:.1f}, onnx {o['onnx_rows_s']:.1f} "
             f"rows/s (**{o['onnx_speedup']:.2f}x**, min cosine {o['onnx_min_cosine']:.6f}); onnx-int8 "
             f"{o['onnx-int8_rows_s']:.1f} rows/s (**{o['onnx-int8_speedup']:.2f}x**, min cosine {o['onnx-int8_min_cosine']:.4f}, "
-            f"mean {o['onnx-int8_mean_cosine']:.4f}) | >= 2x at cosine > 0.999 | onnx {o['onnx_speedup'] / 2:.2f} "
-            f"({ok(o['onnx_speedup'], 2)}); int8 {o['onnx-int8_speedup'] / 2:.2f} ({ok(o['onnx-int8_speedup'], 2)}, and below 0.999) |"
+            f"mean {o['onnx-int8_mean_cosine']:.4f})"
+            + (
+                f"; **openvino {o['openvino_rows_s']:.1f} rows/s ({o['openvino_speedup']:.2f}x, min cosine "
+                f"{o['openvino_min_cosine']:.5f})**"
+                if "openvino_rows_s" in o
+                else ""
+            )
+            + f" | >= 2x at cosine > 0.999 | onnx {o['onnx_speedup'] / 2:.2f} ({ok(o['onnx_speedup'], 2)}); int8 "
+            f"{o['onnx-int8_speedup'] / 2:.2f} ({ok(o['onnx-int8_speedup'], 2)}, and below 0.999)"
+            + (
+                f"; openvino {o['openvino_speedup'] / 2:.2f} ({ok(o['openvino_speedup'], 2)})"
+                if "openvino_rows_s" in o
+                else ""
+            )
+            + " |"
         )
     if "import" in r:
         i = r["import"]

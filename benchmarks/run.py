@@ -11,6 +11,7 @@ Runs on a private embedded PostgreSQL (in .bench/). Real data is read in place f
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -170,10 +171,21 @@ def whole_process_encode(url: str, n: int) -> float:
 
 def bench_onnx(admin: str, quick: bool) -> dict:
     texts = corpus_texts(300 if quick else 1500)
+    import importlib.metadata as md
+
     out = {"rows": len(texts)}
+    found = [
+        p
+        for p in ("torch", "onnxruntime", "optimum-intel", "openvino")
+        if importlib.util.find_spec(p.replace("-", "."))
+    ]
+    out["env"] = ", ".join(f"{p} {md.version(p)}" for p in found)
     vectors = {}
     os.environ.setdefault("VECTORIZE_CACHE", str(BENCH_DIR / "cache"))
-    for backend in ("torch", "onnx", "onnx-int8"):
+    backends = ["torch", "onnx", "onnx-int8"]
+    if importlib.util.find_spec("optimum.intel") is not None:
+        backends.append("openvino")  # only with the openvino extra installed
+    for backend in backends:
         encoder = modules.get("minilm", backend=backend)
         encoder.encode(texts[:64])
         rates = []
@@ -183,7 +195,7 @@ def bench_onnx(admin: str, quick: bool) -> dict:
             rates.append(len(texts) / (time.perf_counter() - started))
         out[f"{backend}_rows_s"] = statistics.median(rates)
         log(f"{backend}: {out[f'{backend}_rows_s']:.1f} rows/s")
-    for backend in ("onnx", "onnx-int8"):
+    for backend in backends[1:]:
         a, b = vectors[backend], vectors["torch"]
         cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
         out[f"{backend}_speedup"] = out[f"{backend}_rows_s"] / out["torch_rows_s"]

@@ -8,7 +8,7 @@ import threading
 import warnings
 from pathlib import Path
 
-BACKENDS = ("torch", "onnx", "onnx-int8")
+BACKENDS = ("torch", "onnx", "onnx-int8", "openvino")
 
 
 class SentenceTransformerEncoder:
@@ -138,15 +138,38 @@ def read_model(source: str, backend: str):
 
     if backend == "torch":
         return SentenceTransformer(source)
+    if backend == "openvino":
+        return load_exported(source, "openvino", "openvino/openvino_model.xml", "vectorize[openvino]")
     return load_onnx(source, quantized=backend == "onnx-int8")
 
 
-def onnx_cache_dir(source: str, quantized: bool) -> Path:
+def onnx_cache_dir(source: str, quantized: bool, kind: str = "onnx") -> Path:
     import platformdirs
 
     key = hashlib.sha1(f"{Path(source).resolve() if Path(source).is_dir() else source}".encode()).hexdigest()[:12]
     base = Path(os.environ.get("VECTORIZE_CACHE") or platformdirs.user_cache_dir("vectorize"))
-    return base / "onnx" / f"{Path(source).name}-{key}{'-int8' if quantized else ''}"
+    return base / kind / f"{Path(source).name}-{key}{'-int8' if quantized else ''}"
+
+
+def load_exported(source: str, backend: str, file_name: str, extra: str):
+    """A model exported for another runtime, made once and kept in the user cache."""
+    import logging
+
+    from sentence_transformers import SentenceTransformer
+
+    cache = onnx_cache_dir(source, False, backend)
+    if (cache / file_name).exists():
+        return SentenceTransformer(str(cache), backend=backend, model_kwargs={"file_name": file_name})
+    logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = SentenceTransformer(source, backend=backend)
+    except Exception as exc:  # noqa: BLE001 - a missing runtime surfaces as many types
+        raise RuntimeError(f"the {backend} backend needs its runtime (pip install '{extra}'): {exc}") from exc
+    cache.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(cache))
+    return model
 
 
 def load_onnx(source: str, quantized: bool):

@@ -218,3 +218,13 @@ def test_onnx_backend_matches_torch(run_cli, url, conn, passage, monkeypatch, tm
     expected = modules.get("minilm").encode(TEXTS)
     for i, vector in stored(conn).items():
         assert cosine(vector, expected[i - 1]) > 0.999
+
+
+def test_openvino_backend_matches_torch(run_cli, url, conn, passage, monkeypatch, tmp_path):
+    pytest.importorskip("optimum.intel", reason="--backend openvino needs the openvino extra (not in make setup)")
+    monkeypatch.setenv("VECTORIZE_CACHE", str(tmp_path / "cache"))
+    result = run_cli("encode", "--url", url, "-t", "passage", "-c", "passage", "--backend", "openvino")
+    assert result.exit_code == 0, result.output
+    expected = modules.get("minilm").encode(TEXTS)
+    for i, vector in stored(conn).items():
+        assert cosine(vector, expected[i - 1]) > 0.999
