@@ -211,19 +211,12 @@ def test_long_text_is_reported_as_truncated(run_cli, url, conn):
     assert "1 rows were longer than the model reads" in result.stdout
 
 
-def test_onnx_backend_matches_torch(run_cli, url, conn, passage, monkeypatch, tmp_path):
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+def test_faster_backends_match_torch(run_cli, url, conn, passage, monkeypatch, tmp_path, backend):
+    if backend == "openvino":
+        pytest.importorskip("optimum.intel", reason="--backend openvino needs the openvino extra (not in make setup)")
     monkeypatch.setenv("VECTORIZE_CACHE", str(tmp_path / "cache"))
-    result = run_cli("encode", "--url", url, "-t", "passage", "-c", "passage", "--backend", "onnx")
-    assert result.exit_code == 0, result.output
-    expected = modules.get("minilm").encode(TEXTS)
-    for i, vector in stored(conn).items():
-        assert cosine(vector, expected[i - 1]) > 0.999
-
-
-def test_openvino_backend_matches_torch(run_cli, url, conn, passage, monkeypatch, tmp_path):
-    pytest.importorskip("optimum.intel", reason="--backend openvino needs the openvino extra (not in make setup)")
-    monkeypatch.setenv("VECTORIZE_CACHE", str(tmp_path / "cache"))
-    result = run_cli("encode", "--url", url, "-t", "passage", "-c", "passage", "--backend", "openvino")
+    result = run_cli("encode", "--url", url, "-t", "passage", "-c", "passage", "--backend", backend)
     assert result.exit_code == 0, result.output
     expected = modules.get("minilm").encode(TEXTS)
     for i, vector in stored(conn).items():
