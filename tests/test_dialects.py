@@ -11,7 +11,7 @@ from psycopg import sql
 from vectorize_core import dialects
 from vectorize_core.db import Column, Table
 from vectorize_core.errors import UnsupportedByEngine
-from vectorize_core.pipeline import FillQueries, index_statements, prepare_statements
+from vectorize_core.pipeline import FillQueries, column_statements, index_statements
 from vectorize_core.target import VectorTarget
 
 CRDB = dialects.CockroachDialect(version=(26, 2, 1))
@@ -66,7 +66,7 @@ def test_crdb_25_2_indexes_only_l2():
 
 def test_crdb_column_ddl_and_metadata_comment():
     t = target()
-    statements = [s(x) for x in prepare_statements(_FakeDb(CRDB), t)]
+    statements = [s(x) for x in column_statements(_FakeDb(CRDB), t)]
     assert statements == [
         'ALTER TABLE "public"."Pass age" ADD COLUMN IF NOT EXISTS "body_vector" VECTOR(384)',
         'COMMENT ON COLUMN "public"."Pass age"."body_vector" IS '

@@ -310,11 +310,15 @@ class Database:
         return found
 
     def index_exists(self, table: Table, index_name: str) -> bool:
-        row = self.fetchone(
-            "SELECT 1 FROM pg_catalog.pg_indexes WHERE schemaname = %s AND tablename = %s AND indexname = %s",
-            (table.schema, table.name, index_name),
-        )
-        return row is not None
+        return self.run(lambda conn: index_exists(conn, table.schema, table.name, index_name))
+
+
+def index_exists(conn: psycopg.Connection, schema: str, table: str, name: str) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM pg_catalog.pg_indexes WHERE schemaname = %s AND tablename = %s AND indexname = %s",
+        (schema, table, name),
+    ).fetchone()
+    return row is not None
 
 
 def register_pgvector(conn: psycopg.Connection) -> None:

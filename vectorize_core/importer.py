@@ -302,7 +302,7 @@ def import_target(db, info: Table, column, vector_column, metric, model_name, di
 
 
 def apply(db: Database, target: VectorTarget, path: Path, keys_path, count: int, strict: bool) -> ImportResult:
-    from .pipeline import FillQueries, create_indexes, prepare_statements
+    from .pipeline import FillQueries, column_statements, create_indexes
 
     result = ImportResult(target, records=count)
     started = time.monotonic()
@@ -325,7 +325,7 @@ def apply(db: Database, target: VectorTarget, path: Path, keys_path, count: int,
             raise BadInput(
                 f"{result.missing} keys of {path.name} are not in {info.display} (--strict); nothing written"
             )
-        for statement in prepare_statements(db, target)[len(db.dialect.setup_statements()) :]:
+        for statement in column_statements(db, target):
             run_ddl(db, statement)
         result.column_created = not target.column_exists
         update = sql.SQL("UPDATE {} AS t SET {} = s.vec FROM {} AS s WHERE {}").format(

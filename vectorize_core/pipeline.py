@@ -20,7 +20,7 @@ import psycopg
 from psycopg import sql
 
 from . import tracking
-from .db import Database
+from .db import Database, index_exists
 from .errors import BadInput, DatabaseError, EncoderError, Interrupted
 from .target import VectorTarget, resolve_for_encode
 
@@ -197,10 +197,10 @@ def encode_chunk(encoder, target: VectorTarget, texts: list[str]) -> np.ndarray:
     return vectors
 
 
-def prepare_statements(db: Database, target: VectorTarget) -> list[sql.Composable]:
+def column_statements(db: Database, target: VectorTarget) -> list[sql.Composable]:
     """DDL that makes the vector column exist with its metadata (empty when it already does)."""
     dialect = db.dialect
-    statements = list(dialect.setup_statements())
+    statements = []
     if not target.column_exists:
         statements.append(dialect.add_vector_column(target.table.ident, target.vector_column, target.dimension))
     if target.needs_comment:
@@ -208,25 +208,32 @@ def prepare_statements(db: Database, target: VectorTarget) -> list[sql.Composabl
     return statements
 
 
-def index_statements(db: Database, target: VectorTarget, queries: FillQueries) -> list[sql.Composable]:
+def named_indexes(db: Database, target: VectorTarget, queries: FillQueries) -> list[tuple[sql.Composable, str]]:
+    """(CREATE INDEX statement, index name) for the vector index and the pending-rows index."""
     return [
-        *db.dialect.index_build_settings(),
-        db.dialect.create_index(
-            target.table.ident, target.index_name, target.vector_column, target.metric, target.prefix_columns
+        (
+            db.dialect.create_index(
+                target.table.ident, target.index_name, target.vector_column, target.metric, target.prefix_columns
+            ),
+            target.index_name,
         ),
         # Pending rows, by key: finding them costs in proportion to them, not to the table.
-        sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({}) WHERE {}").format(
-            sql.Identifier(target.pending_index_name), target.table.ident, queries.key_list, queries.pending
+        (
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({}) WHERE {}").format(
+                sql.Identifier(target.pending_index_name), target.table.ident, queries.key_list, queries.pending
+            ),
+            target.pending_index_name,
         ),
     ]
 
 
+def index_statements(db: Database, target: VectorTarget, queries: FillQueries) -> list[sql.Composable]:
+    return [*db.dialect.index_build_settings(), *(s for s, _ in named_indexes(db, target, queries))]
+
+
 def create_indexes(db: Database, target: VectorTarget, queries: FillQueries) -> None:
-    settings, vector_index, pending_index = (
-        db.dialect.index_build_settings(),
-        *index_statements(db, target, queries)[len(db.dialect.index_build_settings()) :],
-    )
-    named = [(vector_index, target.index_name), (pending_index, target.pending_index_name)]
+    settings = db.dialect.index_build_settings()
+    named = named_indexes(db, target, queries)
 
     def create(conn):
         # One connection for all: the session settings must hold for the CREATE INDEX.
@@ -238,21 +245,13 @@ def create_indexes(db: Database, target: VectorTarget, queries: FillQueries) -> 
             except psycopg.errors.UniqueViolation:
                 # Another encoder on this table created the same index a moment before us: its
                 # catalog row won the race (it has committed by the time this error is raised).
-                if not index_exists_on(conn, target, name):
+                if not index_exists(conn, target.table.schema, target.table.name, name):
                     raise
 
     try:
         db.run(create)
     except DatabaseError as exc:
         raise DatabaseError(f"{exc} (while creating the indexes of {target.display})") from None
-
-
-def index_exists_on(conn, target: VectorTarget, name: str) -> bool:
-    row = conn.execute(
-        "SELECT 1 FROM pg_catalog.pg_indexes WHERE schemaname = %s AND tablename = %s AND indexname = %s",
-        (target.table.schema, target.table.name, name),
-    ).fetchone()
-    return row is not None
 
 
 def run_ddl(db: Database, statement: sql.Composable) -> None:
@@ -343,7 +342,7 @@ def encode(
     has_index = target.column_exists and db.index_exists(target.table, target.index_name)
 
     if dry_run:
-        statements = prepare_statements(db, target)
+        statements = [*db.dialect.setup_statements(), *column_statements(db, target)]
         if target.track_changes:
             statements += tracking_statements(db, target)
         statements += [queries.first_page, queries.next_page, queries.write]
@@ -353,7 +352,7 @@ def encode(
         return result
 
     ensure_extension(db)
-    for statement in prepare_statements(db, target)[len(db.dialect.setup_statements()) :]:
+    for statement in column_statements(db, target):
         run_ddl(db, statement)
     result.column_created = not target.column_exists
     if target.track_changes:
