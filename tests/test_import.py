@@ -169,3 +169,15 @@ def test_several_vector_columns_chosen_by_metric(run_cli, url, items, tmp_path):
     assert none.exit_code == 2 and "metric ip" in none.stderr
     (entry,) = [e for e in json.loads(run_cli("status", "--url", url, "--json").stdout) if e["vector_column"] == "v_l2"]
     assert entry["metric"] == "l2" and entry["embedded"] == 20
+
+
+def test_import_refuses_a_column_of_another_size_or_model(run_cli, url, items, tmp_path, words):
+    path = write_jsonl(tmp_path / "v.jsonl", [{"id": 1, "vector": vector_for(1)}])
+    items.execute("ALTER TABLE items ADD COLUMN v3 vector(3)")
+    before = table_checksum(items, "items")
+    sized = run_cli("import-vectors", "--url", url, "-t", "items", "-c", "body", "-f", path, "--vector-column", "v3")
+    assert sized.exit_code == 2 and "3 dimensions but the file's vectors have 5" in sized.stderr
+    assert table_checksum(items, "items") == before
+    assert run_cli("encode", "--url", url, "-t", "items", "-c", "body", "-m", "words").exit_code == 0
+    mixed = run_cli("import-vectors", "--url", url, "-t", "items", "-c", "body", "-f", path)
+    assert mixed.exit_code == 2 and "filled by model 'words'" in mixed.stderr

@@ -25,9 +25,16 @@ from pathlib import Path
 from psycopg import sql
 
 from .db import Database, Table
-from .errors import BadInput, DimensionMismatch, ModelMismatch
+from .errors import BadInput
 from .pipeline import ensure_extension, run_ddl
-from .target import VectorTarget, check_text_column, check_vector_column, default_vector_column
+from .target import (
+    VectorTarget,
+    check_same_fill,
+    check_text_column,
+    check_vector_column,
+    check_vector_column_name,
+    default_vector_column,
+)
 
 EXTERNAL = "external"
 
@@ -265,27 +272,15 @@ class spooled:
 
 def import_target(db, info: Table, column, vector_column, metric, model_name, dimension) -> VectorTarget:
     vector_column = vector_column or default_vector_column(column)
-    if vector_column == column or vector_column in info.primary_key:
-        raise BadInput(f"--vector-column {vector_column!r} would overwrite a column vectorize reads")
+    check_vector_column_name(info, vector_column, (column,))
     existing = info.columns.get(vector_column)
     meta = existing.metadata if existing else None
     if meta is not None:
-        if meta.get("model") != EXTERNAL:
-            raise ModelMismatch(
-                f"{info.display}.{vector_column} was filled by model {meta.get('model')!r}; "
-                "import into another --vector-column"
-            )
-        if metric is not None and meta.get("metric") != metric:
-            raise ModelMismatch(f"{info.display}.{vector_column} is indexed for {meta.get('metric')}, not {metric}")
-        if meta.get("source") != [column]:
-            raise ModelMismatch(f"{info.display}.{vector_column} holds vectors of {', '.join(meta['source'])}")
+        check_same_fill(meta, info.display, vector_column, (column,), EXTERNAL, metric, None)
         metric = meta.get("metric")
         model_name = model_name or meta.get("label")
     if existing is not None:
-        try:
-            check_vector_column(existing, info.display, "the file", dimension)
-        except DimensionMismatch as exc:
-            raise DimensionMismatch(str(exc).replace("model 'the file' makes", "the file's vectors have")) from None
+        check_vector_column(existing, info.display, dimension, "the file's vectors have")
     metric = metric or "cosine"
     db.dialect.check_metric(metric)
     return VectorTarget(

@@ -163,8 +163,7 @@ def resolve_for_encode(
     for name in sources:
         check_text_column(info, name)
     vector_column = vector_column or default_vector_column(sources[0])
-    if vector_column in sources or vector_column in info.primary_key:
-        raise BadInput(f"--vector-column {vector_column!r} would overwrite a column vectorize reads")
+    check_vector_column_name(info, vector_column, sources)
 
     existing = info.columns.get(vector_column)
     meta = existing.metadata if existing else None
@@ -185,7 +184,7 @@ def resolve_for_encode(
     encoder = load_encoder(model, backend=backend, dimension=dimension)
     dimension = encoder_dimension(encoder, model)
     if existing is not None:
-        check_vector_column(existing, info.display, model, dimension)
+        check_vector_column(existing, info.display, dimension, f"model {model!r} makes")
     metric = metric or encoder.metric
     db.dialect.check_metric(metric)
     target = VectorTarget(
@@ -214,7 +213,13 @@ def check_text_column(info: Table, name: str) -> None:
         )
 
 
-def check_vector_column(existing, table: str, model: str, dimension: int) -> None:
+def check_vector_column_name(info: Table, vector_column: str, sources) -> None:
+    if vector_column in sources or vector_column in info.primary_key:
+        raise BadInput(f"--vector-column {vector_column!r} would overwrite a column vectorize reads")
+
+
+def check_vector_column(existing, table: str, dimension: int, made_by: str) -> None:
+    """The existing column can hold these vectors; made_by says what makes them ('model 'x' makes')."""
     if not existing.is_vector:
         raise DimensionMismatch(
             f"column {existing.name!r} of {table} exists as {existing.type_sql}, "
@@ -224,7 +229,7 @@ def check_vector_column(existing, table: str, model: str, dimension: int) -> Non
         size = existing.typmod if existing.typmod > 0 else "no fixed size"
         raise DimensionMismatch(
             f"column {existing.name!r} of {table} holds vectors of {size} dimensions "
-            f"but model {model!r} makes {dimension}; choose another --vector-column"
+            f"but {made_by} {dimension}; choose another --vector-column"
         )
 
 
