@@ -173,6 +173,7 @@ def test_several_vector_columns_chosen_by_metric(run_cli, url, items, tmp_path):
 
 def test_import_refuses_a_column_of_another_size_or_model(run_cli, url, items, tmp_path, words):
     path = write_jsonl(tmp_path / "v.jsonl", [{"id": 1, "vector": vector_for(1)}])
+    items.execute("CREATE EXTENSION vector")
     items.execute("ALTER TABLE items ADD COLUMN v3 vector(3)")
     before = table_checksum(items, "items")
     sized = run_cli("import-vectors", "--url", url, "-t", "items", "-c", "body", "-f", path, "--vector-column", "v3")
