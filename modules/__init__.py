@@ -83,21 +83,18 @@ def available() -> dict[str, object]:
     return dict(sorted((obj.name, obj) for obj in _discovered() if is_encoder(obj) or is_family(obj)))
 
 
-def families() -> dict[str, object]:
-    return {obj.family: obj for obj in _discovered() if is_family(obj)}
-
-
 def get(name: str, **options):
     """The encoder called name ('minilm', 'st:all-mpnet-base-v2', ...), configured with options
     (backend, dimension) when any is not None."""
-    encoders = {n: e for n, e in available().items() if is_encoder(e)}
-    if name in encoders:
-        encoder = encoders[name]
-    elif ":" in name and name.split(":", 1)[0] in families():
-        prefix, argument = name.split(":", 1)
-        encoder = families()[prefix].create(argument)
+    known = available()  # one discovery for the lookup, the family and the error message
+    prefix, colon, argument = name.partition(":")
+    family = next((e for e in known.values() if colon and is_family(e) and e.family == prefix), None)
+    if name in known and is_encoder(known[name]):
+        encoder = known[name]
+    elif family is not None:
+        encoder = family.create(argument)
     else:
-        raise UnknownEncoder(name, list(available()))
+        raise UnknownEncoder(name, list(known))
     options = {key: value for key, value in options.items() if value is not None}
     if options and hasattr(encoder, "configure"):
         return encoder.configure(**options)

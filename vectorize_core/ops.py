@@ -9,6 +9,7 @@ from psycopg import sql
 from . import tracking
 from .db import Database, Table
 from .errors import BadInput, NoVectorizedColumn
+from .pipeline import has_text
 from .target import default_vector_column, index_name_for
 
 
@@ -62,10 +63,7 @@ def status(db: Database, *, table: str | None = None, schema: str | None = None)
 def column_status(db: Database, info: Table, vector_column: str, meta: dict, has_trigger: bool) -> ColumnStatus:
     sources = [sql.Identifier(c) for c in meta["source"]]
     vector = sql.Identifier(vector_column)
-    # Same notion of text as encode: NULL, empty and whitespace-only are no text.
-    any_text = sql.SQL("coalesce({}, false)").format(
-        sql.SQL(" OR ").join(sql.SQL("{} ~ '\\S'").format(c) for c in sources)
-    )
+    any_text = sql.SQL("coalesce({}, false)").format(has_text(sources))  # the same notion of text as encode
     query = sql.SQL(
         "SELECT count(*), count({v}),"
         " sum(CASE WHEN {v} IS NULL AND ({any_text}) THEN 1 ELSE 0 END),"

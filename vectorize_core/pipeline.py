@@ -54,6 +54,12 @@ class EncodeResult:
         return self.written / self.seconds if self.seconds > 0 else 0.0
 
 
+def has_text(columns: list[sql.Composable]) -> sql.Composed:
+    """True when any column holds text. NULL, empty or only whitespace is no text: such rows are
+    not sent to the model and not pending, so a finished table stays finished."""
+    return sql.SQL(" OR ").join(sql.SQL("{} ~ '\\S'").format(c) for c in columns)
+
+
 class FillQueries:
     """The statements of a fill, built once per target."""
 
@@ -63,9 +69,7 @@ class FillQueries:
         self.sources = [sql.Identifier(c) for c in t.sources]
         self.key_list = sql.SQL(", ").join(self.keys)
         self.vector = sql.Identifier(t.vector_column)
-        # Text that is NULL, empty or only whitespace is not sent to the model: such rows are
-        # not pending, so a finished table stays finished.
-        any_text = sql.SQL(" OR ").join(sql.SQL("{} ~ '\\S'").format(c) for c in self.sources)
+        any_text = has_text(self.sources)
         any_value = sql.SQL(" OR ").join(sql.SQL("{} IS NOT NULL").format(c) for c in self.sources)
         self.pending = sql.SQL("{} IS NULL AND ({})").format(self.vector, any_text)
         pending = self.pending

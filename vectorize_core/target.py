@@ -295,7 +295,6 @@ def resolve_for_search(
             f"no vectorized column{what}{scope}; run `vectorize.py encode --table T --column C` first"
         )
     if len(found) > 1:
-        names = ", ".join(f"{s}.{t}.{v} ({', '.join(m.get('source', []))})" for s, t, v, m in found)
         names = ", ".join(f"{s}.{t}.{v} ({', '.join(m.get('source', []))}, {m.get('metric')})" for s, t, v, m in found)
         raise AmbiguousVectorColumn(
             f"several vectorized columns fit: {names}; choose with --table, --column, --vector-column or --metric"
