@@ -144,6 +144,10 @@ class Dialect:
     # Unlogged: a scratch table need not survive a crash, and skipping the WAL halves the work.
     staging_kind = "UNLOGGED "
 
+    def copy_settings(self) -> list[sql.Composable]:
+        """Session settings for a COPY into the staging table (run on the COPY's connection)."""
+        return []
+
     # DDL is transactional in PostgreSQL: the trigger is swapped with no moment without one.
     ddl_in_transaction = True
 
@@ -239,6 +243,11 @@ class CockroachDialect(Dialect):
         return []
 
     staging_kind = ""  # temporary tables are experimental in CockroachDB
+
+    def copy_settings(self) -> list[sql.Composable]:
+        # An atomic COPY is one transaction: a long one can fail with RETRY_COMMIT_DEADLINE_EXCEEDED
+        # (before 25.3.6 / 25.4.1). The staging table is scratch, so commit it in pieces.
+        return [sql.SQL("SET copy_from_atomic_enabled = false")]
 
     def hash_text(self, text: sql.Composable) -> sql.Composed:
         return sql.SQL("fnv64({})").format(text)
