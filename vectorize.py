@@ -14,6 +14,8 @@ import sys
 import click
 
 DEBUG_ENV = "VECTORIZE_DEBUG"
+# search -k: a bound any server takes as a LIMIT, and more rows than anyone reads.
+MAX_K = 100_000
 
 
 class VectorizeGroup(click.Group):
@@ -150,6 +152,11 @@ def list_models(name, as_json):
     help="CockroachDB: lead the vector index with this column, so filters on it keep the index.",
 )  # fmt: skip
 @click.option("--track-changes", is_flag=True, help="Install a trigger that re-queues rows whose text changes.")
+@click.option(
+    "--adopt", is_flag=True,
+    help="Take over an existing vector column vectorize did not make: keep its vectors, record them as --model's.",
+)  # fmt: skip
+@click.option("--reencode", is_flag=True, help="Clear every vector of the column and encode all rows again.")
 @click.option("--follow", is_flag=True, help="Keep running: encode new and changed rows as they come.")
 @click.option(
     "--max-idle",
@@ -158,12 +165,13 @@ def list_models(name, as_json):
     help="With --follow: exit 0 after this long with nothing to do.",
 )
 @click.option("--shard", metavar="I/N", callback=lambda ctx, param, value: parse_shard(value),
-              help="Encode only shard I of N (0-based), split by a hash of the primary key.")  # fmt: skip
+              help="Encode only shard I of N (1-based: 1/4 ... 4/4), split by a hash of the primary key.")  # fmt: skip
 @click.option("--batch-size", type=click.IntRange(min=1), help="Rows per read and per write statement.")
 @click.option("--limit", type=click.IntRange(min=0), help="Encode at most this many rows in this run.")
 @click.option("--dry-run", is_flag=True, help="Print the SQL it would run; change nothing.")
 def encode(url, table, schema, columns, model, vector_column, metric, prefix, query_prefix, backend, dimension,
-           on_error, prefix_columns, track_changes, follow, max_idle, shard, batch_size, limit, dry_run):  # fmt: skip
+           on_error, prefix_columns, track_changes, adopt, reencode, follow, max_idle, shard, batch_size, limit,
+           dry_run):  # fmt: skip
     """Add, fill and index a vector column for a text column.
 
     Only rows whose vector is NULL and whose text is not are encoded, so a rerun continues
@@ -174,7 +182,8 @@ def encode(url, table, schema, columns, model, vector_column, metric, prefix, qu
     Example:
       vectorize.py encode --table passage --column passage --model minilm
       vectorize.py encode -t passage -c passage --track-changes --follow
-      vectorize.py encode -t passage -c passage --shard 0/4      # on machine 1 of 4
+      vectorize.py encode -t passage -c passage --shard 1/4      # on machine 1 of 4
+      vectorize.py encode -t passage -c passage --adopt -m minilm  # keep vectors made elsewhere
       vectorize.py encode -t article -c title -c body -m st:intfloat/e5-small-v2 \\
           --prefix "passage: " --query-prefix "query: "
     """
@@ -201,6 +210,8 @@ def encode(url, table, schema, columns, model, vector_column, metric, prefix, qu
             on_error=on_error,
             track_changes=track_changes,
             prefix_columns=prefix_columns,
+            adopt=adopt,
+            reencode=reencode,
             shard=shard,
             batch_size=batch_size,
             limit=limit,
@@ -226,9 +237,9 @@ def parse_shard(value: str | None):
     try:
         index, count = (int(part) for part in value.split("/"))
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not I/N, e.g. 0/4") from None
-    if count < 1 or not 0 <= index < count:
-        raise click.BadParameter(f"{value!r}: I must be from 0 to N-1")
+        raise click.BadParameter(f"{value!r} is not I/N, e.g. 1/4") from None
+    if count < 1 or not 1 <= index <= count:
+        raise click.BadParameter(f"{value!r}: shards are numbered from 1 to N (1-based, e.g. 1/4 ... 4/4)")
     return index, count
 
 
@@ -247,11 +258,14 @@ def stop_on_signals():
     return stop
 
 
-def report_round(result) -> None:
-    """--follow: one line per poll that wrote something."""
+def report_round(written: int, result) -> None:
+    """--follow: one line per poll that wrote something, with what that poll wrote."""
     import time
 
-    click.echo(f"{time.strftime('%H:%M:%S')} {result.written} rows encoded into {result.target.display}", err=True)
+    click.echo(
+        f"{time.strftime('%H:%M:%S')} {written} rows encoded into {result.target.display} ({result.written} in all)",
+        err=True,
+    )
 
 
 def encode_failures(result) -> str:
@@ -271,7 +285,10 @@ def encode_summary(result) -> str:
             f"Nothing to do: every row of {t.table.display} with text in {sources} "
             f"already has a vector in {t.vector_column!r}."
         )
-    parts = [
+    parts = []
+    if result.cleared:
+        parts.append(f"Cleared {result.cleared} vectors of {t.display} to encode them again")
+    parts += [
         f"Encoded {result.written} rows of {t.table.display}.{sources} into {t.vector_column} "
         f"with {t.model} in {result.seconds:.1f}s ({result.rows_per_second:.0f} rows/s)"
     ]
@@ -286,8 +303,17 @@ def encode_summary(result) -> str:
         parts.append(f"{result.blank} rows with only empty or whitespace text skipped")
     if result.truncated:
         parts.append(f"{result.truncated} rows were longer than the model reads and were truncated")
+    if result.tracking_installed:
+        parts.append(f"change tracking is on: a trigger re-queues rows whose {sources} changes")
     if result.index_created:
         parts.append(f"index {t.index_name} ready")
+    if result.index_note:
+        parts.append(f"no vector index: {result.index_note}; searches rank every row exactly")
+    if result.pending_elsewhere:
+        parts.append(
+            f"index not built yet: {result.pending_elsewhere} rows are pending in other shards; "
+            "the last shard to finish builds it"
+        )
     return "; ".join(parts) + "."
 
 
@@ -346,8 +372,10 @@ class progress_reporter:
 @apply(table_options)
 @click.option("--column", "-c", metavar="COLUMN", help="Source column whose vectors to search.")
 @click.option("--vector-column", metavar="NAME", help="Vector column to search, when a column has several.")
-@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1), help="Number of results.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of rows.")
+@click.option(
+    "-k", "k", default=10, show_default=True, type=click.IntRange(1, MAX_K), help=f"Number of results (at most {MAX_K:,})."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of rows (strict JSON; see the README).")
 @click.option("--metric", type=click.Choice(["cosine", "l2", "ip"]), help="Choose among vector columns by metric.")
 @click.option("--query-vector", metavar="JSON|@FILE", help="Search with a precomputed vector instead of text.")
 @click.option("--where", metavar="JSON", help='Only rows matching a filter, e.g. \'{"status": "published"}\'.')
@@ -356,7 +384,9 @@ class progress_reporter:
 @click.option(
     "--ef-search", type=click.IntRange(1, 1000), help="PostgreSQL: hnsw.ef_search for this query  [default: 100]"
 )
-@click.option("--beam-size", type=click.IntRange(min=1), help="CockroachDB: vector_search_beam_size for this query.")
+@click.option(
+    "--beam-size", type=click.IntRange(1, 2048), help="CockroachDB: vector_search_beam_size for this query (1-2048)."
+)
 @click.option("--emit-sql", is_flag=True, help="Print the parameterised search query for application code.")
 def search(url, query, table, schema, column, vector_column, k, as_json, metric, query_vector, where, exact, show,
            ef_search, beam_size, emit_sql):  # fmt: skip
@@ -390,13 +420,13 @@ def search(url, query, table, schema, column, vector_column, k, as_json, metric,
             ef_search=ef_search, beam_size=beam_size, **choose,
         )  # fmt: skip
     if as_json:
-        click.echo(json.dumps(result.rows, indent=2, default=str, ensure_ascii=False))
+        click.echo(to_json([{k: json_value(v) for k, v in row.items()} for row in result.rows]))
         return
     for rank, row in enumerate(result.rows, 1):
-        key = ", ".join(f"{c}={row[c]}" for c in result.key_columns)
-        text = " ".join(" ".join(str(row[c] or "") for c in result.text_columns).split())
-        extra = "".join(f"  {c}={row[c]}" for c in result.extra_columns)
-        click.echo(f"{rank:>3}  {row['distance']:.4f}  {key}{extra}  {snippet(text)}")
+        key = ", ".join(f"{c}={shown(row[c])}" for c in result.key_columns)
+        text = " ".join(" ".join(shown(row[c]) for c in result.text_columns).split())
+        extra = "".join(f"  {c}={shown(row[c])}" for c in result.extra_columns)
+        click.echo(f"{rank:>3}  {row[result.distance_key]:.4f}  {key}{extra}  {snippet(text)}")
 
 
 @cli.command("import-vectors")
@@ -478,7 +508,7 @@ def eval_command(url, table, schema, column, queries, qrels, vector_columns, id_
         )  # fmt: skip
     rows = [r.as_dict() for r in results]
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(to_json(json_value(rows)))
         return
     metrics = ["ndcg@10", "recall@10", "recall@100", "mrr@10", "map@100"]
     table_rows = [
@@ -488,6 +518,11 @@ def eval_command(url, table, schema, column, queries, qrels, vector_columns, id_
         for r in rows
     ]  # fmt: skip
     print_table(["vector_column", "model", "queries", *metrics, "index recall@10"], table_rows)
+    if rows and rows[0]["judged_queries_left_out"]:
+        click.echo(
+            f"Note: {rows[0]['judged_queries_left_out']} judged queries are not in {queries} and were left out.",
+            err=True,
+        )
 
 
 @cli.command()
@@ -507,7 +542,7 @@ def status(url, table, schema, as_json):
     with connect(url) as db:
         columns = [c.as_dict() for c in ops.status(db, table=table, schema=schema)]
     if as_json:
-        click.echo(json.dumps(columns, indent=2))
+        click.echo(to_json(json_value(columns)))
         return
     if not columns:
         click.echo("No vectorized columns.")
@@ -515,13 +550,16 @@ def status(url, table, schema, as_json):
     headers = ["table", "column", "vector_column", "model", "metric", "rows", "embedded", "pending", "no_text",
                "index", "tracking"]  # fmt: skip
     print_table(headers, columns)
+    for c in columns:
+        if c["problem"]:
+            click.echo(f"Warning: {c['table']}.{c['vector_column']}: {c['problem']}", err=True)
 
 
 @cli.command()
 @url_option
 @apply(table_options)
-@click.option("--column", "-c", required=True, metavar="COLUMN", help="Source column of the vectors.")
-@click.option("--vector-column", metavar="NAME", help="Vector column to drop  [default: <column>_vector]")
+@click.option("--column", "-c", metavar="COLUMN", help="Source column of the vectors (its old name works too).")
+@click.option("--vector-column", metavar="NAME", help="Vector column to drop  [default: the one made for --column]")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def drop(url, table, schema, column, vector_column, yes):
     """Remove a vector column with its index, metadata and change tracking; every other column
@@ -530,11 +568,14 @@ def drop(url, table, schema, column, vector_column, yes):
     \b
     Example:
       vectorize.py drop --table passage --column passage --yes
+      vectorize.py drop --table passage --vector-column passage_vector --yes
     """
     from vectorize_core import connect, ops
 
     if not table:
         raise click.UsageError("Missing option '--table'.")
+    if not column and not vector_column:
+        raise click.UsageError("Missing option '--column' (or '--vector-column').")
 
     def confirm(plan) -> bool:
         if yes:
@@ -552,11 +593,50 @@ def snippet(text: str, width: int = 100) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def shown(value) -> str:
+    """A value in a human table: nothing for NULL, yes/no for booleans, bytes as PostgreSQL does."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "\\x" + bytes(value).hex()
+    return str(value)
+
+
+def json_value(value):
+    """A value as strict JSON keeps it: NaN and infinities become null, bytes '\\x..' hex,
+    numeric (Decimal) a string with every digit, dates and the like their ISO text."""
+    import math
+    from decimal import Decimal
+
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Decimal):
+        return str(value) if value.is_finite() else None
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "\\x" + bytes(value).hex()
+    if isinstance(value, (list, tuple)):
+        return [json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): json_value(v) for k, v in value.items()}
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+def to_json(value) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, allow_nan=False)
+
+
 def print_table(headers: list[str], rows: list[dict]) -> None:
-    widths = [max([len(h)] + [len(str(r[h])) for r in rows]) for h in headers]
+    cells = [[shown(r[h]) for h in headers] for r in rows]
+    widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
     click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
-    for row in rows:
-        click.echo("  ".join(str(row[h]).ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    for row in cells:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 def main():

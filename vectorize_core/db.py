@@ -24,7 +24,10 @@ from .errors import (
 )
 
 METADATA_KEY = "vectorize"
+# Only for Column objects built by hand; columns read from the catalog go by pg_type.typcategory.
 TEXT_TYPES = {"text", "varchar", "bpchar", "citext", "name"}
+# PostgreSQL's identifier limit (NAMEDATALEN - 1); longer names are silently truncated.
+MAX_IDENTIFIER_BYTES = 63
 # SQLSTATEs worth retrying: serialization failure, ambiguous result (idempotent writes only),
 # deadlock (two writers), admin shutdown / node draining, every connection exception class.
 RETRY_SQLSTATES = {"40001", "40003", "40P01", "57P01"}
@@ -67,9 +70,16 @@ class Column:
     type_sql: str  # format_type(): 'character varying(20)', 'vector(384)'
     typmod: int
     comment: str | None
+    category: str = ""  # pg_type.typcategory ('S' = string; domains carry their base type's)
+    generated: str = ""  # '' (ordinary), 'stored' or 'virtual'
+    expression: str | None = None  # the generation expression of a generated column
 
     @property
     def is_text(self) -> bool:
+        # The string category covers text, varchar, char(n), name, citext and any domain over
+        # them, whatever they are called: the catalog decides, not a list of names.
+        if self.category:
+            return self.category == "S"
         return self.typname in TEXT_TYPES
 
     @property
@@ -200,9 +210,9 @@ class Database:
                     f"within {retry_budget_seconds():.0f}s: {first_line(exc, self.url)}; "
                     "what was written is kept, run the command again to continue"
                 ) from None
-            raise DatabaseError(first_line(exc, self.url)) from None
+            raise DatabaseError(first_line(exc, self.url), exc.sqlstate) from None
         except psycopg.Error as exc:
-            raise DatabaseError(first_line(exc, self.url)) from None
+            raise DatabaseError(first_line(exc, self.url), exc.sqlstate) from None
 
     def _call(self, work):
         try:
@@ -216,7 +226,7 @@ class Database:
         try:
             return work(self.connection())
         except psycopg.Error as exc:
-            raise DatabaseError(first_line(exc, self.url)) from None
+            raise DatabaseError(first_line(exc, self.url), exc.sqlstate) from None
 
     def fetchall(self, query, params=None, *, retry: bool = True) -> list[tuple]:
         return self.run(lambda conn: conn.execute(query, params).fetchall(), retry=retry)
@@ -255,18 +265,23 @@ class Database:
             shown = f"{schema}.{name}" if schema else name
             raise NoSuchTable(f"no table {shown!r} in the database")
         oid, schema, name = row
-        columns = self._columns(oid)
+        columns = self._columns(oid, schema, name)
         return Table(schema, name, oid, columns, self._primary_key(schema, name, columns))
 
-    def _columns(self, oid: int) -> dict[str, Column]:
+    def _columns(self, oid: int, schema: str, name: str) -> dict[str, Column]:
         rows = self.fetchall(
             "SELECT a.attname, a.attnum, t.typname, format_type(a.atttypid, a.atttypmod),"
-            " a.atttypmod, col_description(a.attrelid, a.attnum)"
+            " a.atttypmod, col_description(a.attrelid, a.attnum), t.typcategory::text"
             " FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid"
             " WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
             (oid,),
         )
-        return {r[0]: Column(*r) for r in rows}
+        query = self.dialect.generated_columns_query()
+        generated = {
+            column: (kind, expression)
+            for column, kind, expression in self.fetchall(query, {"oid": oid, "schema": schema, "name": name})
+        }
+        return {r[0]: Column(*r, *generated.get(r[0], ("", None))) for r in rows}
 
     def _primary_key(self, schema: str, name: str, columns: dict[str, Column]) -> tuple[str, ...]:
         rows = self.fetchall(
@@ -308,6 +323,19 @@ class Database:
             if meta is not None:
                 found.append((schema, table, column, meta))
         return found
+
+    def relation_owner(self, schema: str, name: str) -> str | None:
+        """Who holds a relation name in a schema: the table an index of that name is on, '' for
+        a relation that is not an index, None when the name is free."""
+        row = self.fetchone(
+            "SELECT coalesce(t.relname, '') FROM pg_catalog.pg_class c"
+            " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+            " LEFT JOIN pg_catalog.pg_index i ON i.indexrelid = c.oid"
+            " LEFT JOIN pg_catalog.pg_class t ON t.oid = i.indrelid"
+            " WHERE n.nspname = %s AND c.relname = %s",
+            (schema, name),
+        )
+        return None if row is None else row[0]
 
     def index_exists(self, table: Table, index_name: str) -> bool:
         return self.run(lambda conn: index_exists(conn, table.schema, table.name, index_name))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from psycopg import sql
 
+from . import names
 from .errors import UnsupportedByEngine
 
 METRICS = ("cosine", "l2", "ip")
@@ -24,6 +25,36 @@ OPCLASSES = {"cosine": "vector_cosine_ops", "l2": "vector_l2_ops", "ip": "vector
 DEFAULT_EF_SEARCH = 100
 # CockroachDB, filter on non-prefix columns: candidates fetched from the index per result wanted.
 OVERFETCH = 10
+# The values CockroachDB accepts for vector_search_beam_size.
+BEAM_SIZE_RANGE = (1, 2048)
+
+# What counts as white space, for "has this row any text?". Spelled out, character by character,
+# because PostgreSQL's \s, RE2's \s (CockroachDB) and Python's str.isspace() each disagree on some
+# (\v, \x1c-\x1f, NBSP, the Unicode spaces): this one set is used in SQL on both engines and in
+# Python, so a row the database calls blank is never sent to the model, and the other way round.
+# It is exactly the set of characters for which Python's str.isspace() is true.
+WHITESPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680"
+    "\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+    "\u2028\u2029\u202f\u205f\u3000"
+)
+# A bracket expression of the characters themselves: no escape syntax is common to both regex
+# dialects (PostgreSQL has \uXXXX, RE2 only \x{XXXX}).
+HAS_TEXT_PATTERN = f"[^{WHITESPACE}]"
+
+
+def has_text_sql(columns: list[sql.Composable]) -> sql.Composed:
+    """True when any of the columns holds a character that is not white space (NULL when all are
+    NULL). Rows without text are neither sent to the model nor pending."""
+    return sql.SQL(" OR ").join(sql.SQL("{} ~ {}").format(c, sql.Literal(HAS_TEXT_PATTERN)) for c in columns)
+
+
+def is_blank(text: str | None) -> bool:
+    """The Python twin of has_text_sql, for one value."""
+    return not text or not text.strip(WHITESPACE)
+
+# pgvector's HNSW index: up to 2,000 dimensions of vector, 4,000 of halfvec.
+HNSW_MAX_DIMENSIONS = {"vector": 2000, "halfvec": 4000}
 
 
 @dataclass
@@ -43,10 +74,24 @@ class SearchSpec:
     mode: str = "index"  # index | exact | prefix | overfetch
     ef_search: int | None = None
     beam_size: int | None = None
+    # The name of the distance in the result: 'distance', unless the table has a column of
+    # that name (then ORDER BY distance would be ambiguous).
+    distance_name: str = "distance"
 
     @property
     def select(self) -> list[sql.Composable]:
         return [sql.Identifier("t", c) for c in self.columns]
+
+    @property
+    def alias(self) -> sql.Identifier:
+        return sql.Identifier(self.distance_name)
+
+
+def watched_changed(watched: list[str]) -> sql.Composed:
+    # (OLD).col, not OLD.col: CockroachDB reads record fields only in that form (#114687).
+    return sql.SQL(" OR ").join(
+        sql.SQL("(OLD).{0} IS DISTINCT FROM (NEW).{0}").format(sql.Identifier(c)) for c in watched
+    )
 
 
 def vector_literal(vector) -> str:
@@ -81,6 +126,37 @@ class Dialect:
             table, sql.Identifier(column), sql.Literal(int(dimension))
         )
 
+    def generated_columns_query(self) -> str:
+        """(column, 'stored' | 'virtual', expression) of each generated column; parameters oid,
+        schema and name of the table."""
+        return (
+            "SELECT a.attname, CASE a.attgenerated WHEN 's' THEN 'stored' ELSE 'virtual' END,"
+            " pg_get_expr(d.adbin, d.adrelid)"
+            " FROM pg_catalog.pg_attribute a"
+            " LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum"
+            " WHERE a.attrelid = %(oid)s AND a.attgenerated <> '' AND a.attnum > 0 AND NOT a.attisdropped"
+        )
+
+    def index_type(self, dimension: int) -> str | None:
+        """What the vector index stores for vectors of this size: 'vector', 'halfvec' (an index on
+        the column cast to half precision), or None when no index takes them."""
+        for kind, most in HNSW_MAX_DIMENSIONS.items():
+            if dimension <= most:
+                return kind
+        return None
+
+    def index_limit_note(self, dimension: int) -> str:
+        return (
+            f"pgvector indexes at most {HNSW_MAX_DIMENSIONS['halfvec']:,} dimensions (as halfvec), "
+            f"and these vectors have {dimension:,}"
+        )
+
+    def indexed_value(self, column: sql.Composable, dimension: int) -> sql.Composable:
+        """The expression the index is built on, which searches must rank by to use it."""
+        if self.index_type(dimension) == "halfvec":
+            return sql.SQL("CAST({} AS halfvec({}))").format(column, sql.Literal(int(dimension)))
+        return column
+
     def comment_on_column(self, table: sql.Composable, column: str, text: str) -> sql.Composed:
         # Utility statements take no bind parameters; Literal is psycopg's safe quoting.
         return sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(table, sql.Identifier(column), sql.Literal(text))
@@ -90,11 +166,23 @@ class Dialect:
             raise UnsupportedByEngine(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
 
     def create_index(
-        self, table: sql.Composable, index_name: str, column: str, metric: str, prefix: tuple[str, ...] = ()
+        self,
+        table: sql.Composable,
+        index_name: str,
+        column: str,
+        metric: str,
+        prefix: tuple[str, ...] = (),
+        dimension: int = 0,
     ) -> sql.Composed:
-        # HNSW indexes one vector column; prefix columns are a CockroachDB feature.
+        # HNSW indexes one vector column; prefix columns are a CockroachDB feature. Vectors wider
+        # than HNSW takes are indexed as halfvec: an expression index, searched by the same cast.
+        if self.index_type(dimension) == "halfvec":
+            value = sql.SQL("({})").format(self.indexed_value(sql.Identifier(column), dimension))
+            opclass = OPCLASSES[metric].replace("vector_", "halfvec_")
+        else:
+            value, opclass = sql.Identifier(column), OPCLASSES[metric]
         return sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw ({} {})").format(
-            sql.Identifier(index_name), table, sql.Identifier(column), sql.SQL(OPCLASSES[metric])
+            sql.Identifier(index_name), table, value, sql.SQL(opclass)
         )
 
     def index_build_settings(self) -> list[sql.Composable]:
@@ -113,22 +201,50 @@ class Dialect:
         return sql.SQL("hashtextextended({}, 0)").format(text)
 
     def trigger_statements(
-        self, table: sql.Composable, function: sql.Composable, trigger: str, body: str
+        self, table: sql.Composable, schema: str, table_name: str, vector_column: str, watched: list[str]
     ) -> list[sql.Composable]:
-        """(Re)install a BEFORE UPDATE row trigger running a PL/pgSQL body.
+        """(Re)install the BEFORE UPDATE trigger that sets vector_column to NULL when a watched
+        column changes.
 
-        Drop, replace, create: CockroachDB before v26.2 has no CREATE OR REPLACE TRIGGER and
-        refuses to replace a function a trigger uses.
+        The test is the trigger's WHEN clause, which PostgreSQL stores by column number: a
+        renamed source column stays watched, and the function runs only for rows whose text
+        changed. The function finds the vector column by name at run time, so renaming that
+        column cannot make an application's UPDATE fail.
         """
+        function = self.reset_function(schema, table_name, vector_column)
+        trigger = sql.Identifier(names.trigger_name(vector_column))
+        body = (
+            "\nBEGIN\n"
+            "  NEW := jsonb_populate_record(NEW, jsonb_build_object(TG_ARGV[0], NULL));\n"
+            "  RETURN NEW;\nEND\n"
+        )
         return [
-            sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(trigger), table),
             sql.SQL("CREATE OR REPLACE FUNCTION {}() RETURNS TRIGGER LANGUAGE plpgsql AS {}").format(
                 function, sql.Literal(body)
             ),
-            sql.SQL("CREATE TRIGGER {} BEFORE UPDATE ON {} FOR EACH ROW EXECUTE FUNCTION {}()").format(
-                sql.Identifier(trigger), table, function
+            sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(trigger, table),
+            sql.SQL("CREATE TRIGGER {} BEFORE UPDATE ON {} FOR EACH ROW WHEN ({}) EXECUTE FUNCTION {}({})").format(
+                trigger, table, watched_changed(watched), function, sql.Literal(vector_column)
             ),
         ]
+
+    def untrigger_statements(
+        self, table: sql.Composable, schema: str, table_name: str, vector_column: str
+    ) -> list[sql.Composable]:
+        # The function is shared by the schema's triggers; tracking.drop_unused_function removes it.
+        return [sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(names.trigger_name(vector_column)), table)]
+
+    def reset_function(self, schema: str, table_name: str, vector_column: str) -> sql.Identifier:
+        # One function for every tracked column in the schema: the trigger passes the column name.
+        return sql.Identifier(schema, "vectorize_reset_vector")
+
+    def triggers(self, db, table) -> dict[str, list[str]]:
+        """{trigger name: its arguments} of the table's user triggers."""
+        rows = db.fetchall(
+            "SELECT tgname, encode(tgargs, 'escape') FROM pg_catalog.pg_trigger WHERE tgrelid = %s AND NOT tgisinternal",
+            (table.oid,),
+        )
+        return {name: [a for a in (args or "").split("\\000") if a] for name, args in rows}
 
     def staging_table(
         self, staging: sql.Composable, table: sql.Composable, keys: list[sql.Composable], dimension: int
@@ -160,18 +276,33 @@ class Dialect:
     def distance(self, column: sql.Composable, metric: str, query: sql.Composable) -> sql.Composed:
         return sql.SQL("{} {} {}").format(column, sql.SQL(OPERATORS[metric]), query)
 
-    def vector_param(self, dimension: int) -> sql.Composed:
+    def vector_param(self, dimension: int, kind: str = "vector") -> sql.Composed:
         """A placeholder for one query vector, bound as text: portable to every version."""
-        return sql.SQL("CAST({} AS VECTOR({}))").format(sql.Placeholder(), sql.Literal(int(dimension)))
+        return sql.SQL("CAST({} AS {}({}))").format(sql.Placeholder(), sql.SQL(kind), sql.Literal(int(dimension)))
+
+    def ranked_distance(self, spec: SearchSpec, column: sql.Composable) -> sql.Composed:
+        """The distance a search orders by: the indexed expression, or the exact vector distance."""
+        kind = self.index_type(spec.dimension)
+        if spec.mode == "exact" or kind in (None, "vector"):
+            return self.distance(column, spec.metric, self.vector_param(spec.dimension))
+        return self.distance(
+            self.indexed_value(column, spec.dimension), spec.metric, self.vector_param(spec.dimension, kind)
+        )
+
+    def vectors_param(self) -> sql.Composable:
+        """The placeholder for the batch of vectors of a write, with its array type spelled out."""
+        return sql.SQL("CAST(%b AS vector[])")  # pgvector's binary dumper sends the arrays
 
     def vectors_array(self, vectors: np.ndarray) -> list:
         """The value bound for a batch of vectors in a write (see write_vectors_value)."""
-        return list(vectors)  # pgvector's binary dumper turns these into vector[]
+        return list(vectors)
 
     def write_vectors_value(self, column: sql.Composable) -> sql.Composable:
         return column
 
     def search_settings(self, spec: SearchSpec) -> list[tuple[sql.Composable, tuple]]:
+        """Settings local to the search's own transaction (set_config(..., true) is SET LOCAL), so
+        nothing leaks into a library user's later statements."""
         # ef_search bounds how many rows an HNSW scan can return; 100 keeps recall high.
         ef = max(spec.ef_search or DEFAULT_EF_SEARCH, spec.k)
         settings = [(sql.SQL("SELECT set_config('hnsw.ef_search', %s, true)"), (str(min(ef, 1000)),))]
@@ -183,22 +314,24 @@ class Dialect:
     def search_statement(self, spec: SearchSpec, query_vector: str) -> tuple[sql.Composed, list]:
         """The ranked query and its parameters. 'index' lets the HNSW index serve it; 'exact'
         fences the scan (OFFSET 0) so every matching row is ranked."""
-        dist = self.distance(sql.Identifier("t", spec.vector_column), spec.metric, self.vector_param(spec.dimension))
+        dist = self.ranked_distance(spec, sql.Identifier("t", spec.vector_column))
         where = sql.SQL("t.{} IS NOT NULL").format(sql.Identifier(spec.vector_column))
         if spec.filter is not None:
             where = sql.SQL("{} AND {}").format(where, spec.filter)
-        inner = sql.SQL("SELECT {}, {} AS distance FROM {} AS t WHERE {}").format(
-            sql.SQL(", ").join(spec.select), dist, spec.table, where
+        inner = sql.SQL("SELECT {}, {} AS {} FROM {} AS t WHERE {}").format(
+            sql.SQL(", ").join(spec.select), dist, spec.alias, spec.table, where
         )
         params = [query_vector, *spec.filter_params, spec.k]
         if spec.mode == "exact":
-            query = sql.SQL("SELECT * FROM ({} OFFSET 0) AS candidates ORDER BY distance LIMIT %s").format(inner)
+            query = sql.SQL("SELECT * FROM ({} OFFSET 0) AS candidates ORDER BY candidates.{} LIMIT %s").format(
+                inner, spec.alias
+            )
         else:
-            query = inner + sql.SQL(" ORDER BY distance LIMIT %s")
+            query = inner + sql.SQL(" ORDER BY {} LIMIT %s").format(spec.alias)
         return query, params
 
     def search_mode(self, spec: SearchSpec) -> str:
-        return "index"
+        return "index" if self.index_type(spec.dimension) else "exact"
 
 
 @dataclass(frozen=True)
@@ -229,7 +362,13 @@ class CockroachDialect(Dialect):
             )
 
     def create_index(
-        self, table: sql.Composable, index_name: str, column: str, metric: str, prefix: tuple[str, ...] = ()
+        self,
+        table: sql.Composable,
+        index_name: str,
+        column: str,
+        metric: str,
+        prefix: tuple[str, ...] = (),
+        dimension: int = 0,
     ) -> sql.Composed:
         columns = [
             *(sql.Identifier(c) for c in prefix),
@@ -261,20 +400,72 @@ class CockroachDialect(Dialect):
     def relation_bytes(self) -> sql.Composable | None:
         return None
 
+    def vectors_param(self) -> sql.Composable:
+        return sql.SQL("CAST(%b AS text[])")
+
     def vectors_array(self, vectors: np.ndarray) -> list:
         # VECTOR[] parameters are unconfirmed on CockroachDB and binary VECTOR needs v25.3+:
         # send TEXT[] of literals and cast each element in SQL.
         return [vector_literal(v) for v in vectors]
 
+    def generated_columns_query(self) -> str:
+        # Computed columns, stored or virtual alike (information_schema does not tell them apart).
+        return (
+            "SELECT column_name, 'stored', generation_expression FROM information_schema.columns"
+            " WHERE table_schema = %(schema)s AND table_name = %(name)s AND coalesce(generation_expression, '') <> ''"
+        )
+
+    def index_type(self, dimension: int) -> str | None:
+        # VECTOR(n) takes up to 16,000 dimensions, and no smaller limit is documented for indexes.
+        return "vector"
+
+    def ranked_distance(self, spec: SearchSpec, column: sql.Composable) -> sql.Composed:
+        return self.distance(column, spec.metric, self.vector_param(spec.dimension))
+
     def write_vectors_value(self, column: sql.Composable) -> sql.Composable:
         return sql.SQL("CAST({} AS VECTOR)").format(column)
 
+    def reset_function(self, schema: str, table_name: str, vector_column: str) -> sql.Identifier:
+        # Trigger functions take no arguments before v26.2: one function per vector column.
+        return sql.Identifier(schema, names.function_name(table_name, vector_column))
+
+    def trigger_statements(
+        self, table: sql.Composable, schema: str, table_name: str, vector_column: str, watched: list[str]
+    ) -> list[sql.Composable]:
+        # Drop, replace, create: before v26.2 there is no CREATE OR REPLACE TRIGGER, and a function
+        # a trigger uses cannot be replaced.
+        function = self.reset_function(schema, table_name, vector_column)
+        trigger = sql.Identifier(names.trigger_name(vector_column))
+        body = sql.SQL("\nBEGIN\n  NEW.{} := NULL;\n  RETURN NEW;\nEND\n").format(sql.Identifier(vector_column))
+        return [
+            sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(trigger, table),
+            sql.SQL("CREATE OR REPLACE FUNCTION {}() RETURNS TRIGGER LANGUAGE plpgsql AS {}").format(
+                function, sql.Literal(body.as_string())
+            ),
+            sql.SQL("CREATE TRIGGER {} BEFORE UPDATE ON {} FOR EACH ROW WHEN ({}) EXECUTE FUNCTION {}()").format(
+                trigger, table, watched_changed(watched), function
+            ),
+        ]
+
+    def untrigger_statements(
+        self, table: sql.Composable, schema: str, table_name: str, vector_column: str
+    ) -> list[sql.Composable]:
+        return [
+            sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(names.trigger_name(vector_column)), table),
+            sql.SQL("DROP FUNCTION IF EXISTS {}()").format(self.reset_function(schema, table_name, vector_column)),
+        ]
+
+    def triggers(self, db, table) -> dict[str, list[str]]:
+        # pg_trigger is empty before v25.3; SHOW TRIGGERS works on every version with triggers.
+        rows = db.fetchall(sql.SQL("SELECT trigger_name FROM [SHOW TRIGGERS FROM {}]").format(table.ident))
+        return {name: [] for (name,) in rows}
+
     def search_settings(self, spec: SearchSpec) -> list[tuple[sql.Composable, tuple]]:
-        # CockroachDB sorts NULLs first; a brute-force plan would rank NULL vectors on top.
-        settings = [(sql.SQL("SET null_ordered_last = true"), ())]
+        # No null_ordered_last: it may keep the optimizer from planning a vector search. NULL
+        # vectors are not in the index, and the outer IS NOT NULL drops them from other plans.
         if spec.beam_size:
-            settings.append((sql.SQL("SET vector_search_beam_size = {}").format(sql.Literal(int(spec.beam_size))), ()))
-        return settings
+            return [(sql.SQL("SET LOCAL vector_search_beam_size = {}").format(sql.Literal(int(spec.beam_size))), ())]
+        return []
 
     def search_mode(self, spec: SearchSpec) -> str:
         """The vector index serves only filters that pin every prefix column (cockroach #146145)."""
@@ -287,13 +478,14 @@ class CockroachDialect(Dialect):
         q = self.vector_param(spec.dimension)
         dist = self.distance(t_vector, spec.metric, q)
         select = sql.SQL(", ").join(spec.select)
+        alias = spec.alias
         if spec.mode == "exact":
             # Any filter here switches the vector index off: a brute-force, exact ranking.
             where = sql.SQL("{} IS NOT NULL").format(t_vector)
             if spec.filter is not None:
                 where = sql.SQL("{} AND {}").format(where, spec.filter)
-            query = sql.SQL("SELECT {}, {} AS distance FROM {} AS t WHERE {} ORDER BY {} LIMIT %s").format(
-                select, dist, spec.table, where, dist
+            query = sql.SQL("SELECT {}, {} AS {} FROM {} AS t WHERE {} ORDER BY {} LIMIT %s").format(
+                select, dist, alias, spec.table, where, dist
             )
             return query, [query_vector, *spec.filter_params, query_vector, spec.k]
         if spec.mode == "overfetch":
@@ -302,20 +494,26 @@ class CockroachDialect(Dialect):
             bare = self.distance(sql.Identifier(spec.vector_column), spec.metric, q)
             join = sql.SQL(" AND ").join(sql.SQL("t.{0} = ranked.{0}").format(k) for k in keys)
             query = sql.SQL(
-                "SELECT {select}, ranked.distance FROM (SELECT {keys}, {bare} AS distance FROM {table}"
+                "SELECT {select}, ranked.{alias} FROM (SELECT {keys}, {bare} AS {alias} FROM {table}"
                 " ORDER BY {bare} LIMIT %s) AS ranked JOIN {table} AS t ON {join}"
-                " WHERE ranked.distance IS NOT NULL AND {filter} ORDER BY ranked.distance LIMIT %s"
+                " WHERE ranked.{alias} IS NOT NULL AND {filter} ORDER BY ranked.{alias} LIMIT %s"
             ).format(
-                select=select, keys=sql.SQL(", ").join(keys), bare=bare, table=spec.table, join=join, filter=spec.filter
+                select=select,
+                alias=alias,
+                keys=sql.SQL(", ").join(keys),
+                bare=bare,
+                table=spec.table,
+                join=join,
+                filter=spec.filter,
             )
             return query, [query_vector, query_vector, spec.k * OVERFETCH, *spec.filter_params, spec.k]
         # 'index' and 'prefix': rank in a subquery whose only filter pins the prefix columns;
         # drop NULL-vector rows outside it (an IS NOT NULL inside turns the index off).
         where = sql.SQL(" WHERE {}").format(spec.filter) if spec.mode == "prefix" else sql.SQL("")
         query = sql.SQL(
-            "SELECT * FROM (SELECT {}, {} AS distance FROM {} AS t{} ORDER BY {} LIMIT %s) AS ranked"
-            " WHERE distance IS NOT NULL ORDER BY distance"
-        ).format(select, dist, spec.table, where, dist)
+            "SELECT * FROM (SELECT {}, {} AS {} FROM {} AS t{} ORDER BY {} LIMIT %s) AS ranked"
+            " WHERE ranked.{} IS NOT NULL ORDER BY ranked.{}"
+        ).format(select, dist, alias, spec.table, where, dist, alias, alias)
         return query, [query_vector, *(spec.filter_params if spec.mode == "prefix" else []), query_vector, spec.k]
 
 

@@ -67,6 +67,10 @@ class DatabaseUnavailable(VectorizeError):
 class DatabaseError(VectorizeError):
     """The database refused an operation (permissions, constraints, ...)."""
 
+    def __init__(self, message: str, sqlstate: str | None = None):
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
 
 class EncoderError(VectorizeError):
     """The encoder failed or returned something that is not a batch of vectors."""

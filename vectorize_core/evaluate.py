@@ -64,6 +64,10 @@ def eval_columns(
     texts = {qid: text for qid, text in read_queries(queries).items() if qid in judged}
     if not texts:
         raise BadInput(f"none of the queries in {queries} has judgments in {qrels}")
+    # Judgments of queries the queries file lacks cannot be ranked: counting them as zero would
+    # lower every metric. Evaluate the queries that have both, and say how many were left out.
+    left_out = len(set(judged) - set(texts))
+    judged = {qid: judged[qid] for qid in texts}
     columns = columns_to_evaluate(db, info, column, vector_columns)
     ids = list(texts)
     total = len(ids) * len(columns) * (1 if exact else 2)
@@ -87,6 +91,7 @@ def eval_columns(
         ranked = runs["exact" if exact else "index"]
         scores = evaluate(ranked, judged)
         index_recall = None if exact else recall_against(runs["exact"], runs["index"], 10)
+        scores["judged_queries_left_out"] = left_out
         results.append(ColumnScores(vector_column, meta["model"], meta["metric"], scores, index_recall, exact))
     return results
 

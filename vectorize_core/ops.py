@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from . import tracking
+from . import names, tracking
 from .db import Database, Table
 from .errors import BadInput, NoVectorizedColumn
 from .pipeline import has_text
-from .target import default_vector_column, index_name_for
+from .target import current_sources, default_vector_column, index_name_for
 
 
 @dataclass
@@ -24,12 +24,13 @@ class ColumnStatus:
     metric: str
     rows: int
     embedded: int
-    pending: int
-    no_text: int
+    pending: int | None
+    no_text: int | None
     index: str | None
     tracking: bool
     vector_bytes: int | None
     index_bytes: int | None
+    problem: str | None = None  # a renamed or dropped source, a broken trigger: and the repair
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -52,29 +53,46 @@ def vectorized(db: Database, table: str | None = None, schema: str | None = None
 def status(db: Database, *, table: str | None = None, schema: str | None = None) -> list[ColumnStatus]:
     """Counts, index, tracking and sizes for every vectorized column (of one table)."""
     result = []
-    triggers: dict[int, bool] = {}
+    triggers: dict[int, dict] = {}
     for info, vector_column, meta in vectorized(db, table, schema):
         if info.oid not in triggers:
-            triggers[info.oid] = tracking.trigger_exists(db, info)
+            triggers[info.oid] = db.dialect.triggers(db, info)
         result.append(column_status(db, info, vector_column, meta, triggers[info.oid]))
     return result
 
 
-def column_status(db: Database, info: Table, vector_column: str, meta: dict, has_trigger: bool) -> ColumnStatus:
-    sources = [sql.Identifier(c) for c in meta["source"]]
+def recorded_index_names(info: Table, vector_column: str, meta: dict) -> tuple[str, str]:
+    return (
+        meta.get("index") or index_name_for(info.name, vector_column),
+        meta.get("pending_index") or index_name_for(info.name, vector_column, "pending"),
+    )
+
+
+def column_status(db: Database, info: Table, vector_column: str, meta: dict, triggers: dict) -> ColumnStatus:
+    sources = current_sources(info, meta)
     vector = sql.Identifier(vector_column)
-    any_text = sql.SQL("coalesce({}, false)").format(has_text(sources))  # the same notion of text as encode
-    query = sql.SQL(
-        "SELECT count(*), count({v}),"
-        " sum(CASE WHEN {v} IS NULL AND ({any_text}) THEN 1 ELSE 0 END),"
-        " sum(CASE WHEN NOT ({any_text}) THEN 1 ELSE 0 END), {bytes} FROM {table}"
-    ).format(v=vector, any_text=any_text, bytes=db.dialect.column_bytes(vector), table=info.ident)
-    rows, embedded, pending, no_text, vector_bytes = db.fetchone(query)
-    index = index_name_for(info.name, vector_column)
+    pending = no_text = None
+    if None in sources:  # a source column was dropped: there is no text left to count
+        rows, embedded, vector_bytes = db.fetchone(
+            sql.SQL("SELECT count(*), count({v}), {bytes} FROM {table}").format(
+                v=vector, bytes=db.dialect.column_bytes(vector), table=info.ident
+            )
+        )
+    else:
+        any_text = sql.SQL("coalesce({}, false)").format(has_text([sql.Identifier(c) for c in sources]))
+        query = sql.SQL(
+            "SELECT count(*), count({v}),"
+            " sum(CASE WHEN {v} IS NULL AND ({any_text}) THEN 1 ELSE 0 END),"
+            " sum(CASE WHEN NOT ({any_text}) THEN 1 ELSE 0 END), {bytes} FROM {table}"
+        ).format(v=vector, any_text=any_text, bytes=db.dialect.column_bytes(vector), table=info.ident)
+        rows, embedded, pending, no_text, vector_bytes = db.fetchone(query)
+        pending, no_text = int(pending or 0), int(no_text or 0)
+    index, _ = recorded_index_names(info, vector_column, meta)
     index = index if db.index_exists(info, index) else None
+    trouble = tracking.problem(db, info, vector_column, meta, triggers)
     return ColumnStatus(
         table=info.display,
-        column=",".join(meta["source"]),
+        column=",".join(c or "?" for c in sources),
         columns=list(meta["source"]),
         vector_column=vector_column,
         model=meta.get("model"),
@@ -82,13 +100,18 @@ def column_status(db: Database, info: Table, vector_column: str, meta: dict, has
         metric=meta.get("metric"),
         rows=rows,
         embedded=embedded,
-        pending=int(pending or 0),
-        no_text=int(no_text or 0),
+        pending=pending,
+        no_text=no_text,
         index=index,
-        tracking=bool(meta.get("track_changes")) and has_trigger,
+        tracking=bool(meta.get("track_changes")) and trouble is None and tracked_by_trigger(vector_column, triggers),
         vector_bytes=int(vector_bytes) if vector_bytes is not None else None,
         index_bytes=relation_bytes(db, info, index),
+        problem=trouble,
     )
+
+
+def tracked_by_trigger(vector_column: str, triggers: dict) -> bool:
+    return names.trigger_name(vector_column) in triggers or tracking.LEGACY_TRIGGER in triggers
 
 
 def relation_bytes(db: Database, info: Table, index: str | None) -> int | None:
@@ -110,29 +133,59 @@ class DropPlan:
         return f"{self.table.display}.{self.vector_column}"
 
 
-def plan_drop(db: Database, *, table: str, column: str, vector_column: str | None = None, schema=None) -> DropPlan:
+def find_vector_column(info: Table, column: str | None, vector_column: str | None) -> tuple[str, dict]:
+    """The vectorized column to drop: named, or the one whose source is column (by its recorded
+    name or its current one, so a renamed or dropped source still finds it)."""
+    if vector_column is not None:
+        existing = info.columns.get(vector_column)
+        meta = existing.metadata if existing else None
+        if meta is None:
+            raise NoVectorizedColumn(f"{info.display} has no vector column {vector_column!r} made by vectorize")
+        if column is not None and column not in (*meta["source"], *current_sources(info, meta)):
+            raise BadInput(
+                f"{info.display}.{vector_column} holds vectors of {', '.join(meta['source'])}, not {column!r}"
+            )
+        return vector_column, meta
+    if column is None:
+        raise BadInput("say which vectors to drop: --column or --vector-column")
+    found = [
+        (c.name, c.metadata)
+        for c in info.columns.values()
+        if c.metadata is not None and column in (*c.metadata["source"], *current_sources(info, c.metadata))
+    ]
+    default = default_vector_column(column)
+    if any(name == default for name, _ in found):
+        found = [(name, meta) for name, meta in found if name == default]
+    if not found:
+        raise NoVectorizedColumn(f"{info.display} has no vector column made by vectorize for {column!r}")
+    if len(found) > 1:
+        raise BadInput(
+            f"{info.display} has several vector columns for {column!r} ({', '.join(n for n, _ in found)}); "
+            "choose one with --vector-column"
+        )
+    return found[0]
+
+
+def plan_drop(
+    db: Database, *, table: str, column: str | None = None, vector_column: str | None = None, schema=None
+) -> DropPlan:
     info = db.find_table(table, schema)
-    info.column(column)
-    vector_column = vector_column or default_vector_column(column)
-    existing = info.columns.get(vector_column)
-    meta = existing.metadata if existing else None
-    if meta is None:
-        raise NoVectorizedColumn(f"{info.display} has no vector column {vector_column!r} made by vectorize")
-    if column not in meta["source"]:
-        raise BadInput(f"{info.display}.{vector_column} holds vectors of {', '.join(meta['source'])}, not {column!r}")
-    tracked = [(v, s) for v, s in tracking.tracked_columns(info) if v != vector_column]
+    vector_column, meta = find_vector_column(info, column, vector_column)
+    triggers = db.dialect.triggers(db, info)
     statements = []
-    if any(v == vector_column for v, _ in tracking.tracked_columns(info)):
-        statements += tracking.trigger_statements(db, info, tracked)
-    for name in (index_name_for(info.name, vector_column), index_name_for(info.name, vector_column, "pending")):
+    if names.trigger_name(vector_column) in triggers or tracking.LEGACY_TRIGGER in triggers:
+        statements += tracking.remove_statements(db, info, vector_column)
+    for name in recorded_index_names(info, vector_column, meta):
         if db.index_exists(info, name):
             statements.append(sql.SQL("DROP INDEX {}").format(sql.Identifier(info.schema, name)))
     statements.append(sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(info.ident, sql.Identifier(vector_column)))
     return DropPlan(info, vector_column, list(meta["source"]), statements)
 
 
-def drop(db: Database, *, table: str, column: str, vector_column=None, schema=None, confirm=None) -> DropPlan | None:
-    """Remove a vector column with its index, metadata and its part of the trigger.
+def drop(
+    db: Database, *, table: str, column: str | None = None, vector_column=None, schema=None, confirm=None
+) -> DropPlan | None:
+    """Remove a vector column with its indexes, metadata and change-tracking trigger.
 
     ``confirm(plan)`` is asked first; when it returns False nothing is changed and None returned.
     """

@@ -21,6 +21,7 @@ from psycopg import sql
 
 from . import tracking
 from .db import Database, index_exists
+from .dialects import has_text_sql, is_blank
 from .errors import BadInput, DatabaseError, EncoderError, Interrupted
 from .target import VectorTarget, resolve_for_encode
 
@@ -43,11 +44,21 @@ class EncodeResult:
     truncated: int = 0  # rows longer than the model's input limit
     column_created: bool = False
     index_created: bool = False
+    index_note: str = ""  # why there is no vector index (vectors wider than any index takes)
+    pending_elsewhere: int = 0  # --shard: rows other shards still have to do (index not built yet)
+    tracking_installed: bool = False  # this run (re)installed the change-tracking trigger
+    cleared: int = 0  # --reencode: vectors cleared before the fill
     statements: list[str] = field(default_factory=list)  # --dry-run only
 
     @property
     def nothing_to_do(self) -> bool:
-        return self.pending_before == 0 and not self.column_created and not self.index_created
+        return (
+            self.pending_before == 0
+            and not self.column_created
+            and not self.index_created
+            and not self.tracking_installed
+            and not self.cleared
+        )
 
     @property
     def rows_per_second(self) -> float:
@@ -55,38 +66,49 @@ class EncodeResult:
 
 
 def has_text(columns: list[sql.Composable]) -> sql.Composed:
-    """True when any column holds text. NULL, empty or only whitespace is no text: such rows are
+    """True when any column holds text. NULL, empty or only white space is no text: such rows are
     not sent to the model and not pending, so a finished table stays finished."""
-    return sql.SQL(" OR ").join(sql.SQL("{} ~ '\\S'").format(c) for c in columns)
+    return has_text_sql(columns)
 
 
 class FillQueries:
-    """The statements of a fill, built once per target."""
+    """The statements of a fill, built once per target.
+
+    Keys and source texts travel as text: each column's own output form, which its type reads
+    back exactly (a real, a char(5), an enum, a domain, a user-defined type alike). Keys are
+    compared in the key column's own type, so the primary key index finds the row; the source is
+    compared as the text that was read, which is what the model saw.
+    """
 
     def __init__(self, target: VectorTarget, dialect, shard: tuple[int, int] | None = None):
         t = target
-        self.keys = [sql.Identifier(k) for k in t.table.primary_key]
+        table = t.table
+        self.keys = [sql.Identifier(k) for k in table.primary_key]
         self.sources = [sql.Identifier(c) for c in t.sources]
         self.key_list = sql.SQL(", ").join(self.keys)
         self.vector = sql.Identifier(t.vector_column)
+        key_types = [sql.SQL(table.columns[k].type_sql) for k in table.primary_key]
+        t_keys = [sql.Identifier("t", k) for k in table.primary_key]
         any_text = has_text(self.sources)
         any_value = sql.SQL(" OR ").join(sql.SQL("{} IS NOT NULL").format(c) for c in self.sources)
         self.pending = sql.SQL("{} IS NULL AND ({})").format(self.vector, any_text)
         pending = self.pending
         if shard is not None:
-            pending = sql.SQL("{} AND {}").format(pending, dialect.shard_condition(self.keys, shard[1], shard[0]))
+            pending = sql.SQL("{} AND {}").format(pending, dialect.shard_condition(self.keys, shard[1], shard[0] - 1))
 
-        self.count = sql.SQL("SELECT count(*) FROM {} WHERE {}").format(t.table.ident, pending)
+        self.count = sql.SQL("SELECT count(*) FROM {} WHERE {}").format(table.ident, pending)
+        self.count_all = sql.SQL("SELECT count(*) FROM {} WHERE {}").format(table.ident, self.pending)
         self.blank = sql.SQL("SELECT count(*) FROM {} WHERE {} IS NULL AND ({}) AND NOT coalesce({}, false)").format(
-            t.table.ident, self.vector, any_value, any_text
+            table.ident, self.vector, any_value, any_text
         )
-        select = sql.SQL("SELECT {}, {} FROM {} WHERE {}").format(
-            self.key_list, sql.SQL(", ").join(self.sources), t.table.ident, pending
-        )
-        order = sql.SQL(" ORDER BY {} LIMIT %s").format(self.key_list)
+        as_text = [sql.SQL("CAST({} AS text)").format(c) for c in [*t_keys, *(sql.Identifier("t", s) for s in t.sources)]]
+        select = sql.SQL("SELECT {} FROM {} AS t WHERE {}").format(sql.SQL(", ").join(as_text), table.ident, pending)
+        # Ordered by the key columns themselves (qualified: not the text columns of the same name).
+        order = sql.SQL(" ORDER BY {} LIMIT %s").format(sql.SQL(", ").join(t_keys))
         self.first_page = select + order
         after = sql.SQL(" AND ({}) > ({})").format(
-            self.key_list, sql.SQL(", ").join(sql.Placeholder() * len(self.keys))
+            sql.SQL(", ").join(t_keys),
+            sql.SQL(", ").join(sql.SQL("CAST(%s AS {})").format(kt) for kt in key_types),
         )
         self.next_page = select + after + order
 
@@ -94,23 +116,26 @@ class FillQueries:
         source_aliases = [sql.Identifier(f"s{i}") for i in range(len(self.sources))]
         d = sql.Identifier("d")
         matches = [
-            sql.SQL("t.{} = {}").format(key, sql.Composed([d, sql.SQL("."), alias]))
-            for key, alias in zip(self.keys, key_aliases, strict=True)
+            sql.SQL("t.{} = CAST({} AS {})").format(key, sql.Composed([d, sql.SQL("."), alias]), kt)
+            for key, alias, kt in zip(self.keys, key_aliases, key_types, strict=True)
         ]
         # The conditional write: the text is still what was encoded, the vector still NULL.
         unchanged = [
-            sql.SQL("t.{} IS NOT DISTINCT FROM {}").format(column, sql.Composed([d, sql.SQL("."), alias]))
+            sql.SQL("CAST(t.{} AS text) IS NOT DISTINCT FROM {}").format(column, sql.Composed([d, sql.SQL("."), alias]))
             for column, alias in zip(self.sources, source_aliases, strict=True)
         ]
+        # Every array parameter says its type: an all-NULL column of a page is otherwise an
+        # untyped literal that unnest() cannot resolve.
+        arrays = [sql.SQL("CAST(%b AS text[])")] * (len(self.keys) + len(self.sources)) + [dialect.vectors_param()]
         self.write = sql.SQL(
             "UPDATE {table} AS t SET {vector} = {value}"
             " FROM unnest({params}) AS d({aliases}, vec)"
             " WHERE {matches} AND t.{vector} IS NULL AND {unchanged}"
         ).format(
-            table=t.table.ident,
+            table=table.ident,
             vector=self.vector,
             value=dialect.write_vectors_value(sql.SQL("d.vec")),
-            params=sql.SQL(", ").join([sql.SQL("%b")] * (len(self.keys) + len(self.sources) + 1)),
+            params=sql.SQL(", ").join(arrays),
             aliases=sql.SQL(", ").join(key_aliases + source_aliases),
             matches=sql.SQL(" AND ").join(matches),
             unchanged=sql.SQL(" AND ").join(unchanged),
@@ -153,7 +178,7 @@ def write_page(db: Database, queries: FillQueries, dialect, rows: list[tuple], v
 
 def document_text(target: VectorTarget, parts) -> str:
     """What the model reads for a row: the prefix, then the source texts that hold any."""
-    return target.prefix + " ".join(part for part in parts if part and not part.isspace())
+    return target.prefix + " ".join(part for part in parts if not is_blank(part))
 
 
 class ChunkFailed(Exception):
@@ -168,7 +193,8 @@ def encode_page(encoder, target: VectorTarget, texts: list[str], on_chunk=None, 
     the first error.
 
     Texts go to the model shortest first, in chunks of ENCODE_CHUNK: as little padding as one
-    call for the whole page, and progress between chunks.
+    call for the whole page, and progress between chunks. With skip_failures, a chunk the
+    encoder refuses is split until the texts it refuses are found: only those stay pending.
     """
     vectors = np.zeros((len(texts), target.dimension), dtype=np.float32)
     failed: list[int] = []
@@ -181,11 +207,27 @@ def encode_page(encoder, target: VectorTarget, texts: list[str], on_chunk=None, 
         except EncoderError as exc:
             if not skip_failures:
                 raise ChunkFailed(chunk, exc) from exc
-            failed.extend(chunk)
+            refused = isolate_failures(encoder, target, texts, chunk, vectors)
+            failed.extend(refused)
             error = error or exc
         if on_chunk is not None:
             on_chunk(len(chunk))
     return vectors, failed, error
+
+
+def isolate_failures(encoder, target: VectorTarget, texts: list[str], chunk: list[int], vectors) -> list[int]:
+    """Encode a refused chunk in halves, recursively: fills vectors for the texts that encode and
+    returns the indices of those the encoder refuses on their own."""
+    if len(chunk) == 1:
+        return chunk
+    refused = []
+    middle = len(chunk) // 2
+    for half in (chunk[:middle], chunk[middle:]):
+        try:
+            vectors[half] = encode_chunk(encoder, target, [texts[i] for i in half])
+        except EncoderError:
+            refused += isolate_failures(encoder, target, texts, half, vectors)
+    return refused
 
 
 def encode_chunk(encoder, target: VectorTarget, texts: list[str]) -> np.ndarray:
@@ -213,22 +255,28 @@ def column_statements(db: Database, target: VectorTarget) -> list[sql.Composable
 
 
 def named_indexes(db: Database, target: VectorTarget, queries: FillQueries) -> list[tuple[sql.Composable, str]]:
-    """(CREATE INDEX statement, index name) for the vector index and the pending-rows index."""
-    return [
-        (
-            db.dialect.create_index(
-                target.table.ident, target.index_name, target.vector_column, target.metric, target.prefix_columns
-            ),
-            target.index_name,
-        ),
+    """(CREATE INDEX statement, index name): the pending-rows index, then the vector index when
+    an index can hold vectors of this size. The first does not wait on the second."""
+    indexes = [
         # Pending rows, by key: finding them costs in proportion to them, not to the table.
         (
             sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({}) WHERE {}").format(
                 sql.Identifier(target.pending_index_name), target.table.ident, queries.key_list, queries.pending
             ),
             target.pending_index_name,
-        ),
+        )
     ]
+    if target.index_type is not None:
+        statement = db.dialect.create_index(
+            target.table.ident,
+            target.index_name,
+            target.vector_column,
+            target.metric,
+            target.prefix_columns,
+            target.dimension,
+        )
+        indexes.append((statement, target.index_name))
+    return indexes
 
 
 def index_statements(db: Database, target: VectorTarget, queries: FillQueries) -> list[sql.Composable]:
@@ -256,6 +304,11 @@ def create_indexes(db: Database, target: VectorTarget, queries: FillQueries) -> 
         db.run(create)
     except DatabaseError as exc:
         raise DatabaseError(f"{exc} (while creating the indexes of {target.display})") from None
+    # IF NOT EXISTS succeeds quietly when the name belongs to another table's index: never claim
+    # an index this table does not have.
+    for _, name in named:
+        if not db.index_exists(target.table, name):
+            raise DatabaseError(f"index {name} was not created on {target.table.display}: the name is taken")
 
 
 def run_ddl(db: Database, statement: sql.Composable) -> None:
@@ -269,15 +322,16 @@ def run_ddl(db: Database, statement: sql.Composable) -> None:
 
 
 def ensure_extension(db: Database) -> None:
+    """Make the vector type (and on CockroachDB before v25.4 its index feature) available, or
+    stop before anything is encoded, saying what an administrator must run."""
     for statement in db.dialect.setup_statements():
         try:
             db.command(statement)
         except DatabaseError as exc:
             if db.dialect.vector_ready(db):
-                continue  # created by another encoder at the same moment (IF NOT EXISTS races)
+                continue  # done by someone else (another encoder at the same moment, an admin)
             raise DatabaseError(
-                f"{exc}; vectorize needs the 'vector' extension: ask an administrator to run "
-                f"`{db.as_string(statement)}` in this database"
+                f"{exc}; vectorize needs this done once by an administrator: `{db.as_string(statement)}`"
             ) from None
     if db.dialect.name == "postgresql":
         from .db import register_pgvector
@@ -301,6 +355,8 @@ def encode(
     on_error: str = "stop",
     track_changes: bool = False,
     prefix_columns: list[str] | tuple[str, ...] = (),
+    adopt: bool = False,
+    reencode: bool = False,
     shard: tuple[int, int] | None = None,
     batch_size: int | None = None,
     limit: int | None = None,
@@ -316,13 +372,18 @@ def encode(
 
     ``progress(done, total)`` is called as rows are encoded (done counts this run's rows).
     ``on_error``: 'stop' raises on the first batch the encoder cannot encode; 'skip' leaves
-    those rows pending and goes on. ``track_changes`` installs the trigger that resets a vector
-    when its text changes. ``follow`` keeps polling for pending rows until ``stop`` is set or
-    nothing was pending for ``max_idle`` seconds; ``on_round(written, result)`` is called after
-    every poll that wrote rows. Setting ``stop`` ends a run after the page in flight.
+    the rows it refuses pending and goes on. ``track_changes`` installs the trigger that resets a
+    vector when its text changes. ``adopt`` takes over an existing vector column vectorize did
+    not make, keeping its vectors; ``reencode`` clears every vector of the column first.
+    ``shard=(i, n)`` encodes shard i of n (1-based). ``follow`` keeps polling for pending rows
+    until ``stop`` is set or nothing was written for ``max_idle`` seconds;
+    ``on_round(written, result)`` is called after every poll that wrote rows. Setting ``stop``
+    ends a run after the page in flight.
     """
     if on_error not in ("stop", "skip"):
         raise BadInput(f"on_error must be 'stop' or 'skip', not {on_error!r}")
+    if shard is not None and not (1 <= shard[0] <= shard[1]):
+        raise BadInput(f"--shard {shard[0]}/{shard[1]}: shards are numbered from 1 to {shard[1]} (1-based)")
     target, encoder = resolve_for_encode(
         db,
         table=table,
@@ -337,18 +398,20 @@ def encode(
         dimension=dimension,
         track_changes=track_changes,
         prefix_columns=prefix_columns,
+        adopt=adopt,
+        reencode=reencode,
     )
-    if shard is not None and not (0 <= shard[0] < shard[1]):
-        raise BadInput(f"--shard {shard[0]}/{shard[1]}: the shard number must be from 0 to {shard[1] - 1}")
     queries = FillQueries(target, db.dialect, shard)
     page_size = batch_size or db.dialect.default_batch_size
     result = EncodeResult(target)
-    has_index = target.column_exists and db.index_exists(target.table, target.index_name)
+    has_index = target.column_exists and indexes_exist(db, target)
 
     if dry_run:
         statements = [*db.dialect.setup_statements(), *column_statements(db, target)]
+        if target.reencode:
+            statements.append(clear_vectors(target))
         if target.track_changes:
-            statements += tracking_statements(db, target)
+            statements += tracking.install_statements(db, target)
         statements += [queries.first_page, queries.next_page, queries.write]
         if not has_index:
             statements += index_statements(db, target, queries)
@@ -359,8 +422,10 @@ def encode(
     for statement in column_statements(db, target):
         run_ddl(db, statement)
     result.column_created = not target.column_exists
+    if target.reencode:
+        result.cleared = db.command(clear_vectors(target), retry=True)
     if target.track_changes:
-        tracking.sync_trigger(db, *tracked_after_comment(db, target))
+        result.tracking_installed = tracking.install(db, target)
 
     result.pending_before = db.fetchone(queries.count)[0]
     result.blank = db.fetchone(queries.blank)[0]
@@ -375,11 +440,35 @@ def encode(
     # On a first fill, building the index once over the filled column is far cheaper than
     # maintaining it row by row.
     if not has_index:
-        create_indexes(db, target, queries)
-        result.index_created = True
+        build_indexes_when_done(db, target, queries, result, shard)
     if follow:
         keep_following(db, fill, queries, page_size, max_idle, stop, on_round, started)
     return result
+
+
+def indexes_exist(db: Database, target: VectorTarget) -> bool:
+    names = [target.pending_index_name] + ([target.index_name] if target.index_type else [])
+    return all(db.index_exists(target.table, name) for name in names)
+
+
+def clear_vectors(target: VectorTarget) -> sql.Composed:
+    return sql.SQL("UPDATE {} SET {} = NULL WHERE {} IS NOT NULL").format(
+        target.table.ident, sql.Identifier(target.vector_column), sql.Identifier(target.vector_column)
+    )
+
+
+def build_indexes_when_done(db: Database, target: VectorTarget, queries: FillQueries, result, shard) -> None:
+    """Build the indexes, unless this is one shard of several and rows are still pending in
+    others: the last shard to finish builds them (a backfill blocks writes on CockroachDB
+    before v25.4, and N shards would build N times)."""
+    if shard is not None and shard[1] > 1:
+        result.pending_elsewhere = db.fetchone(queries.count_all)[0]
+        if result.pending_elsewhere:
+            return
+    create_indexes(db, target, queries)
+    result.index_created = target.index_type is not None
+    if target.index_type is None:
+        result.index_note = db.dialect.index_limit_note(target.dimension)
 
 
 # Polling backoff of --follow: quick after activity, at most POLL_MAX seconds apart when idle.
@@ -387,38 +476,28 @@ POLL_MIN, POLL_MAX = 0.2, 2.0
 
 
 def keep_following(db, fill, queries, page_size, max_idle, stop, on_round, started) -> None:
-    """Poll for pending rows (new or changed) and encode them, until stop or max_idle."""
+    """Poll for pending rows (new or changed) and encode them, until stop, or until nothing was
+    written for max_idle seconds. Rows the encoder refused, or that stay pending, are not
+    activity: the poll backs off."""
     stop = stop or threading.Event()
     result = fill.result
     idle_since = time.monotonic()
     wait = POLL_MIN
     while not stop.is_set():
-        before = result.written + result.skipped + result.failed
+        before = result.written
         pending = db.fetchone(queries.count)[0]
         if pending:
             fill.run(page_size, None, pending)
             result.seconds = time.monotonic() - started
-        if result.written + result.skipped + result.failed > before:
+        if result.written > before:
             idle_since, wait = time.monotonic(), POLL_MIN
             if on_round is not None:
-                on_round(result)
+                on_round(result.written - before, result)
             continue
         if max_idle is not None and time.monotonic() - idle_since >= max_idle:
             return
         stop.wait(wait)
         wait = min(POLL_MAX, wait * 2)
-
-
-def tracked_after_comment(db: Database, target: VectorTarget):
-    """The table as it now is, and its tracked columns (this one included)."""
-    table = db.find_table(target.table.name, target.table.schema)
-    return table, tracking.tracked_columns(table)
-
-
-def tracking_statements(db: Database, target: VectorTarget) -> list[sql.Composable]:
-    tracked = [(v, s) for v, s in tracking.tracked_columns(target.table) if v != target.vector_column]
-    tracked.append((target.vector_column, list(target.sources)))
-    return tracking.trigger_statements(db, target.table, tracked)
 
 
 class Fill:
@@ -435,6 +514,9 @@ class Fill:
         self.result = result
         self.skip_failures = skip_failures
         self.count_truncated = getattr(encoder, "count_truncated", None)
+        # Rows the encoder refused, by key, with the text it refused: not sent again (--follow
+        # polls) until their text changes.
+        self.refused: dict[tuple, str] = {}
         self.total = 0
         self.encoded = 0
         self.progress = None
@@ -483,6 +565,10 @@ class Fill:
         """The rows the encoder managed, with their vectors."""
         nkeys = len(self.queries.keys)
         texts = [document_text(self.target, row[nkeys:]) for row in rows]
+        if self.refused:
+            fresh = [i for i, row in enumerate(rows) if self.refused.get(row[:nkeys]) != texts[i]]
+            self.report(len(rows) - len(fresh))
+            rows, texts = [rows[i] for i in fresh], [texts[i] for i in fresh]
         if self.count_truncated is not None:
             self.result.truncated += self.count_truncated(texts)
         try:
@@ -495,6 +581,7 @@ class Fill:
         self.result.failed += len(failed)
         self.result.failure = self.result.failure or str(error)
         self.result.failed_keys += [rows[i][:nkeys] for i in failed][: 10 - len(self.result.failed_keys)]
+        self.refused.update((rows[i][:nkeys], texts[i]) for i in failed)
         keep = sorted(set(range(len(rows))) - set(failed))
         return [rows[i] for i in keep], vectors[keep]
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from .db import Database
-from .dialects import SearchSpec, vector_literal
-from .errors import BadInput, DimensionMismatch, EncoderError
-from .filters import compile_filter, parse_filter
+from .dialects import BEAM_SIZE_RANGE, SearchSpec, vector_literal
+from .errors import BadInput, DatabaseError, DimensionMismatch, EncoderError
+from .filters import BadFilter, compile_filter, parse_filter
 from .target import SearchTarget, load_encoder, resolve_for_search
 
 
@@ -20,9 +20,10 @@ class SearchResult:
     target: SearchTarget
     key_columns: list[str]
     text_columns: list[str]
-    rows: list[dict]  # key, text and --show columns by name, plus 'distance'
+    rows: list[dict]  # key, text and --show columns by name, plus the distance (distance_key)
     extra_columns: list[str] = field(default_factory=list)
     mode: str = "index"  # how the rows were ranked: index, exact, prefix or overfetch
+    distance_key: str = "distance"  # 'vectorize_distance' when the table has a column 'distance'
 
 
 def output_columns(target: SearchTarget, show: list[str] | None) -> list[str]:
@@ -36,10 +37,21 @@ def output_columns(target: SearchTarget, show: list[str] | None) -> list[str]:
     return columns
 
 
+def distance_name(table) -> str:
+    """'distance', or a name no column of the table has: ORDER BY must not be ambiguous."""
+    name = "distance"
+    while name in table.columns:
+        name = f"vectorize_{name}"
+    return name
+
+
 def search_spec(
     db: Database, target: SearchTarget, k: int, *, where=None, exact=False, show=None, ef_search=None, beam_size=None
 ) -> SearchSpec:
     meta = target.metadata
+    low, high = BEAM_SIZE_RANGE
+    if beam_size is not None and not low <= beam_size <= high:
+        raise BadInput(f"--beam-size must be from {low} to {high}, as CockroachDB accepts")
     spec = SearchSpec(
         table=target.table.ident,
         columns=output_columns(target, show),
@@ -50,6 +62,7 @@ def search_spec(
         k=k,
         ef_search=ef_search,
         beam_size=beam_size,
+        distance_name=distance_name(target.table),
     )
     if where:
         doc = parse_filter(where) if isinstance(where, str) else where
@@ -183,18 +196,26 @@ def search(
             raise DimensionMismatch(
                 f"the query vector has {vector.size} dimensions but {target.display} holds {dimension}"
             )
+    check_query_vector(vector, spec.metric)
     return run_search(db, target, spec, vector)
+
+
+def check_query_vector(vector: np.ndarray, metric: str) -> None:
+    # The cosine distance to a zero vector is NaN: no ranking, and no valid JSON either.
+    if metric == "cosine" and not np.any(vector):
+        raise BadInput("the query vector is all zeros, which has no cosine distance to anything")
 
 
 def run_search(db: Database, target: SearchTarget, spec: SearchSpec, vector: np.ndarray) -> SearchResult:
     literal = vector_literal(vector)
     rows = ranked_rows(db, spec, literal)
-    if len(rows) < spec.k and spec.mode in ("index", "overfetch") and spec.filter is not None:
-        # The approximate path found fewer than k matching rows: rank them all exactly, so that
-        # whenever k rows match, k rows come back.
+    if len(rows) < spec.k and spec.mode != "exact":
+        # The approximate path found fewer than k rows (a filter, NULL vectors ranked first by a
+        # plan without the index): rank exactly, so that whenever k rows have vectors (and match),
+        # k rows come back.
         spec.mode = "exact"
         rows = ranked_rows(db, spec, literal)
-    names = [*spec.columns, "distance"]
+    names = [*spec.columns, spec.distance_name]
     return SearchResult(
         target=target,
         key_columns=list(target.table.primary_key),
@@ -202,6 +223,7 @@ def run_search(db: Database, target: SearchTarget, spec: SearchSpec, vector: np.
         rows=[dict(zip(names, row, strict=True)) for row in rows],
         extra_columns=[n for n in names[:-1] if n not in (*target.table.primary_key, *target.sources)],
         mode=spec.mode,
+        distance_key=spec.distance_name,
     )
 
 
@@ -215,4 +237,10 @@ def ranked_rows(db: Database, spec: SearchSpec, literal: str) -> list[tuple]:
                 conn.execute(statement, setting_params)
             return conn.execute(query, params).fetchall()
 
-    return db.run(run)
+    try:
+        return db.run(run)
+    except DatabaseError as exc:
+        if spec.filter is not None and exc.sqlstate and exc.sqlstate.startswith("22"):
+            # A --where value its column's type cannot read ('not a date', out of range).
+            raise BadFilter(f"--where has a value its column cannot hold: {exc}") from None
+        raise

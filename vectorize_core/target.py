@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 
 import modules
 
-from .db import METADATA_KEY, Database, Table
+from . import names
+from .db import METADATA_KEY, Column, Database, Table
 from .errors import (
     AmbiguousVectorColumn,
     BadInput,
@@ -66,11 +68,12 @@ def first_line(exc: BaseException) -> str:
 
 
 def default_vector_column(source: str) -> str:
-    return f"{source}_vector"
+    return names.default_vector_column(source)
 
 
 def index_name_for(table: str, vector_column: str, suffix: str = "idx") -> str:
-    """<table>_<vector column>_<suffix>, shortened with a hash to fit PostgreSQL's 63 bytes."""
+    """The name earlier versions gave indexes (before names were recorded in the metadata):
+    <table>_<vector column>_<suffix>, shortened with a hash to fit PostgreSQL's 63 bytes."""
     name = f"{table}_{vector_column}_{suffix}"
     if len(name.encode()) <= 63:
         return name
@@ -94,18 +97,26 @@ class VectorTarget:
     track_changes: bool = False
     label: str = ""  # imported vectors: what the user says made them
     prefix_columns: tuple[str, ...] = ()  # CockroachDB vector index prefix columns
+    index_name: str = ""  # the vector index (chosen free in the schema, then recorded)
+    pending_index_name: str = ""  # the partial index of rows waiting for a vector
+    index_type: str | None = "vector"  # what the index holds: vector, halfvec, or None (too wide)
+    watched: tuple[str, ...] = ()  # the columns whose change re-queues a row (--track-changes)
+    reencode: bool = False  # clear every vector first
 
-    @property
-    def index_name(self) -> str:
-        return index_name_for(self.table.name, self.vector_column)
+    def __post_init__(self):
+        # Targets built without chosen names (library callers) get the names earlier versions used.
+        if not self.index_name:
+            object.__setattr__(self, "index_name", index_name_for(self.table.name, self.vector_column))
+        if not self.pending_index_name:
+            object.__setattr__(self, "pending_index_name", index_name_for(self.table.name, self.vector_column, "pending"))
 
     @property
     def display(self) -> str:
         return f"{self.table.display}.{self.vector_column}"
 
     @property
-    def pending_index_name(self) -> str:
-        return index_name_for(self.table.name, self.vector_column, "pending")
+    def source_attnums(self) -> list[int]:
+        return [self.table.columns[s].attnum for s in self.sources]
 
     @property
     def needs_comment(self) -> bool:
@@ -121,6 +132,10 @@ class VectorTarget:
             "model": self.model,
             "dimension": self.dimension,
             "metric": self.metric,
+            # Column numbers survive a rename: status and encode follow a renamed source.
+            "source_attnums": self.source_attnums,
+            "index": self.index_name,
+            "pending_index": self.pending_index_name,
         }
         if self.prefix:
             record["prefix"] = self.prefix
@@ -152,6 +167,8 @@ def resolve_for_encode(
     dimension: int | None = None,
     track_changes: bool = False,
     prefix_columns: list[str] | tuple[str, ...] = (),
+    adopt: bool = False,
+    reencode: bool = False,
 ) -> tuple[VectorTarget, object]:
     """Validate an encode request; returns the target and its encoder. Changes nothing."""
     sources = (column,) if isinstance(column, str) else tuple(column)
@@ -159,20 +176,25 @@ def resolve_for_encode(
         raise BadInput("give at least one --column")
     if len(set(sources)) != len(sources):
         raise BadInput(f"--column repeats a column: {', '.join(sources)}")
+    if adopt and reencode:
+        raise BadInput("--adopt keeps the column's vectors and --reencode replaces them: choose one")
     info = db.find_table(table, schema)
     for name in sources:
         check_text_column(info, name)
-    vector_column = vector_column or default_vector_column(sources[0])
+    vector_column = vector_column or vector_column_of(info, sources) or default_vector_column(sources[0])
     check_vector_column_name(info, vector_column, sources)
 
     existing = info.columns.get(vector_column)
     meta = existing.metadata if existing else None
+    if meta is not None and not reencode:
+        check_same_fill(
+            meta, info.display, vector_column, sources, model, metric, prefix, current=current_sources(info, meta)
+        )
     if meta is not None:
-        check_same_fill(meta, info.display, vector_column, sources, model, metric, prefix)
-        metric = metric or meta.get("metric")
-        prefix = meta.get("prefix", "") if prefix is None else prefix
-        query_prefix = meta.get("query_prefix", "") if query_prefix is None else query_prefix
-        dimension = dimension or meta.get("dimension")
+        metric = metric or (None if reencode else meta.get("metric"))
+        prefix = meta.get("prefix", "") if prefix is None and not reencode else prefix
+        query_prefix = meta.get("query_prefix", "") if query_prefix is None and not reencode else query_prefix
+        dimension = dimension or (None if reencode else meta.get("dimension"))
         track_changes = track_changes or bool(meta.get("track_changes"))
         recorded = tuple(meta.get("prefix_columns") or ())
         if prefix_columns and tuple(prefix_columns) != recorded:
@@ -185,8 +207,11 @@ def resolve_for_encode(
     dimension = encoder_dimension(encoder, model)
     if existing is not None:
         check_vector_column(existing, info.display, dimension, f"model {model!r} makes")
+        if meta is None and not (adopt or reencode):
+            raise ModelMismatch(not_ours_message(info, existing, model))
     metric = metric or encoder.metric
     db.dialect.check_metric(metric)
+    index_name, pending_index_name = index_names(db, info, vector_column, meta)
     target = VectorTarget(
         table=info,
         sources=sources,
@@ -200,8 +225,112 @@ def resolve_for_encode(
         query_prefix=query_prefix or "",
         track_changes=track_changes,
         prefix_columns=tuple(prefix_columns),
+        index_name=index_name,
+        pending_index_name=pending_index_name,
+        index_type=db.dialect.index_type(dimension),
+        watched=watched_columns(info, sources),
+        reencode=reencode,
     )
     return target, encoder
+
+
+def not_ours_message(info: Table, existing: Column, model: str) -> str:
+    comment = f" (its comment: {existing.comment!r})" if existing.comment else ""
+    return (
+        f"column {existing.name!r} of {info.display} already exists and was not made by vectorize{comment}; "
+        f"--adopt keeps its vectors and records them as made by {model!r}, --reencode replaces them all, "
+        "or choose another --vector-column"
+    )
+
+
+def current_sources(info: Table, meta: dict) -> list[str | None]:
+    """The recorded source columns by their current names: a renamed column is found by its
+    column number; a dropped one is None."""
+    recorded = list(meta.get("source") or [])
+    attnums = list(meta.get("source_attnums") or [])
+    by_attnum = {c.attnum: c.name for c in info.columns.values()}
+    current: list[str | None] = []
+    for i, name in enumerate(recorded):
+        attnum = attnums[i] if i < len(attnums) else None
+        column = info.columns.get(name)
+        if column is not None and attnum in (None, column.attnum):
+            current.append(name)
+        else:
+            current.append(by_attnum.get(attnum) if attnum is not None else None)
+    return current
+
+
+def source_problem(info: Table, meta: dict) -> str | None:
+    """What a rename or drop of a source column did to this vector column, or None."""
+    recorded = list(meta.get("source") or [])
+    current = current_sources(info, meta)
+    if current == recorded:
+        return None
+    gone = [r for r, c in zip(recorded, current, strict=True) if c is None]
+    if gone:
+        return f"source column {', '.join(map(repr, gone))} was dropped"
+    renamed = [f"{r!r} is now {c!r}" for r, c in zip(recorded, current, strict=True) if r != c]
+    return f"source column {', '.join(renamed)}"
+
+
+def vector_column_of(info: Table, sources: tuple[str, ...]) -> str | None:
+    """The vector column already made for these sources (under a default name, or recorded
+    before a source was renamed), if there is exactly one."""
+    if default_vector_column(sources[0]) in info.columns:
+        return None
+    found = [
+        c.name
+        for c in info.columns.values()
+        if c.metadata is not None and current_sources(info, c.metadata) == list(sources)
+    ]
+    return found[0] if len(found) == 1 else None
+
+
+def watched_columns(info: Table, sources) -> tuple[str, ...]:
+    """The columns a change of which changes the text: the sources, or for a generated source
+    the columns its expression reads (a BEFORE trigger cannot see generated values)."""
+    watched: list[str] = []
+    for name in sources:
+        column = info.columns[name]
+        found = expression_columns(column.expression, info, exclude=name) if column.generated else [name]
+        watched += [c for c in found if c not in watched]
+    return tuple(watched)
+
+
+IDENTIFIER = re.compile(r'"((?:[^"]|"")+)"|([A-Za-z_][A-Za-z0-9_$]*)')
+STRING_LITERAL = re.compile(r"'(?:[^']|'')*'")
+
+
+def expression_columns(expression: str | None, info: Table, exclude: str) -> list[str]:
+    """Columns of info named in a generation expression, in table order. Reading names out of the
+    expression text works on both engines; a word that only looks like a column (a function
+    named like one) adds a column to watch, which costs a needless re-encode at most."""
+    text = STRING_LITERAL.sub(" ", expression or "")
+    words = {quoted.replace('""', '"') if quoted else bare for quoted, bare in IDENTIFIER.findall(text)}
+    found = [c for c in info.columns if c in words and c != exclude and not info.columns[c].is_vector]
+    if not found:
+        raise BadInput(f"cannot tell which columns the generated column {exclude!r} of {info.display} reads")
+    return found
+
+
+def index_names(db: Database, info: Table, vector_column: str, meta: dict | None) -> tuple[str, str]:
+    """The vector index and pending-rows index names: as recorded, else free ones."""
+    if meta and meta.get("index") and meta.get("pending_index"):
+        return meta["index"], meta["pending_index"]
+    return free_index_name(db, info, vector_column, "idx"), free_index_name(db, info, vector_column, "pending")
+
+
+def free_index_name(db: Database, info: Table, vector_column: str, suffix: str) -> str:
+    """<table>_<column>_<suffix> unless another table's relation has that name in the schema
+    (a_b.c and a.b_c meet at a_b_c_vector_idx): then a name salted with the table's own."""
+    plain = names.index_name(info.name, vector_column, suffix)
+    for name in dict.fromkeys([index_name_for(info.name, vector_column, suffix), plain]):
+        owner = db.relation_owner(info.schema, name)
+        if owner == info.name:
+            return name  # made for this column by an earlier run
+    if db.relation_owner(info.schema, plain) is None:
+        return plain
+    return names.index_name(info.name, vector_column, suffix, salt=f"{info.schema}.{info.name}")
 
 
 def check_text_column(info: Table, name: str) -> None:
@@ -209,7 +338,12 @@ def check_text_column(info: Table, name: str) -> None:
     if not source.is_text:
         raise NotTextColumn(
             f"column {name!r} of {info.display} is {source.type_sql}, not text; "
-            "vectorize encodes text columns (text, varchar, char)"
+            "vectorize encodes text columns (text, varchar, char, and types and domains of the string category)"
+        )
+    if source.generated == "virtual":
+        raise NotTextColumn(
+            f"column {name!r} of {info.display} is a VIRTUAL generated column, which PostgreSQL cannot index; "
+            "make it STORED, or encode the columns it is computed from"
         )
 
 
@@ -233,16 +367,21 @@ def check_vector_column(existing, table: str, dimension: int, made_by: str) -> N
         )
 
 
-def check_same_fill(meta, table, vector_column, sources, model, metric, prefix) -> None:
-    """Refuse to mix a second model, metric, source or prefix into a column filled by another."""
+def check_same_fill(meta, table, vector_column, sources, model, metric, prefix, *, current=None) -> None:
+    """Refuse to mix a second model, metric, source or prefix into a column filled by another.
+
+    ``current`` is the recorded sources under their current names (see current_sources): a
+    column renamed since is the same source."""
     where = f"{table}.{vector_column}"
+    current = meta.get("source") or [] if current is None else current
     if meta.get("model") != model:
         raise ModelMismatch(
             f"{where} was filled by model {meta.get('model')!r}, not {model!r}; "
-            "use another --vector-column for a second model"
+            "use another --vector-column for a second model, or --reencode to replace its vectors"
         )
-    if meta.get("source") != list(sources):
-        raise ModelMismatch(f"{where} holds vectors of {', '.join(meta.get('source') or [])}, not {', '.join(sources)}")
+    if list(current) != list(sources):
+        shown = ", ".join(c or f"{r} (dropped)" for r, c in zip(meta.get("source") or [], current, strict=False))
+        raise ModelMismatch(f"{where} holds vectors of {shown}, not {', '.join(sources)}")
     if metric is not None and meta.get("metric") != metric:
         raise ModelMismatch(
             f"{where} is indexed for the {meta.get('metric')} metric, not {metric}; "
@@ -260,7 +399,11 @@ class SearchTarget:
 
     @property
     def sources(self) -> list[str]:
-        return list(self.metadata["source"])
+        """The source columns by their current names (a renamed column is followed)."""
+        current = current_sources(self.table, self.metadata)
+        if None in current:
+            raise BadInput(f"{self.display}: {source_problem(self.table, self.metadata)}; see `vectorize.py status`")
+        return current
 
     @property
     def display(self) -> str:

@@ -1,9 +1,13 @@
-"""Change tracking: one BEFORE UPDATE trigger per table sets a vector to NULL when its source
-text changes, so the next encode (or a running --follow) re-embeds the row.
+"""Change tracking: a BEFORE UPDATE trigger per tracked vector column sets the vector to NULL when
+its source text changes, so the next encode (or a running --follow) re-embeds the row.
 
-The trigger function is generated from the metadata of every tracked vector column of the table:
-each vector column is reset only when one of its own source columns changes (IS DISTINCT FROM,
-so changes to and from NULL count). Updates of other columns leave vectors alone.
+The trigger fires only when a watched column changes (IS DISTINCT FROM, so changes to and from
+NULL count): the source columns, or for a generated source the columns its expression reads
+(BEFORE triggers cannot see generated values). Updates of other columns leave vectors alone.
+
+The statements themselves differ per engine (dialects.py). On PostgreSQL the watched columns are
+in the trigger's WHEN clause, which follows a rename; the trigger never makes an application's
+UPDATE fail, and status reports what a rename or drop did (see problem()).
 """
 
 from __future__ import annotations
@@ -12,54 +16,72 @@ import hashlib
 
 from psycopg import sql
 
+from . import names
 from .db import Database, Table
+from .target import VectorTarget, current_sources, source_problem, watched_columns
 
-TRIGGER = "vectorize_reset"
-
-
-def function_name(table: Table) -> sql.Identifier:
-    name = f"vectorize_reset_{table.name}"
-    if len(name.encode()) > 63:
-        name = f"vectorize_reset_{hashlib.sha1(table.name.encode()).hexdigest()[:16]}"
-    return sql.Identifier(table.schema, name)
+# The one trigger per table of earlier versions, with its function vectorize_reset_<table>: its
+# body named the source columns, so a rename made every UPDATE of the table fail. Replaced by
+# per-column triggers whenever tracking is installed or removed.
+LEGACY_TRIGGER = "vectorize_reset"
 
 
-def tracked_columns(table: Table) -> list[tuple[str, list[str]]]:
-    """(vector column, its source columns) for each column of table with tracking on."""
-    tracked = []
-    for column in table.columns.values():
-        meta = column.metadata
-        if meta and meta.get("track_changes"):
-            tracked.append((column.name, list(meta["source"])))
-    return tracked
+def tracked_columns(table: Table) -> list[tuple[str, dict]]:
+    """(vector column, metadata) for each column of table with tracking on."""
+    return [(c.name, c.metadata) for c in table.columns.values() if c.metadata and c.metadata.get("track_changes")]
 
 
-def trigger_body(tracked: list[tuple[str, list[str]]]) -> sql.Composed:
-    # (NEW).col, not NEW.col: CockroachDB reads record fields only in that form (#114687).
-    resets = []
-    for vector, sources in tracked:
-        changed = sql.SQL(" OR ").join(
-            sql.SQL("(NEW).{0} IS DISTINCT FROM (OLD).{0}").format(sql.Identifier(s)) for s in sources
-        )
-        resets.append(sql.SQL("  IF {} THEN NEW.{} := NULL; END IF;\n").format(changed, sql.Identifier(vector)))
-    return sql.SQL("\nBEGIN\n{}  RETURN NEW;\nEND\n").format(sql.Composed(resets))
+def legacy_function(table: Table) -> sql.Identifier:
+    legacy = f"vectorize_reset_{table.name}"
+    if len(legacy.encode()) > names.MAX_IDENTIFIER_BYTES:
+        legacy = f"vectorize_reset_{hashlib.sha1(table.name.encode()).hexdigest()[:16]}"
+    return sql.Identifier(table.schema, legacy)
 
 
-def trigger_statements(db: Database, table: Table, tracked) -> list[sql.Composable]:
-    """Statements that make the table's trigger match `tracked` (dropping it when empty)."""
-    if not tracked:
-        return [
-            sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(TRIGGER), table.ident),
-            sql.SQL("DROP FUNCTION IF EXISTS {}()").format(function_name(table)),
-        ]
-    body = db.as_string(trigger_body(tracked))
-    return db.dialect.trigger_statements(table.ident, function_name(table), TRIGGER, body)
+def legacy_statements(db: Database, table: Table, keep_out: str) -> list[sql.Composable]:
+    """Replace the legacy table trigger by per-column triggers for the tracked columns other than
+    keep_out (whose own trigger the caller installs or removes)."""
+    statements: list[sql.Composable] = [
+        sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(LEGACY_TRIGGER), table.ident),
+        sql.SQL("DROP FUNCTION IF EXISTS {}()").format(legacy_function(table)),
+    ]
+    for vector_column, meta in tracked_columns(table):
+        sources = current_sources(table, meta)
+        if vector_column == keep_out or None in sources:
+            continue
+        statements += trigger_statements(db, table, vector_column, list(watched_columns(table, sources)))
+    return statements
 
 
-def sync_trigger(db: Database, table: Table, tracked) -> None:
-    statements = trigger_statements(db, table, tracked)
+def trigger_statements(db: Database, table: Table, vector_column: str, watched: list[str]) -> list[sql.Composable]:
+    return db.dialect.trigger_statements(table.ident, table.schema, table.name, vector_column, watched)
+
+
+def install_statements(db: Database, target: VectorTarget) -> list[sql.Composable]:
+    table = target.table
+    statements = []
+    if LEGACY_TRIGGER in db.dialect.triggers(db, table):
+        statements += legacy_statements(db, table, target.vector_column)
+    return statements + trigger_statements(db, table, target.vector_column, list(target.watched))
+
+
+def remove_statements(db: Database, table: Table, vector_column: str) -> list[sql.Composable]:
+    statements = []
+    if LEGACY_TRIGGER in db.dialect.triggers(db, table):
+        statements += legacy_statements(db, table, vector_column)
+    return statements + db.dialect.untrigger_statements(table.ident, table.schema, table.name, vector_column)
+
+
+def install(db: Database, target: VectorTarget) -> bool:
+    """(Re)install the column's trigger; True when tracking was not already in place."""
+    was_on = names.trigger_name(target.vector_column) in db.dialect.triggers(db, target.table)
+    run(db, install_statements(db, target))
+    return not was_on
+
+
+def run(db: Database, statements: list[sql.Composable]) -> None:
     if db.dialect.ddl_in_transaction:
-
+        # The trigger is swapped with no moment without one.
         def swap(conn):
             with conn.transaction():
                 for statement in statements:
@@ -71,9 +93,27 @@ def sync_trigger(db: Database, table: Table, tracked) -> None:
             db.command(statement)
 
 
-def trigger_exists(db: Database, table: Table) -> bool:
-    row = db.fetchone(
-        "SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = %s AND tgname = %s",
-        (table.oid, TRIGGER),
+def problem(db: Database, table: Table, vector_column: str, meta: dict, triggers: dict[str, list[str]]) -> str | None:
+    """What is wrong with this column's tracking (or its sources), with how to repair it; None
+    when nothing is."""
+    found = source_problem(table, meta)
+    repair_sources = " ".join(f"-c {c}" for c in current_sources(table, meta) if c)
+    if found and None in current_sources(table, meta):
+        return f"{found}; remove the vectors with `vectorize.py drop -t {table.display} --vector-column {vector_column}`"
+    encode = (
+        f"`vectorize.py encode -t {table.display} {repair_sources} --vector-column {vector_column} "
+        f"-m {meta.get('model')}`"
     )
-    return row is not None
+    if found:
+        return f"{found}; record it with {encode}"
+    if not meta.get("track_changes"):
+        return None
+    name = names.trigger_name(vector_column)
+    if name not in triggers:
+        if LEGACY_TRIGGER in triggers:
+            return None  # the earlier version's trigger, still working; encode replaces it
+        return f"its trigger is missing (dropped with a column?); reinstall it with {encode}"
+    args = triggers[name]
+    if args and args != [vector_column]:
+        return f"its trigger resets column {args[0]!r}, renamed since; reinstall it with {encode}"
+    return None
