@@ -423,9 +423,9 @@ def search(url, query, table, schema, column, vector_column, k, as_json, metric,
         click.echo(to_json([{k: json_value(v) for k, v in row.items()} for row in result.rows]))
         return
     for rank, row in enumerate(result.rows, 1):
-        key = ", ".join(f"{c}={shown(row[c])}" for c in result.key_columns)
-        text = " ".join(" ".join(shown(row[c]) for c in result.text_columns).split())
-        extra = "".join(f"  {c}={shown(row[c])}" for c in result.extra_columns)
+        key = ", ".join(f"{c}={cell(row[c])}" for c in result.key_columns)
+        text = " ".join(" ".join(cell(row[c]) for c in result.text_columns).split())
+        extra = "".join(f"  {c}={cell(row[c])}" for c in result.extra_columns)
         click.echo(f"{rank:>3}  {row[result.distance_key]:.4f}  {key}{extra}  {snippet(text)}")
 
 
@@ -593,7 +593,7 @@ def snippet(text: str, width: int = 100) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def shown(value) -> str:
+def cell(value) -> str:
     """A value in a human table: nothing for NULL, yes/no for booleans, bytes as PostgreSQL does."""
     if value is None:
         return ""
@@ -632,7 +632,7 @@ def to_json(value) -> str:
 
 
 def print_table(headers: list[str], rows: list[dict]) -> None:
-    cells = [[shown(r[h]) for h in headers] for r in rows]
+    cells = [[cell(r[h]) for h in headers] for r in rows]
     widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
     click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
     for row in cells:

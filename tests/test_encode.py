@@ -58,6 +58,9 @@ def test_encode_creates_hnsw_index_and_records_metadata(run_cli, url, conn, pass
         "model": "minilm",
         "dimension": 384,
         "metric": "cosine",
+        "source_attnums": [2],
+        "index": "passage_passage_vector_idx",
+        "pending_index": "passage_passage_vector_pending",
     }
     assert (
         conn.execute(

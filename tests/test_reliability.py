@@ -208,7 +208,7 @@ def test_two_encoders_on_one_table_both_succeed(url, conn):
 def test_shards_split_the_table_deterministically(url, conn):
     n = rows(3000)
     make_table(conn, n)
-    procs = [start_encode(url, "--shard", f"{i}/3") for i in range(3)]
+    procs = [start_encode(url, "--shard", f"{i}/3") for i in range(1, 4)]  # 1-based, as in Playwright
     outputs = [p.communicate(timeout=300) for p in procs]
     counts = []
     for proc, (out, err) in zip(procs, outputs, strict=True):
@@ -217,8 +217,12 @@ def test_shards_split_the_table_deterministically(url, conn):
     assert sum(counts) == n
     assert all(abs(c - n / 3) < n / 3 * 0.2 for c in counts), counts  # roughly a third each
     assert_every_vector_matches_its_text(conn)
-    bad = run_encode(url, "--shard", "3/3")
-    assert bad.returncode == 2 and "--shard" in bad.stderr
+    # The index is built once rows are done everywhere, by a shard that found none pending.
+    assert any("ready" in out for out, _ in outputs)
+    assert all(("ready" in out) != ("not built yet" in out) for out, _ in outputs), outputs
+    assert conn.execute("SELECT count(*) FROM pg_indexes WHERE indexdef LIKE '%hnsw%'").fetchone()[0] == 1
+    bad = run_encode(url, "--shard", "0/3")
+    assert bad.returncode == 2 and "--shard" in bad.stderr and "1-based" in bad.stderr
 
 
 def test_serialization_failures_are_retried(run_cli, url, conn, words):

@@ -38,19 +38,18 @@ WHITESPACE = (
     "\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
     "\u2028\u2029\u202f\u205f\u3000"
 )
-# A bracket expression of the characters themselves: no escape syntax is common to both regex
-# dialects (PostgreSQL has \uXXXX, RE2 only \x{XXXX}).
-HAS_TEXT_PATTERN = f"[^{WHITESPACE}]"
 
 
-def has_text_sql(columns: list[sql.Composable]) -> sql.Composed:
-    """True when any of the columns holds a character that is not white space (NULL when all are
-    NULL). Rows without text are neither sent to the model nor pending."""
-    return sql.SQL(" OR ").join(sql.SQL("{} ~ {}").format(c, sql.Literal(HAS_TEXT_PATTERN)) for c in columns)
+def has_text_pattern(wide_escape: str) -> str:
+    """A bracket expression of every character but white space, in escapes only, so the SQL stays
+    on one printable line: \\xhh below U+0100 (both regex dialects read it), and above it each
+    dialect's own (PostgreSQL \\uXXXX, RE2 \\x{XXXX})."""
+    escaped = (f"\\x{ord(c):02x}" if ord(c) < 0x100 else wide_escape.format(ord(c)) for c in WHITESPACE)
+    return "[^" + "".join(escaped) + "]"
 
 
 def is_blank(text: str | None) -> bool:
-    """The Python twin of has_text_sql, for one value."""
+    """The Python twin of Dialect.has_text, for one value."""
     return not text or not text.strip(WHITESPACE)
 
 # pgvector's HNSW index: up to 2,000 dimensions of vector, 4,000 of halfvec.
@@ -109,9 +108,18 @@ class Dialect:
     # by length across more texts; one statement per page keeps the write cost per row tiny.
     default_batch_size = 1024
 
+    # How a character above U+00FF is written in a regular expression.
+    wide_escape = "\\u{:04x}"
+
     @property
     def label(self) -> str:
         return f"{self.name} {'.'.join(map(str, self.version))}".strip()
+
+    def has_text(self, columns: list[sql.Composable]) -> sql.Composed:
+        """True when any of the columns holds a character that is not white space (NULL when all
+        are NULL). Rows without text are neither sent to the model nor pending."""
+        pattern = sql.Literal(has_text_pattern(self.wide_escape))
+        return sql.SQL(" OR ").join(sql.SQL("{} ~ {}").format(c, pattern) for c in columns)
 
     def setup_statements(self) -> list[sql.Composable]:
         return [sql.SQL("CREATE EXTENSION IF NOT EXISTS vector")]
@@ -238,6 +246,15 @@ class Dialect:
         # One function for every tracked column in the schema: the trigger passes the column name.
         return sql.Identifier(schema, "vectorize_reset_vector")
 
+    def unused_function_statements(self, db, schema: str) -> list[sql.Composable]:
+        """Drop the shared reset function once no trigger uses it."""
+        function = self.reset_function(schema, "", "")
+        used = db.fetchone(
+            "SELECT count(*) FROM pg_catalog.pg_trigger WHERE tgfoid = to_regprocedure(%s)",
+            (db.as_string(function) + "()",),
+        )[0]
+        return [] if used else [sql.SQL("DROP FUNCTION IF EXISTS {}()").format(function)]
+
     def triggers(self, db, table) -> dict[str, list[str]]:
         """{trigger name: its arguments} of the table's user triggers."""
         rows = db.fetchall(
@@ -337,6 +354,7 @@ class Dialect:
 @dataclass(frozen=True)
 class CockroachDialect(Dialect):
     name = "cockroachdb"
+    wide_escape = "\\x{{{:04x}}}"  # RE2
     # Vector-indexed tables degrade under large batch writes (CockroachDB known limitation).
     default_batch_size = 256
 
@@ -454,6 +472,9 @@ class CockroachDialect(Dialect):
             sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(names.trigger_name(vector_column)), table),
             sql.SQL("DROP FUNCTION IF EXISTS {}()").format(self.reset_function(schema, table_name, vector_column)),
         ]
+
+    def unused_function_statements(self, db, schema: str) -> list[sql.Composable]:
+        return []  # each column's function goes with its trigger
 
     def triggers(self, db, table) -> dict[str, list[str]]:
         # pg_trigger is empty before v25.3; SHOW TRIGGERS works on every version with triggers.

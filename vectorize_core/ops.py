@@ -9,7 +9,6 @@ from psycopg import sql
 from . import names, tracking
 from .db import Database, Table
 from .errors import BadInput, NoVectorizedColumn
-from .pipeline import has_text
 from .target import current_sources, default_vector_column, index_name_for
 
 
@@ -79,7 +78,7 @@ def column_status(db: Database, info: Table, vector_column: str, meta: dict, tri
             )
         )
     else:
-        any_text = sql.SQL("coalesce({}, false)").format(has_text([sql.Identifier(c) for c in sources]))
+        any_text = sql.SQL("coalesce({}, false)").format(db.dialect.has_text([sql.Identifier(c) for c in sources]))
         query = sql.SQL(
             "SELECT count(*), count({v}),"
             " sum(CASE WHEN {v} IS NULL AND ({any_text}) THEN 1 ELSE 0 END),"
@@ -193,5 +192,7 @@ def drop(
     if confirm is not None and not confirm(plan):
         return None
     for statement in plan.statements:
+        db.command(statement)
+    for statement in db.dialect.unused_function_statements(db, plan.table.schema):
         db.command(statement)
     return plan

@@ -21,7 +21,7 @@ from psycopg import sql
 
 from . import tracking
 from .db import Database, index_exists
-from .dialects import has_text_sql, is_blank
+from .dialects import is_blank
 from .errors import BadInput, DatabaseError, EncoderError, Interrupted
 from .target import VectorTarget, resolve_for_encode
 
@@ -65,12 +65,6 @@ class EncodeResult:
         return self.written / self.seconds if self.seconds > 0 else 0.0
 
 
-def has_text(columns: list[sql.Composable]) -> sql.Composed:
-    """True when any column holds text. NULL, empty or only white space is no text: such rows are
-    not sent to the model and not pending, so a finished table stays finished."""
-    return has_text_sql(columns)
-
-
 class FillQueries:
     """The statements of a fill, built once per target.
 
@@ -89,7 +83,9 @@ class FillQueries:
         self.vector = sql.Identifier(t.vector_column)
         key_types = [sql.SQL(table.columns[k].type_sql) for k in table.primary_key]
         t_keys = [sql.Identifier("t", k) for k in table.primary_key]
-        any_text = has_text(self.sources)
+        # NULL, empty or only white space is no text: such rows are not sent to the model and
+        # not pending, so a finished table stays finished.
+        any_text = dialect.has_text(self.sources)
         any_value = sql.SQL(" OR ").join(sql.SQL("{} IS NOT NULL").format(c) for c in self.sources)
         self.pending = sql.SQL("{} IS NULL AND ({})").format(self.vector, any_text)
         pending = self.pending
