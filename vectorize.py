@@ -373,7 +373,12 @@ class progress_reporter:
 @click.option("--column", "-c", metavar="COLUMN", help="Source column whose vectors to search.")
 @click.option("--vector-column", metavar="NAME", help="Vector column to search, when a column has several.")
 @click.option(
-    "-k", "k", default=10, show_default=True, type=click.IntRange(1, MAX_K), help=f"Number of results (at most {MAX_K:,})."
+    "-k",
+    "k",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1, MAX_K),
+    help=f"Number of results (at most {MAX_K:,}).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of rows (strict JSON; see the README).")
 @click.option("--metric", type=click.Choice(["cosine", "l2", "ip"]), help="Choose among vector columns by metric.")

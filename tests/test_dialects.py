@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from psycopg import sql
 
-from vectorize_core import dialects
+from vectorize_core import dialects, names
 from vectorize_core.db import Column, Table
 from vectorize_core.errors import UnsupportedByEngine
 from vectorize_core.pipeline import FillQueries, column_statements, index_statements
@@ -24,7 +24,12 @@ def s(composable) -> str:
 
 
 def target(metric="cosine", key=("id",), exists=False) -> VectorTarget:
-    columns = {"id": Column("id", 1, "int8", "bigint", -1, None), "body": Column("body", 2, "text", "text", -1, None)}
+    columns = {
+        "id": Column("id", 1, "int8", "bigint", -1, None),
+        "body": Column("body", 2, "text", "text", -1, None),
+        "a": Column("a", 3, "int8", "bigint", -1, None),
+        "b": Column("b", 4, "text", "text", -1, None),
+    }
     table = Table("public", "Pass age", 1, columns, key)
     return VectorTarget(table, ("body",), "body_vector", "minilm", 384, metric, exists, None)
 
@@ -64,19 +69,37 @@ def test_crdb_25_2_indexes_only_l2():
     CRDB.check_metric("ip")
 
 
+# RE2's spelling of the white-space set; psycopg quotes a string with backslashes as E'...'.
+CRDB_PATTERN = (
+    r"[^\x09\x0a\x0b\x0c\x0d\x1c\x1d\x1e\x1f\x20\x85\xa0\x{1680}\x{2000}\x{2001}\x{2002}\x{2003}"
+    r"\x{2004}\x{2005}\x{2006}\x{2007}\x{2008}\x{2009}\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]"
+)
+CRDB_TEXT = " E'" + CRDB_PATTERN.replace("\\", "\\\\") + "'"
+
+
 def test_crdb_column_ddl_and_metadata_comment():
     t = target()
     statements = [s(x) for x in column_statements(_FakeDb(CRDB), t)]
     assert statements == [
         'ALTER TABLE "public"."Pass age" ADD COLUMN IF NOT EXISTS "body_vector" VECTOR(384)',
         'COMMENT ON COLUMN "public"."Pass age"."body_vector" IS '
-        '\'{"vectorize": {"dimension": 384, "metric": "cosine", "model": "minilm", "source": ["body"], "version": 1}}\'',
+        '\'{"vectorize": {"dimension": 384, "index": "Pass age_body_vector_idx", "metric": "cosine", "model": "minilm",'
+        ' "pending_index": "Pass age_body_vector_pending", "source": ["body"], "source_attnums": [2], "version": 1}}\'',
     ]
     assert [s(x) for x in index_statements(_FakeDb(CRDB), t, FillQueries(t, CRDB))] == [
-        'CREATE VECTOR INDEX IF NOT EXISTS "Pass age_body_vector_idx" ON "public"."Pass age" ("body_vector" vector_cosine_ops)',
         'CREATE INDEX IF NOT EXISTS "Pass age_body_vector_pending" ON "public"."Pass age" ("id")'
-        ' WHERE "body_vector" IS NULL AND ("body" ~ \'\\S\')',
+        f' WHERE "body_vector" IS NULL AND ("body" ~ {CRDB_TEXT})',
+        'CREATE VECTOR INDEX IF NOT EXISTS "Pass age_body_vector_idx" ON "public"."Pass age" ("body_vector" vector_cosine_ops)',
     ]
+
+
+def test_has_text_is_one_set_of_white_space_in_python_and_both_regex_dialects():
+    every_space = {chr(c) for c in range(0x110000) if chr(c).isspace()}
+    assert set(dialects.WHITESPACE) == every_space  # Python's str.isspace(), character by character
+    assert s(CRDB.has_text([sql.Identifier("b")])) == f'"b" ~ {CRDB_TEXT}'  # RE2 spells U+XXXX \\x{XXXX}
+    assert "\\u1680" in s(PG.has_text([sql.Identifier("b")]))  # PostgreSQL \\uXXXX
+    assert dialects.is_blank("\u00a0\u2003 \t") and dialects.is_blank("") and dialects.is_blank(None)
+    assert not dialects.is_blank("\u00a0x")
 
 
 def test_crdb_trigger_statements():
@@ -84,31 +107,46 @@ def test_crdb_trigger_statements():
 
     t = target().table
     db = _FakeDb(CRDB)
-    statements = [s(x) for x in tracking.trigger_statements(db, t, [("v1", ["title", "body"]), ("v2", ["body"])])]
+    statements = [s(x) for x in tracking.trigger_statements(db, t, "v1", ["title", "body"])]
+    function = '"public"."vectorize_reset_Pass age_v1_' + names.short_hash(
+        "vectorize_reset_Pass age_v1", "Pass age\x00v1"
+    )
     assert statements == [
-        'DROP TRIGGER IF EXISTS "vectorize_reset" ON "public"."Pass age"',
-        'CREATE OR REPLACE FUNCTION "public"."vectorize_reset_Pass age"() RETURNS TRIGGER LANGUAGE plpgsql AS '
-        "'\nBEGIN\n"
-        '  IF (NEW)."title" IS DISTINCT FROM (OLD)."title" OR (NEW)."body" IS DISTINCT FROM (OLD)."body"'
-        ' THEN NEW."v1" := NULL; END IF;\n'
-        '  IF (NEW)."body" IS DISTINCT FROM (OLD)."body" THEN NEW."v2" := NULL; END IF;\n'
-        "  RETURN NEW;\nEND\n'",
-        'CREATE TRIGGER "vectorize_reset" BEFORE UPDATE ON "public"."Pass age" FOR EACH ROW'
-        ' EXECUTE FUNCTION "public"."vectorize_reset_Pass age"()',
+        'DROP TRIGGER IF EXISTS "vectorize_v1" ON "public"."Pass age"',
+        f'CREATE OR REPLACE FUNCTION {function}"() RETURNS TRIGGER LANGUAGE plpgsql AS '
+        "'\nBEGIN\n  NEW.\"v1\" := NULL;\n  RETURN NEW;\nEND\n'",
+        'CREATE TRIGGER "vectorize_v1" BEFORE UPDATE ON "public"."Pass age" FOR EACH ROW'
+        ' WHEN ((OLD)."title" IS DISTINCT FROM (NEW)."title" OR (OLD)."body" IS DISTINCT FROM (NEW)."body")'
+        f' EXECUTE FUNCTION {function}"()',
     ]
     assert CRDB.ddl_in_transaction is False and PG.ddl_in_transaction is True
-    assert [s(x) for x in tracking.trigger_statements(db, t, [])] == [
-        'DROP TRIGGER IF EXISTS "vectorize_reset" ON "public"."Pass age"',
-        'DROP FUNCTION IF EXISTS "public"."vectorize_reset_Pass age"()',
+    assert [s(x) for x in CRDB.untrigger_statements(t.ident, t.schema, t.name, "v1")] == [
+        'DROP TRIGGER IF EXISTS "vectorize_v1" ON "public"."Pass age"',
+        f'DROP FUNCTION IF EXISTS {function}"()',
     ]
 
 
-def test_crdb_write_casts_text_literals_and_is_conditional():
+def test_pg_trigger_watches_in_its_when_clause_and_resets_by_name():
+    from vectorize_core import tracking
+
+    t = target().table
+    statements = [s(x) for x in tracking.trigger_statements(_FakeDb(PG), t, "v1", ["body"])]
+    assert statements[0].startswith('CREATE OR REPLACE FUNCTION "public"."vectorize_reset_vector"()')
+    assert "jsonb_populate_record(NEW, jsonb_build_object(TG_ARGV[0], NULL))" in statements[0]
+    assert statements[1:] == [
+        'DROP TRIGGER IF EXISTS "vectorize_v1" ON "public"."Pass age"',
+        'CREATE TRIGGER "vectorize_v1" BEFORE UPDATE ON "public"."Pass age" FOR EACH ROW'
+        ' WHEN ((OLD)."body" IS DISTINCT FROM (NEW)."body") EXECUTE FUNCTION "public"."vectorize_reset_vector"(\'v1\')',
+    ]
+
+
+def test_crdb_write_types_every_array_and_is_conditional():
     q = FillQueries(target(), CRDB)
     assert s(q.write) == (
         'UPDATE "public"."Pass age" AS t SET "body_vector" = CAST(d.vec AS VECTOR)'
-        ' FROM unnest(%b, %b, %b) AS d("k0", "s0", vec)'
-        ' WHERE t."id" = "d"."k0" AND t."body_vector" IS NULL AND t."body" IS NOT DISTINCT FROM "d"."s0"'
+        ' FROM unnest(CAST(%b AS text[]), CAST(%b AS text[]), CAST(%b AS text[])) AS d("k0", "s0", vec)'
+        ' WHERE t."id" = CAST("d"."k0" AS bigint) AND t."body_vector" IS NULL'
+        ' AND CAST(t."body" AS text) IS NOT DISTINCT FROM "d"."s0"'
     )
     literals = CRDB.vectors_array(np.array([[0.5, -1.0, 3.25e-8]], dtype=np.float32))
     assert literals == ["[0.5,-1.0,3.25e-08]"]
@@ -116,17 +154,20 @@ def test_crdb_write_casts_text_literals_and_is_conditional():
 
 def test_pg_write_binds_binary_vectors():
     q = FillQueries(target(), PG)
-    assert 'SET "body_vector" = d.vec FROM unnest(%b, %b, %b)' in s(q.write)
+    assert 'SET "body_vector" = d.vec FROM unnest(CAST(%b AS text[]), CAST(%b AS text[]), CAST(%b AS vector[]))' in s(
+        q.write
+    )
     assert all(isinstance(v, np.ndarray) for v in PG.vectors_array(np.zeros((2, 3), np.float32)))
 
 
 def test_keyset_pages_with_a_composite_key():
     q = FillQueries(target(key=("b", "a")), CRDB)
     assert s(q.next_page) == (
-        'SELECT "b", "a", "body" FROM "public"."Pass age" WHERE "body_vector" IS NULL AND ("body" ~ \'\\S\')'
-        ' AND ("b", "a") > (%s, %s) ORDER BY "b", "a" LIMIT %s'
+        'SELECT CAST("t"."b" AS text), CAST("t"."a" AS text), CAST("t"."body" AS text) FROM "public"."Pass age" AS t'
+        f' WHERE "body_vector" IS NULL AND ("body" ~ {CRDB_TEXT})'
+        ' AND ("t"."b", "t"."a") > (CAST(%s AS text), CAST(%s AS bigint)) ORDER BY "t"."b", "t"."a" LIMIT %s'
     )
-    assert 't."b" = "d"."k0" AND t."a" = "d"."k1"' in s(q.write)
+    assert 't."b" = CAST("d"."k0" AS text) AND t."a" = CAST("d"."k1" AS bigint)' in s(q.write)
 
 
 def spec(mode="index", filter=None, metric="cosine", **kw) -> dialects.SearchSpec:
@@ -142,15 +183,18 @@ CAT = sql.SQL("(t.{} = CAST(%s AS text))").format(sql.Identifier("cat"))
 def test_crdb_search_ranks_unfiltered_and_drops_nulls_outside():
     query, params = CRDB.search_statement(spec(), "Q")
     assert s(query) == (
-        'SELECT * FROM (SELECT "t"."id", "t"."body", "t"."body_vector" <=> CAST(%s AS VECTOR(384)) AS distance'
-        ' FROM "public"."Pass age" AS t ORDER BY "t"."body_vector" <=> CAST(%s AS VECTOR(384)) LIMIT %s) AS ranked'
-        " WHERE distance IS NOT NULL ORDER BY distance"
+        'SELECT * FROM (SELECT "t"."id", "t"."body", "t"."body_vector" <=> CAST(%s AS vector(384)) AS "distance"'
+        ' FROM "public"."Pass age" AS t ORDER BY "t"."body_vector" <=> CAST(%s AS vector(384)) LIMIT %s) AS ranked'
+        ' WHERE ranked."distance" IS NOT NULL ORDER BY ranked."distance"'
     )
     assert params == ["Q", "Q", 5]
     inner = s(query)[s(query).index("(SELECT") : s(query).index(") AS ranked")]
     assert "WHERE" not in inner  # any filter there turns CockroachDB's vector index off
-    assert [s(stmt) for stmt, _ in CRDB.search_settings(spec())] == ["SET null_ordered_last = true"]
-    assert [s(stmt) for stmt, _ in CRDB.search_settings(spec(beam_size=64))][1] == "SET vector_search_beam_size = 64"
+    # No null_ordered_last (it may keep the optimizer from a vector search); settings are LOCAL.
+    assert CRDB.search_settings(spec()) == []
+    assert [s(stmt) for stmt, _ in CRDB.search_settings(spec(beam_size=64))] == [
+        "SET LOCAL vector_search_beam_size = 64"
+    ]
 
 
 def test_crdb_filter_on_prefix_columns_stays_inside_the_ranked_subquery():
@@ -162,10 +206,10 @@ def test_crdb_filter_on_prefix_columns_stays_inside_the_ranked_subquery():
 def test_crdb_other_filters_overfetch_from_the_index_and_filter_outside():
     query, params = CRDB.search_statement(spec("overfetch", CAT), "Q")
     assert s(query) == (
-        'SELECT "t"."id", "t"."body", ranked.distance FROM (SELECT "id", "body_vector" <=> CAST(%s AS VECTOR(384))'
-        ' AS distance FROM "public"."Pass age" ORDER BY "body_vector" <=> CAST(%s AS VECTOR(384)) LIMIT %s) AS ranked'
+        'SELECT "t"."id", "t"."body", ranked."distance" FROM (SELECT "id", "body_vector" <=> CAST(%s AS vector(384))'
+        ' AS "distance" FROM "public"."Pass age" ORDER BY "body_vector" <=> CAST(%s AS vector(384)) LIMIT %s) AS ranked'
         ' JOIN "public"."Pass age" AS t ON t."id" = ranked."id"'
-        ' WHERE ranked.distance IS NOT NULL AND (t."cat" = CAST(%s AS text)) ORDER BY ranked.distance LIMIT %s'
+        ' WHERE ranked."distance" IS NOT NULL AND (t."cat" = CAST(%s AS text)) ORDER BY ranked."distance" LIMIT %s'
     )
     assert params == ["Q", "Q", 5 * dialects.OVERFETCH, "p1", 5]
 
@@ -186,13 +230,13 @@ def test_crdb_search_mode_follows_prefix_columns():
 def test_pg_search_statements():
     query, params = PG.search_statement(spec(filter=CAT), "Q")
     assert s(query) == (
-        'SELECT "t"."id", "t"."body", "t"."body_vector" <=> CAST(%s AS VECTOR(384)) AS distance'
+        'SELECT "t"."id", "t"."body", "t"."body_vector" <=> CAST(%s AS vector(384)) AS "distance"'
         ' FROM "public"."Pass age" AS t WHERE t."body_vector" IS NOT NULL AND (t."cat" = CAST(%s AS text))'
-        " ORDER BY distance LIMIT %s"
+        ' ORDER BY "distance" LIMIT %s'
     )
     assert params == ["Q", "p1", 5]
     exact, _ = PG.search_statement(spec("exact", CAT), "Q")
-    assert s(exact).endswith("OFFSET 0) AS candidates ORDER BY distance LIMIT %s")
+    assert s(exact).endswith('OFFSET 0) AS candidates ORDER BY candidates."distance" LIMIT %s')
     settings = [(s(stmt), p) for stmt, p in PG.search_settings(spec(filter=CAT, ef_search=40))]
     assert settings == [
         ("SELECT set_config('hnsw.ef_search', %s, true)", ("40",)),
@@ -211,7 +255,7 @@ def test_crdb_index_with_prefix_columns():
 def test_search_operator_matches_the_metric(metric, op):
     for dialect in (PG, CRDB):
         query, _ = dialect.search_statement(spec(metric=metric), "Q")
-        assert f'"t"."body_vector" {op} CAST(%s AS VECTOR(384))' in s(query)
+        assert f'"t"."body_vector" {op} CAST(%s AS vector(384))' in s(query)
 
 
 def test_crdb_version_parsing():

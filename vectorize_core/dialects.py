@@ -52,6 +52,7 @@ def is_blank(text: str | None) -> bool:
     """The Python twin of Dialect.has_text, for one value."""
     return not text or not text.strip(WHITESPACE)
 
+
 # pgvector's HNSW index: up to 2,000 dimensions of vector, 4,000 of halfvec.
 HNSW_MAX_DIMENSIONS = {"vector": 2000, "halfvec": 4000}
 
@@ -222,9 +223,7 @@ class Dialect:
         function = self.reset_function(schema, table_name, vector_column)
         trigger = sql.Identifier(names.trigger_name(vector_column))
         body = (
-            "\nBEGIN\n"
-            "  NEW := jsonb_populate_record(NEW, jsonb_build_object(TG_ARGV[0], NULL));\n"
-            "  RETURN NEW;\nEND\n"
+            "\nBEGIN\n  NEW := jsonb_populate_record(NEW, jsonb_build_object(TG_ARGV[0], NULL));\n  RETURN NEW;\nEND\n"
         )
         return [
             sql.SQL("CREATE OR REPLACE FUNCTION {}() RETURNS TRIGGER LANGUAGE plpgsql AS {}").format(
@@ -240,7 +239,9 @@ class Dialect:
         self, table: sql.Composable, schema: str, table_name: str, vector_column: str
     ) -> list[sql.Composable]:
         # The function is shared by the schema's triggers; tracking.drop_unused_function removes it.
-        return [sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(names.trigger_name(vector_column)), table)]
+        return [
+            sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(names.trigger_name(vector_column)), table)
+        ]
 
     def reset_function(self, schema: str, table_name: str, vector_column: str) -> sql.Identifier:
         # One function for every tracked column in the schema: the trigger passes the column name.

@@ -97,7 +97,9 @@ class FillQueries:
         self.blank = sql.SQL("SELECT count(*) FROM {} WHERE {} IS NULL AND ({}) AND NOT coalesce({}, false)").format(
             table.ident, self.vector, any_value, any_text
         )
-        as_text = [sql.SQL("CAST({} AS text)").format(c) for c in [*t_keys, *(sql.Identifier("t", s) for s in t.sources)]]
+        as_text = [
+            sql.SQL("CAST({} AS text)").format(c) for c in [*t_keys, *(sql.Identifier("t", s) for s in t.sources)]
+        ]
         select = sql.SQL("SELECT {} FROM {} AS t WHERE {}").format(sql.SQL(", ").join(as_text), table.ident, pending)
         # Ordered by the key columns themselves (qualified: not the text columns of the same name).
         order = sql.SQL(" ORDER BY {} LIMIT %s").format(sql.SQL(", ").join(t_keys))

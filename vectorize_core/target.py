@@ -108,7 +108,9 @@ class VectorTarget:
         if not self.index_name:
             object.__setattr__(self, "index_name", index_name_for(self.table.name, self.vector_column))
         if not self.pending_index_name:
-            object.__setattr__(self, "pending_index_name", index_name_for(self.table.name, self.vector_column, "pending"))
+            object.__setattr__(
+                self, "pending_index_name", index_name_for(self.table.name, self.vector_column, "pending")
+            )
 
     @property
     def display(self) -> str:

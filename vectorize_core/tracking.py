@@ -99,7 +99,9 @@ def problem(db: Database, table: Table, vector_column: str, meta: dict, triggers
     found = source_problem(table, meta)
     repair_sources = " ".join(f"-c {c}" for c in current_sources(table, meta) if c)
     if found and None in current_sources(table, meta):
-        return f"{found}; remove the vectors with `vectorize.py drop -t {table.display} --vector-column {vector_column}`"
+        return (
+            f"{found}; remove the vectors with `vectorize.py drop -t {table.display} --vector-column {vector_column}`"
+        )
     encode = (
         f"`vectorize.py encode -t {table.display} {repair_sources} --vector-column {vector_column} "
         f"-m {meta.get('model')}`"
