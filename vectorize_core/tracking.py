@@ -57,11 +57,23 @@ def trigger_statements(db: Database, table: Table, vector_column: str, watched: 
     return db.dialect.trigger_statements(table.ident, table.schema, table.name, vector_column, watched)
 
 
+def orphans(table: Table, triggers: dict[str, list[str]]) -> list[str]:
+    """Our triggers that reset a column the table no longer has (the vector column was renamed)."""
+    return [
+        name
+        for name, args in triggers.items()
+        if name.startswith("vectorize_") and args and args[0] not in table.columns
+    ]
+
+
 def install_statements(db: Database, target: VectorTarget) -> list[sql.Composable]:
     table = target.table
     statements = []
-    if LEGACY_TRIGGER in db.dialect.triggers(db, table):
+    triggers = db.dialect.triggers(db, table)
+    if LEGACY_TRIGGER in triggers:
         statements += legacy_statements(db, table, target.vector_column)
+    for name in orphans(table, triggers):
+        statements.append(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(name), table.ident))
     return statements + trigger_statements(db, table, target.vector_column, list(target.watched))
 
 
@@ -114,6 +126,8 @@ def problem(db: Database, table: Table, vector_column: str, meta: dict, triggers
     if name not in triggers:
         if LEGACY_TRIGGER in triggers:
             return None  # the earlier version's trigger, still working; encode replaces it
+        for orphan in orphans(table, triggers):
+            return f"its trigger resets column {triggers[orphan][0]!r}, renamed since; reinstall it with {encode}"
         return f"its trigger is missing (dropped with a column?); reinstall it with {encode}"
     args = triggers[name]
     if args and args != [vector_column]:
