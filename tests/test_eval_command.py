@@ -161,3 +161,20 @@ def test_composite_key_needs_id_column(run_cli, url, conn, words, tmp_path):
     assert refused.exit_code == 2 and "--id-column" in refused.stderr
     (scores,) = json.loads(run_cli(*base, "--id-column", "doc").stdout)
     assert scores["ndcg@10"] == pytest.approx(1.0)
+
+
+def test_judgments_of_queries_not_in_the_queries_file_are_left_out(run_cli, url, judged, tmp_path):
+    """One query, ranked perfectly: NDCG@10 is 1.0, whatever else the qrels judge."""
+    _, qrels = judged
+    run = exact_run()["q1"]
+    one = tmp_path / "one.jsonl"
+    one.write_text(json.dumps({"_id": "q1", "text": QUERIES["q1"]}) + "\n")
+    perfect = tmp_path / "perfect.tsv"
+    perfect.write_text(f"q1\t{run[0]}\t1\nq2\td5\t1\nq3\td0\t1\n")
+    args = ("eval", "--url", url, "-t", "corpus", "-c", "body", "--queries", one, "--qrels", perfect, "--exact")
+    result = run_cli(*args, "--json")
+    assert result.exit_code == 0, result.output
+    (scores,) = json.loads(result.stdout)
+    assert scores["queries"] == 1 and scores["ndcg@10"] == pytest.approx(1.0)
+    assert scores["judged_queries_left_out"] == 2
+    assert "2 judged queries are not in" in run_cli(*args).stderr
