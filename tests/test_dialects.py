@@ -64,7 +64,7 @@ def test_crdb_25_2_indexes_only_l2():
     old.check_metric("l2")
     with pytest.raises(UnsupportedByEngine, match="only the l2 metric"):
         old.check_metric("cosine")
-    with pytest.raises(UnsupportedByEngine, match="v25.2 or newer"):
+    with pytest.raises(UnsupportedByEngine, match="v25.2.1 or newer"):
         dialects.CockroachDialect(version=(24, 3, 1)).check_metric("l2")
     CRDB.check_metric("ip")
 
@@ -278,3 +278,69 @@ class _FakeDb:
 
     def as_string(self, composable):
         return composable.as_string()
+
+
+class _FakeConn:
+    """A connection that answers the few queries engine detection makes."""
+
+    def __init__(self, params: dict, answers: dict):
+        self.params, self.answers, self.last = params, answers, None
+        self.info = self
+        self.server_version = 180006
+
+    def parameter_status(self, name):
+        return self.params.get(name)
+
+    def execute(self, query):
+        answer = self.answers[query]
+        if isinstance(answer, Exception):
+            raise answer
+        self.last = (answer,)
+        return self
+
+    def fetchone(self):
+        return self.last
+
+
+def detect(params: dict, answers: dict):
+    return dialects.for_connection(_FakeConn(params, answers))
+
+
+def test_cockroachdb_is_recognised_through_version_when_a_pooler_drops_crdb_version():
+    d = detect(
+        {},
+        {"SELECT version()": "CockroachDB CCL v25.3.2 (x86_64-pc-linux-gnu)", "SHOW CLUSTER SETTING version": "25.3"},
+    )
+    assert isinstance(d, dialects.CockroachDialect) and d.version == (25, 3, 2) and d.active_version == (25, 3)
+    pg = detect({}, {"SELECT version()": "PostgreSQL 18.6 on x86_64-pc-linux-gnu"})
+    assert type(pg) is dialects.Dialect and pg.version == (18, 6)
+
+
+def test_features_follow_the_clusters_active_version_during_an_upgrade():
+    upgrading = detect(
+        {"crdb_version": "CockroachDB CCL v25.3.1 (x86_64)"},
+        {"SHOW CLUSTER SETTING version": "25.2-upgrading-to-25.3-step-004"},
+    )
+    assert upgrading.version == (25, 3, 1) and upgrading.features == (25, 2)
+    with pytest.raises(UnsupportedByEngine, match="active version"):
+        upgrading.check_metric("cosine")
+    assert [s(x) for x in upgrading.setup_statements()] == ["SET CLUSTER SETTING feature.vector_index.enabled = true"]
+    unreadable = detect({"crdb_version": "CockroachDB CCL v25.4.0"}, {"SHOW CLUSTER SETTING version": RuntimeError()})
+    assert unreadable.features == (25, 4, 0) and unreadable.setup_statements() == []
+
+
+def test_cockroachdb_25_2_0_is_refused_and_25_2_1_taken():
+    with pytest.raises(UnsupportedByEngine, match="25.2.1"):
+        dialects.CockroachDialect(version=(25, 2, 0)).check_metric("l2")
+    dialects.CockroachDialect(version=(25, 2, 1)).check_metric("l2")
+
+
+def test_crdb_reads_triggers_with_show_triggers():
+    class Db:
+        def fetchall(self, query):
+            self.query = query
+            return [("vectorize_body_vector",)]
+
+    db = Db()
+    assert CRDB.triggers(db, target().table) == {"vectorize_body_vector": []}
+    assert s(db.query) == 'SELECT trigger_name FROM [SHOW TRIGGERS FROM "public"."Pass age"]'

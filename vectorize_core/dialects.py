@@ -359,25 +359,43 @@ class CockroachDialect(Dialect):
     # Vector-indexed tables degrade under large batch writes (CockroachDB known limitation).
     default_batch_size = 256
 
+    # The cluster's active version (SHOW CLUSTER SETTING version): during an upgrade it lags the
+    # binary's, and features are gated on it. `version` is the binary's (crdb_version).
+    active_version: tuple[int, ...] = ()
+
+    @property
+    def features(self) -> tuple[int, ...]:
+        return self.active_version or self.version
+
     def setup_statements(self) -> list[sql.Composable]:
         # VECTOR is built in; the index feature flag defaults to on only from v25.4.
-        if self.version and self.version < (25, 4):
+        if self.features and self.features < (25, 4):
             return [sql.SQL("SET CLUSTER SETTING feature.vector_index.enabled = true")]
         return []
 
     def vector_ready(self, db) -> bool:
-        return True  # built in; the setup statement only switches the index feature on
+        """Whether the vector index feature is on, when switching it on was refused (a user
+        without admin rights or MODIFYCLUSTERSETTING): it may have been done by an admin."""
+        try:
+            row = db.fetchone("SHOW CLUSTER SETTING feature.vector_index.enabled")
+        except Exception:  # noqa: BLE001 - reading it needs a privilege too: then it is not known to be on
+            return False
+        return bool(row and row[0] in (True, "true"))
 
     def check_metric(self, metric: str) -> None:
         super().check_metric(metric)
-        if self.version and self.version < (25, 2):
+        shown = ".".join(map(str, self.features))
+        if self.version == (25, 2, 0):
             raise UnsupportedByEngine(
-                f"CockroachDB {self.label.split()[-1]} has no vector indexes; vectorize needs v25.2 or newer"
+                "CockroachDB v25.2.0 fails to build a vector index over rows without a vector (fixed in "
+                "v25.2.1); vectorize needs v25.2.1 or newer"
             )
-        if metric != "l2" and self.version and self.version < (25, 3):
+        if self.features and self.features < (25, 2):
+            raise UnsupportedByEngine(f"CockroachDB {shown} has no vector indexes; vectorize needs v25.2.1 or newer")
+        if metric != "l2" and self.features and self.features < (25, 3):
             raise UnsupportedByEngine(
-                f"CockroachDB {self.label.split()[-1]} indexes only the l2 metric; "
-                f"use --metric l2 or upgrade to v25.3+ for {metric}"
+                f"CockroachDB {shown} (the cluster's active version) indexes only the l2 metric; "
+                f"use --metric l2, or finalize the upgrade to v25.3+ for {metric}"
             )
 
     def create_index(
@@ -549,7 +567,21 @@ def parse_crdb_version(text: str) -> tuple[int, ...]:
 
 def for_connection(conn) -> Dialect:
     crdb_version = conn.info.parameter_status("crdb_version")
+    if not crdb_version:
+        # A connection pooler may drop the crdb_version parameter; version() still tells.
+        (text,) = conn.execute("SELECT version()").fetchone()
+        crdb_version = text if "CockroachDB" in (text or "") else None
     if crdb_version:
-        return CockroachDialect(version=parse_crdb_version(crdb_version))
+        return CockroachDialect(version=parse_crdb_version(crdb_version), active_version=active_version(conn))
     v = conn.info.server_version
     return Dialect(version=(v // 10000, v % 10000))
+
+
+def active_version(conn) -> tuple[int, ...]:
+    """The cluster's active version, e.g. '25.2' (or '25.2-upgrading-to-25.3-step-002') -> (25, 2)."""
+    try:
+        (text,) = conn.execute("SHOW CLUSTER SETTING version").fetchone()
+    except Exception:  # noqa: BLE001 - not readable without VIEWCLUSTERSETTING: the binary's version decides
+        return ()
+    match = re.match(r"(\d+)\.(\d+)", str(text))
+    return (int(match.group(1)), int(match.group(2))) if match else ()
