@@ -392,9 +392,14 @@ class progress_reporter:
 @click.option(
     "--beam-size", type=click.IntRange(1, 2048), help="CockroachDB: vector_search_beam_size for this query (1-2048)."
 )
+@click.option(
+    "--follower-read", is_flag=True,
+    help="CockroachDB: read from the nearest replica (a few seconds stale), not the leaseholder.",
+)  # fmt: skip
 @click.option("--emit-sql", is_flag=True, help="Print the parameterised search query for application code.")
+@click.option("--explain", is_flag=True, help="Print the engine's plan and whether the vector index serves it.")
 def search(url, query, table, schema, column, vector_column, k, as_json, metric, query_vector, where, exact, show,
-           ef_search, beam_size, emit_sql):  # fmt: skip
+           ef_search, beam_size, follower_read, emit_sql, explain):  # fmt: skip
     """Find the rows nearest in meaning to QUERY.
 
     Uses the only vectorized column in the database unless --table/--column say which; the
@@ -406,11 +411,13 @@ def search(url, query, table, schema, column, vector_column, k, as_json, metric,
       vectorize.py search "a sentence" --where '{"category": {"$in": ["infra", "db"]}}' --show category
       vectorize.py search --query-vector @query.json --table passage --metric l2
       vectorize.py search --emit-sql --table passage
+      vectorize.py search "a sentence" --explain
+      vectorize.py search "a sentence" --follower-read      # CockroachDB
     """
     from vectorize_core import connect
     from vectorize_core import search as core
 
-    if query is None and query_vector is None and not emit_sql:
+    if query is None and query_vector is None and not (emit_sql or explain):
         raise click.UsageError("Missing argument 'QUERY' (or --query-vector).")
     if query is not None and query_vector is not None:
         raise click.UsageError("Give QUERY or --query-vector, not both.")
@@ -420,10 +427,19 @@ def search(url, query, table, schema, column, vector_column, k, as_json, metric,
         if emit_sql:
             click.echo(core.emit_sql(db, where=where, exact=exact, **choose))
             return
-        result = core.search(
-            db, query, query_vector=query_vector, k=k, where=where, exact=exact, show=shown,
-            ef_search=ef_search, beam_size=beam_size, **choose,
+        options = dict(
+            query_vector=query_vector, k=k, where=where, exact=exact, show=shown, ef_search=ef_search,
+            beam_size=beam_size, follower_read=follower_read, **choose,
         )  # fmt: skip
+        if explain:
+            explained = core.explain(db, query, **options)
+            for line in explained.plan:
+                click.echo(line)
+            click.echo(f"-- {explained.verdict}")
+            return
+        result = core.search(db, query, **options)
+    if result.notice:
+        click.echo(f"Note: {result.notice}", err=True)
     if as_json:
         click.echo(to_json([{k: json_value(v) for k, v in row.items()} for row in result.rows]))
         return
@@ -553,7 +569,7 @@ def status(url, table, schema, as_json):
         click.echo("No vectorized columns.")
         return
     headers = ["table", "column", "vector_column", "model", "metric", "rows", "embedded", "pending", "no_text",
-               "index", "tracking"]  # fmt: skip
+               "index", "index_serves_search", "tracking"]  # fmt: skip
     print_table(headers, columns)
     for c in columns:
         if c["problem"]:

@@ -59,3 +59,35 @@ def test_search_settings_do_not_leak_into_the_connection(url, conn, run_cli, wor
 def test_beam_size_is_bounded_to_what_cockroachdb_accepts(run_cli, url):
     result = run_cli("search", "--url", url, "x", "--beam-size", "4096")
     assert result.exit_code == 2 and "--beam-size" in result.stderr
+
+
+def test_explain_says_whether_the_vector_index_serves_the_search(run_cli, url, conn, words):
+    conn.execute("CREATE TABLE doc (id int PRIMARY KEY, body text)")
+    conn.execute("INSERT INTO doc SELECT g, repeat('w ', g % 7 + 1) || g FROM generate_series(1, 3000) g")
+    assert run_cli("encode", "--url", url, "-t", "doc", "-c", "body", "-m", "words").exit_code == 0
+    conn.execute("ANALYZE doc")
+    served = run_cli("search", "--url", url, "w w", "--explain")
+    assert served.exit_code == 0, served.output
+    assert "Index Scan using doc_body_vector_idx" in served.stdout
+    assert served.stdout.strip().splitlines()[-1] == "-- the vector index doc_body_vector_idx serves this search"
+    exact = run_cli("search", "--url", url, "--explain", "--exact")  # no query: a probe vector
+    assert exact.exit_code == 0 and "-- NOT served by the vector index" in exact.stdout
+
+    (column,) = json.loads(run_cli("status", "--url", url, "--json").stdout)
+    assert column["index_serves_search"] is True and column["index_bytes"] > 0
+
+    conn.execute("DROP INDEX doc_body_vector_idx")
+    missing = run_cli("search", "--url", url, "--explain")
+    assert "-- NOT served by a vector index: public.doc.body_vector has none (yet)" in missing.stdout
+    search = run_cli("search", "--url", url, "w w", "-k", "3")
+    assert search.exit_code == 0 and "Note: public.doc.body_vector has no vector index (yet)" in search.stderr
+    (column,) = json.loads(run_cli("status", "--url", url, "--json").stdout)
+    assert column["index"] is None and column["index_serves_search"] is None
+
+
+def test_follower_read_is_a_cockroachdb_feature(run_cli, url, conn, words):
+    conn.execute("CREATE TABLE doc (id int PRIMARY KEY, body text)")
+    conn.execute("INSERT INTO doc VALUES (1, 'x')")
+    assert run_cli("encode", "--url", url, "-t", "doc", "-c", "body", "-m", "words").exit_code == 0
+    result = run_cli("search", "--url", url, "x", "--follower-read")
+    assert result.exit_code == 2 and "CockroachDB feature" in result.stderr

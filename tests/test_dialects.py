@@ -344,3 +344,37 @@ def test_crdb_reads_triggers_with_show_triggers():
     db = Db()
     assert CRDB.triggers(db, target().table) == {"vectorize_body_vector": []}
     assert s(db.query) == 'SELECT trigger_name FROM [SHOW TRIGGERS FROM "public"."Pass age"]'
+
+
+def test_crdb_follower_read_is_the_first_statement_of_the_search_transaction():
+    settings = [s(stmt) for stmt, _ in CRDB.search_settings(spec(beam_size=8, follower_read=True))]
+    assert settings == [
+        "SET TRANSACTION AS OF SYSTEM TIME follower_read_timestamp()",
+        "SET LOCAL vector_search_beam_size = 8",
+    ]
+    CRDB.check_follower_read()
+    with pytest.raises(UnsupportedByEngine, match="CockroachDB feature"):
+        PG.check_follower_read()
+
+
+def test_plan_verdicts():
+    assert CRDB.plan_uses_index(["• limit", "  └── • vector search", "        table: t@t_v_idx"], "t_v_idx")
+    assert not CRDB.plan_uses_index(["• top-k", "  └── • scan", "        table: t@t_pkey"], "t_v_idx")
+    assert PG.plan_uses_index(["Limit", "  ->  Index Scan using t_v_idx on t"], "t_v_idx")
+    assert PG.plan_uses_index(['  ->  Index Scan using "T v_idx" on t'], "T v_idx")
+    assert not PG.plan_uses_index(["Limit", "  ->  Sort", "        ->  Seq Scan on t"], "t_v_idx")
+
+
+def test_crdb_index_size_from_range_statistics():
+    class Db:
+        def fetchone(self, query):
+            self.query = query
+            return (12345,)
+
+    db = Db()
+    assert CRDB.index_bytes(db, target().table, "i") == (12345, None)
+    assert s(db.query) == (
+        'SELECT sum((span_stats->>\'live_bytes\')::INT8)::INT8 FROM [SHOW RANGES FROM INDEX "public"."Pass age"@"i"'
+        " WITH DETAILS]"
+    )
+    assert "per-column" in CRDB.vector_bytes_note()

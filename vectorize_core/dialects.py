@@ -77,6 +77,7 @@ class SearchSpec:
     # The name of the distance in the result: 'distance', unless the table has a column of
     # that name (then ORDER BY distance would be ambiguous).
     distance_name: str = "distance"
+    follower_read: bool = False  # CockroachDB: read from the nearest replica, a few seconds stale
 
     @property
     def select(self) -> list[sql.Composable]:
@@ -288,9 +289,6 @@ class Dialect:
     def column_bytes(self, column: sql.Composable) -> sql.Composable:
         return sql.SQL("sum(pg_column_size({}))").format(column)
 
-    def relation_bytes(self) -> sql.Composable | None:
-        return sql.SQL("SELECT pg_relation_size(%s::regclass)")
-
     def distance(self, column: sql.Composable, metric: str, query: sql.Composable) -> sql.Composed:
         return sql.SQL("{} {} {}").format(column, sql.SQL(OPERATORS[metric]), query)
 
@@ -350,6 +348,23 @@ class Dialect:
 
     def search_mode(self, spec: SearchSpec) -> str:
         return "index" if self.index_type(spec.dimension) else "exact"
+
+    def check_follower_read(self) -> None:
+        raise UnsupportedByEngine("--follower-read is a CockroachDB feature; PostgreSQL reads the primary")
+
+    def plan_uses_index(self, plan: list[str], index_name: str) -> bool:
+        """Whether an EXPLAIN of a search shows the vector index serving it."""
+        quoted = '"' + index_name.replace('"', '""') + '"'
+        return any(f"Index Scan using {name} " in line for line in plan for name in (index_name, quoted))
+
+    def index_bytes(self, db, table, index_name: str) -> tuple[int | None, str | None]:
+        """The index's size in bytes, or None and why not."""
+        return db.fetchone(
+            "SELECT pg_relation_size(%s::regclass)", (db.as_string(sql.Identifier(table.schema, index_name)),)
+        )[0], None
+
+    def vector_bytes_note(self) -> str | None:
+        return None
 
 
 @dataclass(frozen=True)
@@ -434,9 +449,6 @@ class CockroachDialect(Dialect):
     def column_bytes(self, column: sql.Composable) -> sql.Composable:
         return sql.SQL("NULL")  # no per-value size function to rely on
 
-    def relation_bytes(self) -> sql.Composable | None:
-        return None
-
     def vectors_param(self) -> sql.Composable:
         return sql.SQL("CAST(%b AS text[])")
 
@@ -503,9 +515,35 @@ class CockroachDialect(Dialect):
     def search_settings(self, spec: SearchSpec) -> list[tuple[sql.Composable, tuple]]:
         # No null_ordered_last: it may keep the optimizer from planning a vector search. NULL
         # vectors are not in the index, and the outer IS NOT NULL drops them from other plans.
+        settings = []
+        if spec.follower_read:
+            # First in the transaction: every read of it is served by the nearest replica.
+            settings.append((sql.SQL("SET TRANSACTION AS OF SYSTEM TIME follower_read_timestamp()"), ()))
         if spec.beam_size:
-            return [(sql.SQL("SET LOCAL vector_search_beam_size = {}").format(sql.Literal(int(spec.beam_size))), ())]
-        return []
+            settings.append(
+                (sql.SQL("SET LOCAL vector_search_beam_size = {}").format(sql.Literal(int(spec.beam_size))), ())
+            )
+        return settings
+
+    def check_follower_read(self) -> None:
+        pass
+
+    def plan_uses_index(self, plan: list[str], index_name: str) -> bool:
+        # EXPLAIN shows a "vector search" node when the vector index serves the query.
+        return any("vector search" in line for line in plan)
+
+    def index_bytes(self, db, table, index_name: str) -> tuple[int | None, str | None]:
+        # Range statistics of the index's span (SHOW RANGES ... WITH DETAILS: admin or ZONECONFIG).
+        query = sql.SQL(
+            "SELECT sum((span_stats->>'live_bytes')::INT8)::INT8 FROM [SHOW RANGES FROM INDEX {}@{} WITH DETAILS]"
+        ).format(table.ident, sql.Identifier(index_name))
+        try:
+            return db.fetchone(query)[0], None
+        except Exception as exc:  # noqa: BLE001 - a privilege or a version without span_stats
+            return None, f"index size unavailable: {exc}"
+
+    def vector_bytes_note(self) -> str | None:
+        return "CockroachDB keeps no per-column sizes: the vectors are part of the table's primary index"
 
     def search_mode(self, spec: SearchSpec) -> str:
         """The vector index serves only filters that pin every prefix column (cockroach #146145)."""

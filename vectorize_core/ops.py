@@ -30,6 +30,8 @@ class ColumnStatus:
     vector_bytes: int | None
     index_bytes: int | None
     problem: str | None = None  # a renamed or dropped source, a broken trigger: and the repair
+    index_serves_search: bool | None = None  # from the plan of a probe search (None: no index)
+    sizes_note: str | None = None  # why a size is null
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -89,6 +91,8 @@ def column_status(db: Database, info: Table, vector_column: str, meta: dict, tri
     index, _ = recorded_index_names(info, vector_column, meta)
     index = index if db.index_exists(info, index) else None
     trouble = tracking.problem(db, info, vector_column, meta, triggers)
+    index_bytes, index_note = db.dialect.index_bytes(db, info, index) if index else (None, None)
+    notes = [n for n in (db.dialect.vector_bytes_note(), index_note) if n]
     return ColumnStatus(
         table=info.display,
         column=",".join(c or "?" for c in sources),
@@ -104,20 +108,22 @@ def column_status(db: Database, info: Table, vector_column: str, meta: dict, tri
         index=index,
         tracking=bool(meta.get("track_changes")) and trouble is None and tracked_by_trigger(vector_column, triggers),
         vector_bytes=int(vector_bytes) if vector_bytes is not None else None,
-        index_bytes=relation_bytes(db, info, index),
+        index_bytes=index_bytes,
         problem=trouble,
+        index_serves_search=index_verdict(db, info, vector_column) if index and None not in sources else None,
+        sizes_note="; ".join(notes) or None,
     )
+
+
+def index_verdict(db: Database, info: Table, vector_column: str) -> bool:
+    """Whether the engine's plan for a plain search of this column uses its vector index."""
+    from .search import explain
+
+    return explain(db, table=info.name, schema=info.schema, vector_column=vector_column).uses_index
 
 
 def tracked_by_trigger(vector_column: str, triggers: dict) -> bool:
     return names.trigger_name(vector_column) in triggers or tracking.LEGACY_TRIGGER in triggers
-
-
-def relation_bytes(db: Database, info: Table, index: str | None) -> int | None:
-    query = db.dialect.relation_bytes()
-    if index is None or query is None:
-        return None
-    return db.fetchone(query, (db.as_string(sql.Identifier(info.schema, index)),))[0]
 
 
 @dataclass

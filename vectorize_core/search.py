@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from psycopg import sql
 
 from .db import Database
-from .dialects import BEAM_SIZE_RANGE, SearchSpec, vector_literal
+from .dialects import BEAM_SIZE_RANGE, OVERFETCH, SearchSpec, vector_literal
 from .errors import BadInput, DatabaseError, DimensionMismatch, EncoderError
 from .filters import BadFilter, compile_filter, parse_filter
 from .target import SearchTarget, load_encoder, resolve_for_search
@@ -24,6 +25,7 @@ class SearchResult:
     extra_columns: list[str] = field(default_factory=list)
     mode: str = "index"  # how the rows were ranked: index, exact, prefix or overfetch
     distance_key: str = "distance"  # 'vectorize_distance' when the table has a column 'distance'
+    notice: str | None = None  # when the vector index did not serve the search, and why
 
 
 def output_columns(target: SearchTarget, show: list[str] | None) -> list[str]:
@@ -148,7 +150,7 @@ def parse_query_vector(text: str) -> np.ndarray:
     return vector
 
 
-def search(
+def prepare(
     db: Database,
     text: str | None = None,
     *,
@@ -164,12 +166,14 @@ def search(
     show: list[str] | None = None,
     ef_search: int | None = None,
     beam_size: int | None = None,
-) -> SearchResult:
-    """The k rows nearest to text (encoded with the column's recorded model) or to query_vector,
-    among the rows matching the ``where`` filter document (see filters.py)."""
+    follower_read: bool = False,
+    probe: bool = False,
+) -> tuple[SearchTarget, SearchSpec, np.ndarray]:
+    """The column, the ranked query's spec and the query vector, all checked before any query
+    runs. ``probe`` allows neither text nor vector (a plan check): a unit vector stands in."""
     if k < 1:
         raise BadInput("k must be at least 1")
-    if (text is None) == (query_vector is None):
+    if text is not None and query_vector is not None or (text is None and query_vector is None and not probe):
         raise BadInput("give either a query text or --query-vector")
     if isinstance(query_vector, str):
         query_vector = parse_query_vector(query_vector)
@@ -178,8 +182,14 @@ def search(
     )
     # Everything the user wrote is checked before the model loads or any query runs.
     spec = search_spec(db, target, k, where=where, exact=exact, show=show, ef_search=ef_search, beam_size=beam_size)
+    if follower_read:
+        db.dialect.check_follower_read()
+        spec.follower_read = True
     dimension = spec.dimension
-    if query_vector is None:
+    if text is None and query_vector is None:
+        vector = np.zeros(dimension, dtype=np.float32)
+        vector[0] = 1.0
+    elif query_vector is None:
         if target.metadata.get("external"):
             label = f" ({target.metadata['label']})" if target.metadata.get("label") else ""
             raise BadInput(
@@ -197,7 +207,52 @@ def search(
                 f"the query vector has {vector.size} dimensions but {target.display} holds {dimension}"
             )
     check_query_vector(vector, spec.metric)
+    return target, spec, vector
+
+
+def search(db: Database, text: str | None = None, **options) -> SearchResult:
+    """The k rows nearest to text (encoded with the column's recorded model) or to query_vector,
+    among the rows matching the ``where`` filter document (see filters.py).
+
+    Options: query_vector, k, table, schema, column, vector_column, metric (which column), where,
+    exact, show, ef_search, beam_size, follower_read (CockroachDB: served by the nearest replica,
+    a few seconds stale). The result's ``notice`` says when the vector index did not serve it."""
+    target, spec, vector = prepare(db, text, **options)
     return run_search(db, target, spec, vector)
+
+
+@dataclass
+class Explained:
+    target: SearchTarget
+    plan: list[str]
+    uses_index: bool
+    verdict: str  # one line: whether the vector index serves the search, and if not why
+
+
+def explain(db: Database, text: str | None = None, **options) -> Explained:
+    """The engine's plan for a search (with or without a query: a unit vector stands in) and
+    whether the vector index serves it: on PostgreSQL an index scan on the HNSW index, on
+    CockroachDB a vector search node."""
+    target, spec, vector = prepare(db, text, probe=True, **options)
+    query, params = db.dialect.search_statement(spec, vector_literal(vector))
+    settings = db.dialect.search_settings(spec)
+
+    def run(conn):
+        with conn.transaction():
+            for statement, setting_params in settings:
+                conn.execute(statement, setting_params)
+            return [row[0] for row in conn.execute(sql.SQL("EXPLAIN ") + query, params).fetchall()]
+
+    plan = db.run(run)
+    index = target.index_name
+    uses = db.dialect.plan_uses_index(plan, index)
+    if uses:
+        verdict = f"the vector index {index} serves this search"
+    elif not db.index_exists(target.table, index):
+        verdict = f"NOT served by a vector index: {target.display} has none (yet)"
+    else:
+        verdict = f"NOT served by the vector index {index}: the plan ranks the rows without it"
+    return Explained(target, plan, uses, verdict)
 
 
 def check_query_vector(vector: np.ndarray, metric: str) -> None:
@@ -208,13 +263,24 @@ def check_query_vector(vector: np.ndarray, metric: str) -> None:
 
 def run_search(db: Database, target: SearchTarget, spec: SearchSpec, vector: np.ndarray) -> SearchResult:
     literal = vector_literal(vector)
+    asked = spec.mode
     rows = ranked_rows(db, spec, literal)
+    notice = None
     if len(rows) < spec.k and spec.mode != "exact":
         # The approximate path found fewer than k rows (a filter, NULL vectors ranked first by a
         # plan without the index): rank exactly, so that whenever k rows have vectors (and match),
         # k rows come back.
         spec.mode = "exact"
         rows = ranked_rows(db, spec, literal)
+        if len(rows) > 0:
+            notice = f"the vector index gave fewer than {spec.k} rows; every matching row was ranked exactly"
+    if asked != "exact" and not db.index_exists(target.table, target.index_name):
+        notice = f"{target.display} has no vector index (yet): every row was ranked exactly"
+    elif asked == "overfetch":
+        notice = (
+            f"the filter does not pin the vector index's prefix columns: it was applied to the "
+            f"{spec.k * OVERFETCH} nearest rows the index gave"
+        )
     names = [*spec.columns, spec.distance_name]
     return SearchResult(
         target=target,
@@ -224,6 +290,7 @@ def run_search(db: Database, target: SearchTarget, spec: SearchSpec, vector: np.
         extra_columns=[n for n in names[:-1] if n not in (*target.table.primary_key, *target.sources)],
         mode=spec.mode,
         distance_key=spec.distance_name,
+        notice=notice,
     )
 
 

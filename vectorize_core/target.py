@@ -400,6 +400,10 @@ class SearchTarget:
     metadata: dict
 
     @property
+    def index_name(self) -> str:
+        return self.metadata.get("index") or index_name_for(self.table.name, self.vector_column)
+
+    @property
     def sources(self) -> list[str]:
         """The source columns by their current names (a renamed column is followed)."""
         current = current_sources(self.table, self.metadata)
