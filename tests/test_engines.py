@@ -75,3 +75,47 @@ def test_injected_retry_errors_are_retried(run_cli, engine_url, engine_conn, wor
     result = run_cli("encode", "--url", url, "-t", "t", "-c", "body", "-m", "words", "--batch-size", "10")
     assert result.exit_code == 0, result.output
     assert engine_conn.execute("SELECT count(body_vector) FROM t").fetchone()[0] == 30
+
+
+def test_what_only_a_live_server_settles(run_cli, engine_url, engine_conn, words):
+    """The audit's open questions (docs/cockroachdb-sql-audit.md): the vector index serves a search
+    planned without null_ordered_last; status sees the index (pg_indexes) and the trigger (SHOW
+    TRIGGERS / pg_trigger); a BEFORE UPDATE trigger under UPDATE ... FROM unnest(...); CHAR(n)
+    under the conditional write; the import staging table (CREATE TABLE AS) of a rowid table."""
+    engine_conn.execute("CREATE TABLE t (id INT PRIMARY KEY, body CHAR(24), title TEXT, views INT DEFAULT 0)")
+    engine_conn.execute(
+        "INSERT INTO t (id, body, title) SELECT g, 'w ' || (g % 7)::TEXT, NULL FROM generate_series(1, 300) g"
+    )
+    base = ("encode", "--url", engine_url, "-t", "t", "-c", "body", "-c", "title", "-m", "words")
+    result = run_cli(*base, "--track-changes")
+    assert result.exit_code == 0, result.output
+    assert "Encoded 300 rows" in result.stdout  # char(n) and an all-NULL second column
+    explained = run_cli("search", "--url", engine_url, "w 3", "--explain")
+    assert explained.exit_code == 0, explained.output
+    assert "serves this search" in explained.stdout.splitlines()[-1], explained.stdout
+    (column,) = json.loads(run_cli("status", "--url", engine_url, "--json").stdout)
+    assert column["index"] and column["tracking"] is True and column["index_serves_search"] is True
+    assert column["problem"] is None
+
+    engine_conn.execute("UPDATE t SET views = views + 1 WHERE id <= 10")
+    assert engine_conn.execute("SELECT count(*) FROM t WHERE body_vector IS NULL").fetchone()[0] == 0
+    engine_conn.execute("UPDATE t SET body = 'edited' WHERE id = 1")
+    assert engine_conn.execute("SELECT body_vector IS NULL FROM t WHERE id = 1").fetchone()[0]
+    assert "Encoded 1 rows" in run_cli(*base).stdout
+
+    found = run_cli("search", "--url", engine_url, "w 3", "-k", "5", "--where", '{"views": 1}', "--json")
+    assert found.exit_code == 0 and len(json.loads(found.stdout)) == 5
+
+    engine_conn.execute("CREATE TABLE loose2 (body TEXT)")
+    engine_conn.execute("INSERT INTO loose2 VALUES ('a'), ('b c')")
+    key = "rowid" if is_crdb(engine_conn) else None
+    if key:
+        keys = [r[0] for r in engine_conn.execute("SELECT rowid FROM loose2 ORDER BY rowid")]
+        lines = "".join(json.dumps({"rowid": k, "vector": [1.0, 2.0, 3.0]}) + "\n" for k in keys)
+        import tempfile
+
+        with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
+            f.write(lines)
+        imported = run_cli("import-vectors", "--url", engine_url, "-t", "loose2", "-c", "body", "--file", f.name)
+        assert imported.exit_code == 0, imported.output
+        assert engine_conn.execute("SELECT count(body_vector) FROM loose2").fetchone()[0] == 2
