@@ -157,6 +157,8 @@ def list_models(name, as_json):
     help="Take over an existing vector column vectorize did not make: keep its vectors, record them as --model's.",
 )  # fmt: skip
 @click.option("--reencode", is_flag=True, help="Clear every vector of the column and encode all rows again.")
+@click.option("--fulltext", is_flag=True, help="Also add a generated full-text (tsvector) column and its index.")
+@click.option("--language", metavar="CONFIG", help="Text search configuration of --fulltext  [default: english]")
 @click.option("--follow", is_flag=True, help="Keep running: encode new and changed rows as they come.")
 @click.option(
     "--max-idle",
@@ -170,8 +172,8 @@ def list_models(name, as_json):
 @click.option("--limit", type=click.IntRange(min=0), help="Encode at most this many rows in this run.")
 @click.option("--dry-run", is_flag=True, help="Print the SQL it would run; change nothing.")
 def encode(url, table, schema, columns, model, vector_column, metric, prefix, query_prefix, backend, dimension,
-           on_error, prefix_columns, track_changes, adopt, reencode, follow, max_idle, shard, batch_size, limit,
-           dry_run):  # fmt: skip
+           on_error, prefix_columns, track_changes, adopt, reencode, fulltext, language, follow, max_idle, shard,
+           batch_size, limit, dry_run):  # fmt: skip
     """Add, fill and index a vector column for a text column.
 
     Only rows whose vector is NULL and whose text is not are encoded, so a rerun continues
@@ -184,6 +186,7 @@ def encode(url, table, schema, columns, model, vector_column, metric, prefix, qu
       vectorize.py encode -t passage -c passage --track-changes --follow
       vectorize.py encode -t passage -c passage --shard 1/4      # on machine 1 of 4
       vectorize.py encode -t passage -c passage --adopt -m minilm  # keep vectors made elsewhere
+      vectorize.py encode -t passage -c passage --fulltext          # and full text, for search --hybrid
       vectorize.py encode -t article -c title -c body -m st:intfloat/e5-small-v2 \\
           --prefix "passage: " --query-prefix "query: "
     """
@@ -212,6 +215,8 @@ def encode(url, table, schema, columns, model, vector_column, metric, prefix, qu
             prefix_columns=prefix_columns,
             adopt=adopt,
             reencode=reencode,
+            fulltext=fulltext,
+            language=language,
             shard=shard,
             batch_size=batch_size,
             limit=limit,
@@ -303,6 +308,8 @@ def encode_summary(result) -> str:
         parts.append(f"{result.blank} rows with only empty or whitespace text skipped")
     if result.truncated:
         parts.append(f"{result.truncated} rows were longer than the model reads and were truncated")
+    if result.fulltext_added:
+        parts.append(f"full text in {t.fulltext['column']} ({t.fulltext['language']}), for search --hybrid")
     if result.tracking_installed:
         parts.append(f"change tracking is on: a trigger re-queues rows whose {sources} changes")
     if result.index_created:
@@ -398,8 +405,20 @@ class progress_reporter:
 )  # fmt: skip
 @click.option("--emit-sql", is_flag=True, help="Print the parameterised search query for application code.")
 @click.option("--explain", is_flag=True, help="Print the engine's plan and whether the vector index serves it.")
+@click.option("--hybrid", is_flag=True, help="Fuse the vector ranking with full text (needs encode --fulltext).")
+@click.option(
+    "--fusion-k", type=click.FloatRange(min=0, min_open=True), default=60, show_default=True,
+    help="Hybrid: the reciprocal rank fusion constant.",
+)  # fmt: skip
+@click.option(
+    "--dense-weight", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Hybrid: vector leg weight."
+)
+@click.option(
+    "--text-weight", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Hybrid: full-text leg weight."
+)
 def search(url, query, table, schema, column, vector_column, k, as_json, metric, query_vector, where, exact, show,
-           ef_search, beam_size, follower_read, emit_sql, explain):  # fmt: skip
+           ef_search, beam_size, follower_read, emit_sql, explain, hybrid, fusion_k, dense_weight,
+           text_weight):  # fmt: skip
     """Find the rows nearest in meaning to QUERY.
 
     Uses the only vectorized column in the database unless --table/--column say which; the
@@ -413,19 +432,20 @@ def search(url, query, table, schema, column, vector_column, k, as_json, metric,
       vectorize.py search --emit-sql --table passage
       vectorize.py search "a sentence" --explain
       vectorize.py search "a sentence" --follower-read      # CockroachDB
+      vectorize.py search "error 40001 on commit" --hybrid --where '{"lang": "en"}'
     """
     from vectorize_core import connect
     from vectorize_core import search as core
 
     if query is None and query_vector is None and not (emit_sql or explain):
         raise click.UsageError("Missing argument 'QUERY' (or --query-vector).")
-    if query is not None and query_vector is not None:
-        raise click.UsageError("Give QUERY or --query-vector, not both.")
+    if query is not None and query_vector is not None and not hybrid:
+        raise click.UsageError("Give QUERY or --query-vector, not both (both go together only with --hybrid).")
     choose = dict(table=table, schema=schema, column=column, vector_column=vector_column, metric=metric)
     shown = [c.strip() for c in show.split(",") if c.strip()] if show else None
     with connect(url) as db:
         if emit_sql:
-            click.echo(core.emit_sql(db, where=where, exact=exact, **choose))
+            click.echo(core.emit_sql(db, where=where, exact=exact, hybrid=hybrid, **choose))
             return
         options = dict(
             query_vector=query_vector, k=k, where=where, exact=exact, show=shown, ef_search=ef_search,
@@ -437,6 +457,8 @@ def search(url, query, table, schema, column, vector_column, k, as_json, metric,
                 click.echo(line)
             click.echo(f"-- {explained.verdict}")
             return
+        if hybrid:
+            options.update(hybrid=True, fusion_k=fusion_k, weights=(dense_weight, text_weight))
         result = core.search(db, query, **options)
     if result.notice:
         click.echo(f"Note: {result.notice}", err=True)
@@ -447,7 +469,12 @@ def search(url, query, table, schema, column, vector_column, k, as_json, metric,
         key = ", ".join(f"{c}={cell(row[c])}" for c in result.key_columns)
         text = " ".join(" ".join(cell(row[c]) for c in result.text_columns).split())
         extra = "".join(f"  {c}={cell(row[c])}" for c in result.extra_columns)
-        click.echo(f"{rank:>3}  {row[result.distance_key]:.4f}  {key}{extra}  {snippet(text)}")
+        if result.score_key:
+            dense, words = (cell(row[k]) or "-" for k in result.rank_keys)
+            measure = f"{row[result.score_key]:.4f}  (vector #{dense}, text #{words})"
+        else:
+            measure = f"{row[result.distance_key]:.4f}"
+        click.echo(f"{rank:>3}  {measure}  {key}{extra}  {snippet(text)}")
 
 
 @cli.command("import-vectors")

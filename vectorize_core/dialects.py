@@ -7,7 +7,7 @@ folder); the statements produced here are pinned by tests/test_dialects.py.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from psycopg import sql
@@ -86,6 +86,15 @@ class SearchSpec:
     @property
     def alias(self) -> sql.Identifier:
         return sql.Identifier(self.distance_name)
+
+
+def fulltext_document(language: str, sources: list[str]) -> sql.Composed:
+    # Immutable, as a generated column needs: || of texts (concat_ws is only stable), a literal
+    # configuration, casts of string-category types to text.
+    parts = sql.SQL(" || ' ' || ").join(
+        sql.SQL("coalesce(CAST({} AS text), '')").format(sql.Identifier(c)) for c in sources
+    )
+    return sql.SQL("to_tsvector({}, {})").format(sql.Literal(language), parts)
 
 
 def watched_changed(watched: list[str]) -> sql.Composed:
@@ -316,6 +325,35 @@ class Dialect:
     def write_vectors_value(self, column: sql.Composable) -> sql.Composable:
         return column
 
+    # -- full text (hybrid search) -----------------------------------------------------------
+
+    def fulltext_column(self, table: sql.Composable, column: str, language: str, sources: list[str]) -> sql.Composed:
+        """A stored generated tsvector of the source text: rows inserted or edited are searchable
+        by their new words at once, with no trigger and no second fill."""
+        return sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {} GENERATED ALWAYS AS ({}) STORED").format(
+            table, sql.Identifier(column), sql.SQL(self.tsvector_type), fulltext_document(language, sources)
+        )
+
+    tsvector_type = "tsvector"
+
+    def check_text_language(self, db, language: str) -> None:
+        if db.fetchone("SELECT 1 FROM pg_catalog.pg_ts_config WHERE cfgname = %s", (language,)) is None:
+            known = ", ".join(r[0] for r in db.fetchall("SELECT cfgname FROM pg_catalog.pg_ts_config ORDER BY 1"))
+            raise UnsupportedByEngine(f"--language {language!r} is not a text search configuration here: {known}")
+
+    def fulltext_index(self, table: sql.Composable, name: str, column: str) -> sql.Composed:
+        return sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING gin ({})").format(
+            sql.Identifier(name), table, sql.Identifier(column)
+        )
+
+    def text_query(self, language: str) -> sql.Composed:
+        """The query text (one placeholder) as a tsquery of its words OR-ed: plainto_tsquery's
+        normalisation (stemming, stop words), with '&' turned to '|' so that a document matching
+        some of the words ranks, as it does for BM25. Cast back without normalising again."""
+        return sql.SQL("CAST(replace(CAST(plainto_tsquery({}, %s) AS text), '&', '|') AS tsquery)").format(
+            sql.Literal(language)
+        )
+
     def search_settings(self, spec: SearchSpec) -> list[tuple[sql.Composable, tuple]]:
         """Settings local to the search's own transaction (set_config(..., true) is SET LOCAL), so
         nothing leaks into a library user's later statements."""
@@ -348,6 +386,87 @@ class Dialect:
 
     def search_mode(self, spec: SearchSpec) -> str:
         return "index" if self.index_type(spec.dimension) else "exact"
+
+    def text_ranking(self, spec: SearchSpec, fulltext: dict, text: str, candidates: int) -> tuple[sql.Composed, list]:
+        """Keys of the rows matching the query's words and the filter, ranked by ts_rank, with
+        their rank; at most candidates. The tsquery is written out where it is used (not joined
+        from a subquery) so that the planner sees a constant and uses the GIN index."""
+        t_keys = sql.SQL(", ").join(sql.Identifier("t", k) for k in spec.keys)
+        tsv = sql.Identifier("t", fulltext["column"])
+        tsquery = self.text_query(fulltext["language"])
+        where = sql.SQL("{} @@ {}").format(tsv, tsquery)
+        if spec.filter is not None:
+            where = sql.SQL("{} AND {}").format(where, spec.filter)
+        query = sql.SQL(
+            "SELECT {keys}, row_number() OVER (ORDER BY ts_rank({tsv}, {tsquery}) DESC, {keys}) AS vectorize_rank"
+            " FROM {table} AS t WHERE {where} ORDER BY vectorize_rank LIMIT %s"
+        ).format(keys=t_keys, tsv=tsv, tsquery=tsquery, table=spec.table, where=where)
+        return query, [text, text, *spec.filter_params, candidates]
+
+    def hybrid_statement(
+        self,
+        spec: SearchSpec,
+        query_vector: str,
+        text: str,
+        fulltext: dict,
+        *,
+        candidates: int,
+        fusion_k: float,
+        weights: tuple[float, float],
+        names: dict[str, str],
+    ) -> tuple[sql.Composed, list]:
+        """Reciprocal rank fusion of the vector leg and the full-text leg, each ranked through its
+        own index with the filter, each at most candidates rows: score = w_dense / (fusion_k +
+        dense rank) + w_text / (fusion_k + text rank), a leg that misses a row adding nothing.
+        ``names`` gives the output names of score, dense_rank, text_rank and distance."""
+        keys = [sql.Identifier(k) for k in spec.keys]
+        dense_spec = replace(spec, columns=list(spec.keys), k=candidates)
+        dense_query, dense_params = self.search_statement(dense_spec, query_vector)
+        text_query, text_params = self.text_ranking(spec, fulltext, text, candidates)
+        either = sql.SQL(", ").join(sql.SQL("coalesce(dense.{0}, sparse.{0}) AS {0}").format(k) for k in keys)
+        same = sql.SQL(" AND ").join(sql.SQL("dense.{0} = sparse.{0}").format(k) for k in keys)
+        back = sql.SQL(" AND ").join(sql.SQL("t.{0} = fused.{0}").format(k) for k in keys)
+        out = {name: sql.Identifier(alias) for name, alias in names.items()}
+        query = sql.SQL(
+            "WITH dense AS (SELECT {d_keys}, d.{alias} AS vectorize_distance,"
+            " row_number() OVER (ORDER BY d.{alias}) AS vectorize_rank FROM ({dense_query}) AS d),"
+            " sparse AS ({text_query})"
+            " SELECT {select}, fused.vectorize_score AS {score}, fused.dense_rank AS {dense_rank},"
+            " fused.text_rank AS {text_rank}, fused.vectorize_distance AS {distance}"
+            " FROM (SELECT {either}, dense.vectorize_rank AS dense_rank, sparse.vectorize_rank AS text_rank,"
+            " dense.vectorize_distance,"
+            " coalesce(CAST(%s AS float8) / (CAST(%s AS float8) + dense.vectorize_rank), 0)"
+            " + coalesce(CAST(%s AS float8) / (CAST(%s AS float8) + sparse.vectorize_rank), 0) AS vectorize_score"
+            " FROM dense FULL OUTER JOIN sparse ON {same}) AS fused"
+            " JOIN {table} AS t ON {back}"
+            " ORDER BY fused.vectorize_score DESC, fused.dense_rank, fused.text_rank LIMIT %s"
+        ).format(
+            d_keys=sql.SQL(", ").join(sql.SQL("d.{}").format(k) for k in keys),
+            alias=spec.alias,
+            dense_query=dense_query,
+            text_query=text_query,
+            select=sql.SQL(", ").join(spec.select),
+            either=either,
+            same=same,
+            back=back,
+            table=spec.table,
+            **out,
+        )
+        params = [*dense_params, *text_params, weights[0], fusion_k, weights[1], fusion_k, spec.k]
+        return query, params
+
+    def text_statement(
+        self, spec: SearchSpec, text: str, fulltext: dict, names: dict[str, str]
+    ) -> tuple[sql.Composed, list]:
+        """The full-text leg alone (eval compares it with the others)."""
+        keys = [sql.Identifier(k) for k in spec.keys]
+        text_query, text_params = self.text_ranking(spec, fulltext, text, spec.k)
+        back = sql.SQL(" AND ").join(sql.SQL("t.{0} = sparse.{0}").format(k) for k in keys)
+        query = sql.SQL(
+            "WITH sparse AS ({}) SELECT {}, sparse.vectorize_rank AS {} FROM sparse JOIN {} AS t ON {}"
+            " ORDER BY sparse.vectorize_rank"
+        ).format(text_query, sql.SQL(", ").join(spec.select), sql.Identifier(names["text_rank"]), spec.table, back)
+        return query, text_params
 
     def check_follower_read(self) -> None:
         raise UnsupportedByEngine("--follower-read is a CockroachDB feature; PostgreSQL reads the primary")
@@ -527,6 +646,23 @@ class CockroachDialect(Dialect):
 
     def check_follower_read(self) -> None:
         pass
+
+    tsvector_type = "TSVECTOR"
+
+    def check_text_language(self, db, language: str) -> None:
+        pass  # CockroachDB's configurations are built in; an unknown one fails the ADD COLUMN
+
+    def fulltext_column(self, table: sql.Composable, column: str, language: str, sources: list[str]) -> sql.Composed:
+        # A stored computed column (CockroachDB spells it AS (...) STORED).
+        return sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} TSVECTOR AS ({}) STORED").format(
+            table, sql.Identifier(column), fulltext_document(language, sources)
+        )
+
+    def fulltext_index(self, table: sql.Composable, name: str, column: str) -> sql.Composed:
+        # GIN on tsvector is an inverted index (v23.1+).
+        return sql.SQL("CREATE INVERTED INDEX IF NOT EXISTS {} ON {} ({})").format(
+            sql.Identifier(name), table, sql.Identifier(column)
+        )
 
     def plan_uses_index(self, plan: list[str], index_name: str) -> bool:
         # EXPLAIN shows a "vector search" node when the vector index serves the query.

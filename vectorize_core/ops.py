@@ -32,6 +32,7 @@ class ColumnStatus:
     problem: str | None = None  # a renamed or dropped source, a broken trigger: and the repair
     index_serves_search: bool | None = None  # from the plan of a probe search (None: no index)
     sizes_note: str | None = None  # why a size is null
+    fulltext: dict | None = None  # --fulltext: {"column", "index", "language"}
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -112,6 +113,7 @@ def column_status(db: Database, info: Table, vector_column: str, meta: dict, tri
         problem=trouble,
         index_serves_search=index_verdict(db, info, vector_column) if index and None not in sources else None,
         sizes_note="; ".join(notes) or None,
+        fulltext=meta.get("fulltext"),
     )
 
 
@@ -184,6 +186,15 @@ def plan_drop(
         if db.index_exists(info, name):
             statements.append(sql.SQL("DROP INDEX {}").format(sql.Identifier(info.schema, name)))
     statements.append(sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(info.ident, sql.Identifier(vector_column)))
+    fulltext = meta.get("fulltext")
+    shared = any(
+        (c.metadata or {}).get("fulltext") == fulltext for c in info.columns.values() if c.name != vector_column
+    )
+    if fulltext and not shared and fulltext["column"] in info.columns:
+        # Its GIN index goes with it.
+        statements.append(
+            sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(info.ident, sql.Identifier(fulltext["column"]))
+        )
     return DropPlan(info, vector_column, list(meta["source"]), statements)
 
 

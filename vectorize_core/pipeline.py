@@ -48,6 +48,7 @@ class EncodeResult:
     pending_elsewhere: int = 0  # --shard: rows other shards still have to do (index not built yet)
     tracking_installed: bool = False  # this run (re)installed the change-tracking trigger
     cleared: int = 0  # --reencode: vectors cleared before the fill
+    fulltext_added: bool = False  # --fulltext made the tsvector column this run
     statements: list[str] = field(default_factory=list)  # --dry-run only
 
     @property
@@ -58,6 +59,7 @@ class EncodeResult:
             and not self.index_created
             and not self.tracking_installed
             and not self.cleared
+            and not self.fulltext_added
         )
 
     @property
@@ -242,11 +244,18 @@ def encode_chunk(encoder, target: VectorTarget, texts: list[str]) -> np.ndarray:
 
 
 def column_statements(db: Database, target: VectorTarget) -> list[sql.Composable]:
-    """DDL that makes the vector column exist with its metadata (empty when it already does)."""
+    """DDL that makes the vector column (and the full-text column) exist with its metadata (empty
+    when they already do)."""
     dialect = db.dialect
     statements = []
     if not target.column_exists:
         statements.append(dialect.add_vector_column(target.table.ident, target.vector_column, target.dimension))
+    if target.fulltext and target.fulltext["column"] not in target.table.columns:
+        statements.append(
+            dialect.fulltext_column(
+                target.table.ident, target.fulltext["column"], target.fulltext["language"], list(target.sources)
+            )
+        )
     if target.needs_comment:
         statements.append(dialect.comment_on_column(target.table.ident, target.vector_column, target.metadata_json()))
     return statements
@@ -264,6 +273,13 @@ def named_indexes(db: Database, target: VectorTarget, queries: FillQueries) -> l
             target.pending_index_name,
         )
     ]
+    if target.fulltext:
+        indexes.append(
+            (
+                db.dialect.fulltext_index(target.table.ident, target.fulltext["index"], target.fulltext["column"]),
+                target.fulltext["index"],
+            )
+        )
     if target.index_type is not None:
         statement = db.dialect.create_index(
             target.table.ident,
@@ -355,6 +371,8 @@ def encode(
     prefix_columns: list[str] | tuple[str, ...] = (),
     adopt: bool = False,
     reencode: bool = False,
+    fulltext: bool = False,
+    language: str | None = None,
     shard: tuple[int, int] | None = None,
     batch_size: int | None = None,
     limit: int | None = None,
@@ -373,6 +391,8 @@ def encode(
     the rows it refuses pending and goes on. ``track_changes`` installs the trigger that resets a
     vector when its text changes. ``adopt`` takes over an existing vector column vectorize did
     not make, keeping its vectors; ``reencode`` clears every vector of the column first.
+    ``fulltext`` also adds a generated tsvector of the text (``language``: its text search
+    configuration, default english) and its index, for hybrid search.
     ``shard=(i, n)`` encodes shard i of n (1-based). ``follow`` keeps polling for pending rows
     until ``stop`` is set or nothing was written for ``max_idle`` seconds;
     ``on_round(written, result)`` is called after every poll that wrote rows. Setting ``stop``
@@ -398,6 +418,8 @@ def encode(
         prefix_columns=prefix_columns,
         adopt=adopt,
         reencode=reencode,
+        fulltext=fulltext,
+        language=language,
     )
     queries = FillQueries(target, db.dialect, shard)
     page_size = batch_size or db.dialect.default_batch_size
@@ -420,6 +442,7 @@ def encode(
     for statement in column_statements(db, target):
         run_ddl(db, statement)
     result.column_created = not target.column_exists
+    result.fulltext_added = bool(target.fulltext) and target.fulltext["column"] not in target.table.columns
     if target.reencode:
         result.cleared = db.command(clear_vectors(target), retry=True)
     if target.track_changes:
@@ -446,6 +469,7 @@ def encode(
 
 def indexes_exist(db: Database, target: VectorTarget) -> bool:
     names = [target.pending_index_name] + ([target.index_name] if target.index_type else [])
+    names += [target.fulltext["index"]] if target.fulltext else []
     return all(db.index_exists(target.table, name) for name in names)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,8 @@ class SearchResult:
     mode: str = "index"  # how the rows were ranked: index, exact, prefix or overfetch
     distance_key: str = "distance"  # 'vectorize_distance' when the table has a column 'distance'
     notice: str | None = None  # when the vector index did not serve the search, and why
+    score_key: str | None = None  # hybrid: the fused score
+    rank_keys: tuple[str, str] | None = None  # hybrid: each leg's rank (None where it missed the row)
 
 
 def output_columns(target: SearchTarget, show: list[str] | None) -> list[str]:
@@ -39,12 +41,18 @@ def output_columns(target: SearchTarget, show: list[str] | None) -> list[str]:
     return columns
 
 
-def distance_name(table) -> str:
-    """'distance', or a name no column of the table has: ORDER BY must not be ambiguous."""
-    name = "distance"
+def distance_name(table, name: str = "distance") -> str:
+    """name ('distance', 'score', ...), or a name no column of the table has: ORDER BY must not be
+    ambiguous, nor a result row hold two values under one name."""
     while name in table.columns:
         name = f"vectorize_{name}"
     return name
+
+
+# Hybrid search: reciprocal rank fusion's constant (as in the RRF paper and every hybrid
+# implementation since; eval --hybrid on NFCorpus measured it, see the README), candidates per leg.
+FUSION_K = 60
+HYBRID_CANDIDATES = 100
 
 
 def search_spec(
@@ -88,15 +96,26 @@ def pins_prefix_columns(doc: dict, prefix: list[str]) -> bool:
     return True
 
 
-def emit_sql(db: Database, *, where=None, exact=False, **choose) -> str:
+def emit_sql(db: Database, *, where=None, exact=False, hybrid=False, **choose) -> str:
     """The search query for application code, with its parameters explained."""
     target = resolve_for_search(db, **choose)
     meta = target.metadata
     spec = search_spec(db, target, 10, where=where, exact=exact)
-    query, params = db.dialect.search_statement(spec, "<query vector>")
+    if hybrid:
+        if not meta.get("fulltext"):
+            raise BadInput(f"{target.display} has no full text for --hybrid: encode it with --fulltext")
+        query, params = db.dialect.hybrid_statement(
+            spec, "<query vector>", "<query text>", meta["fulltext"], candidates=HYBRID_CANDIDATES,
+            fusion_k=FUSION_K, weights=(1.0, 1.0), names=hybrid_names(target.table),
+        )  # fmt: skip
+        spec = replace(spec, k=HYBRID_CANDIDATES)
+    else:
+        query, params = db.dialect.search_statement(spec, "<query vector>")
     settings = [mogrify(db, stmt, p) for stmt, p in db.dialect.search_settings(spec)]
     prefix = f" (prefix {meta['query_prefix']!r})" if meta.get("query_prefix") else ""
-    described = ", ".join("the query vector" if p == "<query vector>" else repr(p) for p in params)
+    described = ", ".join(
+        p[1:-1].replace("query ", "the query ") if p in ("<query vector>", "<query text>") else repr(p) for p in params
+    )
     lines = [
         f"-- {db.dialect.name}: nearest rows of {target.display}, metric {meta['metric']}, model {meta['model']}",
         f"-- the query vector is text '[x1,...,x{meta['dimension']}]' from {meta['model']}{prefix}",
@@ -168,12 +187,18 @@ def prepare(
     beam_size: int | None = None,
     follower_read: bool = False,
     probe: bool = False,
+    hybrid: bool = False,
 ) -> tuple[SearchTarget, SearchSpec, np.ndarray]:
     """The column, the ranked query's spec and the query vector, all checked before any query
-    runs. ``probe`` allows neither text nor vector (a plan check): a unit vector stands in."""
+    runs. ``probe`` allows neither text nor vector (a plan check): a unit vector stands in.
+    ``hybrid`` needs the text (for the full-text leg) and takes a query vector beside it."""
     if k < 1:
         raise BadInput("k must be at least 1")
-    if text is not None and query_vector is not None or (text is None and query_vector is None and not probe):
+    if hybrid and text is None:
+        raise BadInput("--hybrid needs the query text (its words are searched in the full text)")
+    if text is not None and query_vector is not None and not hybrid:
+        raise BadInput("give either a query text or --query-vector")
+    if text is None and query_vector is None and not probe:
         raise BadInput("give either a query text or --query-vector")
     if isinstance(query_vector, str):
         query_vector = parse_query_vector(query_vector)
@@ -185,6 +210,12 @@ def prepare(
     if follower_read:
         db.dialect.check_follower_read()
         spec.follower_read = True
+    if hybrid and not target.metadata.get("fulltext"):
+        raise BadInput(
+            f"{target.display} has no full text for --hybrid: add it with "
+            f"`vectorize.py encode -t {target.table.display} {' '.join('-c ' + c for c in target.sources)} "
+            f"--vector-column {target.vector_column} -m {target.metadata.get('model')} --fulltext`"
+        )
     dimension = spec.dimension
     if text is None and query_vector is None:
         vector = np.zeros(dimension, dtype=np.float32)
@@ -210,15 +241,61 @@ def prepare(
     return target, spec, vector
 
 
-def search(db: Database, text: str | None = None, **options) -> SearchResult:
+def search(
+    db: Database,
+    text: str | None = None,
+    *,
+    hybrid: bool = False,
+    fusion_k: float = FUSION_K,
+    weights: tuple[float, float] = (1.0, 1.0),
+    **options,
+) -> SearchResult:
     """The k rows nearest to text (encoded with the column's recorded model) or to query_vector,
     among the rows matching the ``where`` filter document (see filters.py).
 
     Options: query_vector, k, table, schema, column, vector_column, metric (which column), where,
     exact, show, ef_search, beam_size, follower_read (CockroachDB: served by the nearest replica,
-    a few seconds stale). The result's ``notice`` says when the vector index did not serve it."""
-    target, spec, vector = prepare(db, text, **options)
+    a few seconds stale). The result's ``notice`` says when the vector index did not serve it.
+    ``hybrid`` fuses the vector ranking with a full-text ranking of the text's words (reciprocal
+    rank fusion: ``fusion_k``, and ``weights`` of the vector and text legs)."""
+    target, spec, vector = prepare(db, text, hybrid=hybrid, **options)
+    if hybrid:
+        return run_hybrid(db, target, spec, vector, text, fusion_k=fusion_k, weights=weights)
     return run_search(db, target, spec, vector)
+
+
+def hybrid_names(table) -> dict[str, str]:
+    return {n: distance_name(table, n) for n in ("score", "dense_rank", "text_rank", "distance")}
+
+
+def run_hybrid(db, target, spec, vector, text, *, fusion_k, weights, candidates=None) -> SearchResult:
+    if fusion_k <= 0 or min(weights) < 0:
+        raise BadInput("--fusion-k must be above 0 and the leg weights at least 0")
+    names = hybrid_names(target.table)
+    query, params = db.dialect.hybrid_statement(
+        spec,
+        vector_literal(vector),
+        text,
+        target.metadata["fulltext"],
+        candidates=max(candidates or HYBRID_CANDIDATES, spec.k),
+        fusion_k=fusion_k,
+        weights=weights,
+        names=names,
+    )
+    # The vector leg's settings (ef_search) are those of a search for all its candidates.
+    rows = run_ranked(db, replace(spec, k=max(candidates or HYBRID_CANDIDATES, spec.k)), query, params)
+    columns = [*spec.columns, names["score"], names["dense_rank"], names["text_rank"], names["distance"]]
+    return SearchResult(
+        target=target,
+        key_columns=list(target.table.primary_key),
+        text_columns=target.sources,
+        rows=[dict(zip(columns, row, strict=True)) for row in rows],
+        extra_columns=[n for n in spec.columns if n not in (*target.table.primary_key, *target.sources)],
+        mode="hybrid",
+        distance_key=names["distance"],
+        score_key=names["score"],
+        rank_keys=(names["dense_rank"], names["text_rank"]),
+    )
 
 
 @dataclass
@@ -296,6 +373,11 @@ def run_search(db: Database, target: SearchTarget, spec: SearchSpec, vector: np.
 
 def ranked_rows(db: Database, spec: SearchSpec, literal: str) -> list[tuple]:
     query, params = db.dialect.search_statement(spec, literal)
+    return run_ranked(db, spec, query, params)
+
+
+def run_ranked(db: Database, spec: SearchSpec, query, params) -> list[tuple]:
+    """Run a ranked query in its own transaction, with the search's local settings."""
     settings = db.dialect.search_settings(spec)
 
     def run(conn):

@@ -102,6 +102,7 @@ class VectorTarget:
     index_type: str | None = "vector"  # what the index holds: vector, halfvec, or None (too wide)
     watched: tuple[str, ...] = ()  # the columns whose change re-queues a row (--track-changes)
     reencode: bool = False  # clear every vector first
+    fulltext: dict | None = None  # {"column", "index", "language"}: the tsvector for hybrid search
 
     def __post_init__(self):
         # Targets built without chosen names (library callers) get the names earlier versions used.
@@ -147,6 +148,8 @@ class VectorTarget:
             record["track_changes"] = True
         if self.prefix_columns:
             record["prefix_columns"] = list(self.prefix_columns)
+        if self.fulltext:
+            record["fulltext"] = dict(self.fulltext)
         if self.model == "external":
             record["external"] = True
             if self.label:
@@ -171,6 +174,8 @@ def resolve_for_encode(
     prefix_columns: list[str] | tuple[str, ...] = (),
     adopt: bool = False,
     reencode: bool = False,
+    fulltext: bool = False,
+    language: str | None = None,
 ) -> tuple[VectorTarget, object]:
     """Validate an encode request; returns the target and its encoder. Changes nothing."""
     sources = (column,) if isinstance(column, str) else tuple(column)
@@ -232,8 +237,41 @@ def resolve_for_encode(
         index_type=db.dialect.index_type(dimension),
         watched=watched_columns(info, sources),
         reencode=reencode,
+        fulltext=resolve_fulltext(db, info, sources, meta, fulltext, language),
     )
     return target, encoder
+
+
+def resolve_fulltext(db: Database, info: Table, sources, meta: dict | None, wanted: bool, language: str | None):
+    """The full-text record: as recorded, or a new one when --fulltext asks; checked, not made."""
+    recorded = (meta or {}).get("fulltext")
+    if recorded:
+        if language and language != recorded["language"]:
+            raise ModelMismatch(
+                f"{info.display} has full text in {recorded['language']!r}; drop it to use {language!r}"
+            )
+        return recorded
+    if not wanted:
+        if language:
+            raise BadInput("--language goes with --fulltext")
+        return None
+    language = language or "english"
+    db.dialect.check_text_language(db, language)
+    for name in sources:
+        if info.columns[name].generated:
+            raise BadInput(
+                f"--fulltext: {name!r} is a generated column, which another generated column cannot read; "
+                "give the columns it is computed from"
+            )
+    for other in info.columns.values():
+        shared = (other.metadata or {}).get("fulltext")
+        if shared and current_sources(info, other.metadata) == list(sources):
+            return shared  # another vector column of the same text has it: one tsvector serves both
+    column = names.fit_identifier(sources[0], "_tsv")
+    if column in info.columns:
+        raise BadInput(f"--fulltext: {info.display} already has a column {column!r} that vectorize did not make")
+    index = free_index_name(db, info, column, "idx")
+    return {"column": column, "index": index, "language": language}
 
 
 def not_ours_message(info: Table, existing: Column, model: str) -> str:
