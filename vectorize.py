@@ -534,14 +534,19 @@ def import_vectors(url, table, schema, column, file, keys_file, vector_column, m
 @click.option("-k", "k", default=100, show_default=True, type=click.IntRange(min=10), help="Rows retrieved per query.")
 @click.option("--exact", is_flag=True, help="Rank exactly, without the vector index.")
 @click.option("--ef-search", type=click.IntRange(1, 1000), help="PostgreSQL: hnsw.ef_search  [default: 100]")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per vector column.")
-def eval_command(url, table, schema, column, queries, qrels, vector_columns, id_column, k, exact, ef_search, as_json):
+@click.option("--hybrid", is_flag=True, help="Also rank by full text alone and fused (needs encode --fulltext).")
+@click.option("--fusion-k", type=click.FloatRange(min=0, min_open=True), default=60, show_default=True,
+              help="Hybrid: the reciprocal rank fusion constant.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per vector column (and ranking).")
+def eval_command(url, table, schema, column, queries, qrels, vector_columns, id_column, k, exact, ef_search, hybrid,
+                 fusion_k, as_json):  # fmt: skip
     """Measure retrieval quality: NDCG@10, Recall@10/100, MRR@10, MAP@100 of each vector column
     on judged queries (BEIR or TREC files), and what the vector index costs against exact search.
 
     \b
     Example:
       vectorize.py eval --table nfcorpus --column doc --queries queries.jsonl --qrels qrels/test.tsv
+      vectorize.py eval --table nfcorpus --column doc --queries q.jsonl --qrels r.tsv --hybrid
     """
     from vectorize_core import connect
     from vectorize_core.evaluate import eval_columns
@@ -552,7 +557,7 @@ def eval_command(url, table, schema, column, queries, qrels, vector_columns, id_
         results = eval_columns(
             db, table=table, schema=schema, column=column, queries=queries, qrels=qrels,
             vector_columns=list(vector_columns) or None, id_column=id_column, k=k, exact=exact,
-            ef_search=ef_search, progress=progress,
+            ef_search=ef_search, hybrid=hybrid, fusion_k=fusion_k, progress=progress,
         )  # fmt: skip
     rows = [r.as_dict() for r in results]
     if as_json:
@@ -560,12 +565,13 @@ def eval_command(url, table, schema, column, queries, qrels, vector_columns, id_
         return
     metrics = ["ndcg@10", "recall@10", "recall@100", "mrr@10", "map@100"]
     table_rows = [
-        {"vector_column": r["vector_column"], "model": r["model"], "queries": r["queries"],
+        {"vector_column": r["vector_column"], "ranking": r["ranking"], "model": r["model"], "queries": r["queries"],
          **{m: f"{r[m]:.4f}" for m in metrics},
-         "index recall@10": "exact" if r["exact"] else f"{r['index_recall@10']:.3f}"}
+         "index recall@10": "exact" if r["exact"] else "" if r["index_recall@10"] is None
+         else f"{r['index_recall@10']:.3f}"}
         for r in rows
     ]  # fmt: skip
-    print_table(["vector_column", "model", "queries", *metrics, "index recall@10"], table_rows)
+    print_table(["vector_column", "ranking", "model", "queries", *metrics, "index recall@10"], table_rows)
     if rows and rows[0]["judged_queries_left_out"]:
         click.echo(
             f"Note: {rows[0]['judged_queries_left_out']} judged queries are not in {queries} and were left out.",

@@ -124,3 +124,35 @@ def test_unknown_language_is_refused_before_any_change(run_cli, url, conn, words
     )
     assert result.exit_code == 2 and "klingon" in result.stderr and "english" in result.stderr
     assert table_checksum(conn, "plain") == before
+
+
+def test_eval_hybrid_shows_dense_fulltext_and_hybrid_side_by_side(run_cli, url, docs, tmp_path):
+    queries = tmp_path / "q.jsonl"
+    queries.write_text(
+        json.dumps({"_id": "q1", "text": QUERY}) + "\n" + json.dumps({"_id": "q2", "text": "beef"}) + "\n"
+    )
+    qrels = tmp_path / "r.tsv"
+    qrels.write_text("q1\t1\t1\nq1\t2\t1\nq2\t5\t1\n")
+    args = (
+        "eval",
+        "--url",
+        url,
+        "-t",
+        "docs",
+        "-c",
+        "body",
+        "--queries",
+        queries,
+        "--qrels",
+        qrels,
+        "--exact",
+        "-k",
+        "10",
+    )
+    result = run_cli(*args, "--hybrid", "--json")
+    assert result.exit_code == 0, result.output
+    scores = {r["ranking"]: r for r in json.loads(result.stdout)}
+    assert set(scores) == {"dense", "fulltext", "hybrid"}
+    assert scores["hybrid"]["ndcg@10"] >= max(scores["dense"]["ndcg@10"], scores["fulltext"]["ndcg@10"])
+    assert scores["hybrid"]["recall@10"] == 1.0
+    assert "hybrid" in run_cli(*args, "--hybrid").stdout

@@ -15,8 +15,8 @@ from .db import Database
 from .dialects import SearchSpec, vector_literal
 from .errors import BadInput, NoVectorizedColumn
 from .evaluation import evaluate, read_qrels, read_queries, recall_against
-from .search import ranked_rows
-from .target import load_encoder
+from .search import FUSION_K, distance_name, hybrid_names, ranked_rows, run_hybrid, run_ranked
+from .target import SearchTarget, load_encoder
 
 QUERY_BATCH = 64
 
@@ -29,9 +29,16 @@ class ColumnScores:
     scores: dict  # 'queries', 'ndcg@10', 'recall@10', 'recall@100', 'mrr@10', 'map@100'
     index_recall: float | None  # recall@10 of the index against exact search (None with --exact)
     exact: bool
+    ranking: str = "dense"  # dense, fulltext or hybrid (eval --hybrid shows the three)
 
     def as_dict(self) -> dict:
-        out = {"vector_column": self.vector_column, "model": self.model, "metric": self.metric, **self.scores}
+        out = {
+            "vector_column": self.vector_column,
+            "ranking": self.ranking,
+            "model": self.model,
+            "metric": self.metric,
+            **self.scores,
+        }
         out["exact"] = self.exact
         out["index_recall@10"] = self.index_recall
         return out
@@ -50,6 +57,9 @@ def eval_columns(
     k: int = 100,
     exact: bool = False,
     ef_search: int | None = None,
+    hybrid: bool = False,
+    fusion_k: float | None = None,
+    weights: tuple[float, float] = (1.0, 1.0),
     progress=None,
 ) -> list[ColumnScores]:
     """Scores of each vectorized column of table.column on the judged queries.
@@ -69,8 +79,12 @@ def eval_columns(
     left_out = len(set(judged) - set(texts))
     judged = {qid: judged[qid] for qid in texts}
     columns = columns_to_evaluate(db, info, column, vector_columns)
+    if hybrid:
+        for name, meta in columns:
+            if not meta.get("fulltext"):
+                raise BadInput(f"{info.display}.{name} has no full text for --hybrid: encode it with --fulltext")
     ids = list(texts)
-    total = len(ids) * len(columns) * (1 if exact else 2)
+    total = len(ids) * len(columns) * ((1 if exact else 2) + (2 if hybrid else 0))
     done = 0
     results = []
     for vector_column, meta in columns:
@@ -93,6 +107,39 @@ def eval_columns(
         index_recall = None if exact else recall_against(runs["exact"], runs["index"], 10)
         scores["judged_queries_left_out"] = left_out
         results.append(ColumnScores(vector_column, meta["model"], meta["metric"], scores, index_recall, exact))
+        if not hybrid:
+            continue
+        target = SearchTarget(info, vector_column, meta)
+        spec = SearchSpec(
+            table=info.ident, columns=[id_column], keys=list(info.primary_key), vector_column=vector_column,
+            metric=meta["metric"], dimension=int(meta["dimension"]), k=k, mode="exact" if exact else "index",
+            ef_search=ef_search, distance_name=distance_name(info),
+        )  # fmt: skip
+        for ranking in ("fulltext", "hybrid"):
+            run = {}
+            for qid, vector in zip(ids, vectors, strict=True):
+                if ranking == "fulltext":
+                    query, params = db.dialect.text_statement(spec, texts[qid], meta["fulltext"], hybrid_names(info))
+                    rows = run_ranked(db, spec, query, params)
+                else:
+                    rows = run_hybrid(
+                        db,
+                        target,
+                        spec,
+                        vector,
+                        texts[qid],
+                        fusion_k=fusion_k or FUSION_K,
+                        weights=weights,
+                        candidates=k,
+                    ).rows
+                    rows = [(row[id_column],) for row in rows]
+                run[qid] = [str(row[0]) for row in rows]
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+            scores = evaluate(run, judged)
+            scores["judged_queries_left_out"] = left_out
+            results.append(ColumnScores(vector_column, meta["model"], meta["metric"], scores, None, exact, ranking))
     return results
 
 
