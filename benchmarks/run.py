@@ -35,7 +35,7 @@ PUBLISHED_NFCORPUS_NDCG10 = 0.31594  # MTEB, sentence-transformers/all-MiniLM-L6
 import modules  # noqa: E402
 from vectorize_core import connect, encode  # noqa: E402
 from vectorize_core.dialects import vector_literal  # noqa: E402
-from vectorize_core.search import ranked_rows, search, search_spec  # noqa: E402
+from vectorize_core.search import emit_sql, ranked_rows, search, search_spec  # noqa: E402
 from vectorize_core.target import resolve_for_search  # noqa: E402
 
 
@@ -360,7 +360,7 @@ def bench_hybrid(admin: str, quick: bool) -> dict:
             started = time.perf_counter()
             run_hybrid(db, target, spec, vector, query, fusion_k=60, weights=(1.0, 1.0))
             times.append(time.perf_counter() - started)
-        emitted = search_module().emit_sql(db, hybrid=True, table="passages").strip().splitlines()[-1].rstrip(";")
+        emitted = emit_sql(db, hybrid=True, table="passages").strip().splitlines()[-1].rstrip(";")
         vector = vector_literal(TextSeeded().encode([queries[0]])[0])
         with psql(url) as conn:
             plan = "\n".join(
@@ -378,12 +378,6 @@ def bench_hybrid(admin: str, quick: bool) -> dict:
         "text_leg_uses_gin": "Bitmap Index Scan on passages_body_tsv_idx" in plan,
         "vector_leg_uses_hnsw": "Index Scan using passages_body_vector_idx" in plan,
     }
-
-
-def search_module():
-    import vectorize_core.search
-
-    return vectorize_core.search
 
 
 # -- 5. the write path alone ------------------------------------------------------------------------
