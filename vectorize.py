@@ -170,10 +170,18 @@ def list_models(name, as_json):
               help="Encode only shard I of N (1-based: 1/4 ... 4/4), split by a hash of the primary key.")  # fmt: skip
 @click.option("--batch-size", type=click.IntRange(min=1), help="Rows per read and per write statement.")
 @click.option("--limit", type=click.IntRange(min=0), help="Encode at most this many rows in this run.")
+@click.option(
+    "--index", "index_mode", type=click.Choice(["after", "now", "skip"]), default="after", show_default=True,
+    help="Build the indexes after the fill, before it, or not (then: vectorize.py index).",
+)  # fmt: skip
+@click.option(
+    "--index-memory", metavar="SIZE", callback=lambda ctx, param, value: parse_size(value),
+    help="PostgreSQL: memory for the HNSW build, e.g. 4GB  [default: room for the graph, at most 8GB]",
+)  # fmt: skip
 @click.option("--dry-run", is_flag=True, help="Print the SQL it would run; change nothing.")
 def encode(url, table, schema, columns, model, vector_column, metric, prefix, query_prefix, backend, dimension,
            on_error, prefix_columns, track_changes, adopt, reencode, fulltext, language, follow, max_idle, shard,
-           batch_size, limit, dry_run):  # fmt: skip
+           batch_size, limit, index_mode, index_memory, dry_run):  # fmt: skip
     """Add, fill and index a vector column for a text column.
 
     Only rows whose vector is NULL and whose text is not are encoded, so a rerun continues
@@ -197,7 +205,11 @@ def encode(url, table, schema, columns, model, vector_column, metric, prefix, qu
     if max_idle is not None and not follow:
         raise click.UsageError("--max-idle goes with --follow.")
     stop = stop_on_signals() if follow else None
-    with vectorize_core.connect(url) as db, progress_reporter(enabled=not follow) as progress:
+    with (
+        vectorize_core.connect(url) as db,
+        progress_reporter(enabled=not follow) as progress,
+        index_reporter() as on_index,
+    ):
         result = vectorize_core.encode(
             db,
             table=table,
@@ -220,6 +232,9 @@ def encode(url, table, schema, columns, model, vector_column, metric, prefix, qu
             shard=shard,
             batch_size=batch_size,
             limit=limit,
+            index=index_mode,
+            index_memory=index_memory,
+            on_index=on_index,
             dry_run=dry_run,
             follow=follow,
             max_idle=max_idle,
@@ -234,6 +249,18 @@ def encode(url, table, schema, columns, model, vector_column, metric, prefix, qu
     if result.failed:
         click.echo(f"Warning: {encode_failures(result)}", err=True)
     click.echo(encode_summary(result))
+
+
+def parse_size(value: str | None) -> int | None:
+    """'4GB', '512MB', '1.5G' -> bytes."""
+    import re
+
+    if value is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", value.lower())
+    if not match or float(match.group(1)) <= 0:
+        raise click.BadParameter(f"{value!r} is not a size such as 512MB or 4GB")
+    return int(float(match.group(1)) * 1024 ** "bkmgt".index(match.group(2) or "b"))
 
 
 def parse_shard(value: str | None):
@@ -313,7 +340,11 @@ def encode_summary(result) -> str:
     if result.tracking_installed:
         parts.append(f"change tracking is on: a trigger re-queues rows whose {sources} changes")
     if result.index_created:
-        parts.append(f"index {t.index_name} ready")
+        parts.append(f"index {t.index_name} ready ({result.index_seconds:.1f}s)")
+    if result.index_skipped:
+        parts.append(
+            f"no index built (--index skip): build it with `vectorize.py index -t {t.table.display} -c {t.sources[0]}`"
+        )
     if result.index_note:
         parts.append(f"no vector index: {result.index_note}; searches rank every row exactly")
     if result.pending_elsewhere:
@@ -322,6 +353,47 @@ def encode_summary(result) -> str:
             "the last shard to finish builds it"
         )
     return "; ".join(parts) + "."
+
+
+class index_reporter:
+    """Index builds: a bar on a terminal, a line when each starts and ends otherwise (on stderr).
+    Yields the core's on_index callback."""
+
+    def __enter__(self):
+        self.bar = None
+        self.tasks = {}
+        if sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(
+                TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+                console=Console(stderr=True), transient=True,
+            )  # fmt: skip
+        return self.update
+
+    def update(self, progress) -> None:
+        if self.bar is None:
+            if progress.phase == "started":
+                click.echo(f"Building index {progress.index} ...", err=True)
+            elif progress.phase == "done":
+                click.echo(f"Index {progress.index} built in {progress.seconds:.1f}s.", err=True)
+            return
+        if progress.index not in self.tasks:
+            if not self.tasks:
+                self.bar.start()
+            self.tasks[progress.index] = self.bar.add_task(f"index {progress.index}", total=None)
+        task = self.tasks[progress.index]
+        if progress.phase == "done":
+            self.bar.update(task, completed=1, total=1)
+        elif progress.total:
+            self.bar.update(task, description=f"index {progress.index}: {progress.phase}",
+                            completed=progress.done, total=progress.total)  # fmt: skip
+
+    def __exit__(self, *exc):
+        if self.bar is not None and self.tasks:
+            self.bar.stop()
+        return False
 
 
 class progress_reporter:
@@ -577,6 +649,44 @@ def eval_command(url, table, schema, column, queries, qrels, vector_columns, id_
             f"Note: {rows[0]['judged_queries_left_out']} judged queries are not in {queries} and were left out.",
             err=True,
         )
+
+
+@cli.command("index")
+@url_option
+@apply(table_options)
+@click.option("--column", "-c", metavar="COLUMN", help="Source column of the vectors.")
+@click.option("--vector-column", metavar="NAME", help="Vector column  [default: the one made for --column]")
+@click.option(
+    "--index-memory", metavar="SIZE", callback=lambda ctx, param, value: parse_size(value),
+    help="PostgreSQL: memory for the HNSW build, e.g. 4GB  [default: room for the graph, at most 8GB]",
+)  # fmt: skip
+def index_command(url, table, schema, column, vector_column, index_memory):
+    """Build the missing indexes of a vectorized column: after `encode --index skip`, or once
+    at the end of several fills. Shows the build's progress.
+
+    \b
+    Example:
+      vectorize.py encode -t passage -c passage --index skip --limit 100000
+      vectorize.py index -t passage -c passage --index-memory 4GB
+    """
+    from vectorize_core import connect
+    from vectorize_core.pipeline import build_index
+
+    if not table:
+        raise click.UsageError("Missing option '--table'.")
+    if not column and not vector_column:
+        raise click.UsageError("Missing option '--column' (or '--vector-column').")
+    with connect(url) as db, index_reporter() as on_index:
+        result = build_index(
+            db, table=table, schema=schema, column=column, vector_column=vector_column, memory=index_memory,
+            on_index=on_index,
+        )  # fmt: skip
+    t = result.target
+    if not result.index_created and not result.index_note:
+        click.echo(f"Nothing to do: the indexes of {t.display} exist.")
+        return
+    line = f"Indexes of {t.display} ready in {result.index_seconds:.1f}s"
+    click.echo(line + (f"; {result.index_note}" if result.index_note else "") + ".")
 
 
 @cli.command()

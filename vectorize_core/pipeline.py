@@ -44,7 +44,9 @@ class EncodeResult:
     truncated: int = 0  # rows longer than the model's input limit
     column_created: bool = False
     index_created: bool = False
-    index_note: str = ""  # why there is no vector index (vectors wider than any index takes)
+    index_note: str = ""  # why there is no vector index (too wide), or that the build outgrew its memory
+    index_seconds: float = 0.0  # how long the index build took
+    index_skipped: bool = False  # --index skip: build it later with `vectorize.py index`
     pending_elsewhere: int = 0  # --shard: rows other shards still have to do (index not built yet)
     tracking_installed: bool = False  # this run (re)installed the change-tracking trigger
     cleared: int = 0  # --reencode: vectors cleared before the fill
@@ -297,17 +299,93 @@ def index_statements(db: Database, target: VectorTarget, queries: FillQueries) -
     return [*db.dialect.index_build_settings(), *(s for s, _ in named_indexes(db, target, queries))]
 
 
-def create_indexes(db: Database, target: VectorTarget, queries: FillQueries) -> None:
-    settings = db.dialect.index_build_settings()
+# Memory for an HNSW build when the graph's size is not known, and the most "auto" asks for (an
+# explicit --index-memory may ask for more): maintenance_work_mem is taken as the graph grows.
+DEFAULT_INDEX_MEMORY = 1 << 30
+MAX_AUTO_INDEX_MEMORY = 8 << 30
+
+
+@dataclass
+class IndexProgress:
+    """What on_index(progress) is told while the indexes are built."""
+
+    index: str
+    phase: str  # 'started', the engine's phase ('building index: loading tuples', ...), 'done'
+    done: int = 0
+    total: int = 0
+    seconds: float = 0.0
+
+
+def index_memory(db: Database, target: VectorTarget, memory: int | None) -> int:
+    """The build's memory: as asked, else room for the graph of the rows that have vectors."""
+    if memory:
+        return memory
+    rows = db.fetchone(
+        sql.SQL("SELECT count(*) FROM {} WHERE {} IS NOT NULL").format(
+            target.table.ident, sql.Identifier(target.vector_column)
+        )
+    )[0]
+    estimate = db.dialect.index_memory_estimate(rows, target.dimension) if target.index_type else 0
+    return min(MAX_AUTO_INDEX_MEMORY, max(DEFAULT_INDEX_MEMORY, int(estimate * 1.25)))
+
+
+class IndexMonitor:
+    """Reads the build's progress from a second connection while it runs, every `every` seconds."""
+
+    def __init__(self, db: Database, pid: int, name: str, on_index, every: float = 0.5):
+        self.db, self.pid, self.name, self.on_index, self.every = db.clone(), pid, name, on_index, every
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.watch, name="vectorize-index-progress", daemon=True)
+        self.started = time.monotonic()
+
+    def __enter__(self):
+        self.on_index(IndexProgress(self.name, "started"))
+        self.thread.start()
+        return self
+
+    def watch(self):
+        while not self.stop.wait(self.every):
+            try:
+                seen = self.db.dialect.index_progress(self.db, self.pid, self.name)
+            except Exception:  # noqa: BLE001 - progress is a courtesy; the build decides success
+                return
+            if seen is not None:
+                phase, done, total = seen
+                self.on_index(IndexProgress(self.name, phase, done, total, time.monotonic() - self.started))
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        self.db.close()
+        if exc[0] is None:
+            self.on_index(IndexProgress(self.name, "done", seconds=time.monotonic() - self.started))
+        return False
+
+
+def create_indexes(
+    db: Database, target: VectorTarget, queries: FillQueries, *, on_index=None, memory: int | None = None
+) -> list[str]:
+    """Build the pending-rows, full-text and vector indexes that are missing; returns what the
+    engine said along the way (pgvector's notice that the graph outgrew its memory)."""
+    memory = index_memory(db, target, memory) if db.dialect.name == "postgresql" else None
+    settings = db.dialect.index_build_settings(memory)
     named = named_indexes(db, target, queries)
+    notices: list[str] = []
 
     def create(conn):
         # One connection for all: the session settings must hold for the CREATE INDEX.
+        conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
         for statement in settings:
             conn.execute(statement)
         for statement, name in named:
+            if index_exists(conn, target.table.schema, target.table.name, name):
+                continue
             try:
-                conn.execute(statement)
+                if on_index is None:
+                    conn.execute(statement)
+                else:
+                    with IndexMonitor(db, conn.info.backend_pid, name, on_index):
+                        conn.execute(statement)
             except psycopg.errors.UniqueViolation:
                 # Another encoder on this table created the same index a moment before us: its
                 # catalog row won the race (it has committed by the time this error is raised).
@@ -323,6 +401,11 @@ def create_indexes(db: Database, target: VectorTarget, queries: FillQueries) -> 
     for _, name in named:
         if not db.index_exists(target.table, name):
             raise DatabaseError(f"index {name} was not created on {target.table.display}: the name is taken")
+    outgrown = [n for n in notices if "no longer fits" in n]
+    if outgrown and memory:
+        rows_fitted = outgrown[0]
+        return [f"{rows_fitted} (maintenance_work_mem {memory >> 20} MB); --index-memory with more would be faster"]
+    return []
 
 
 def run_ddl(db: Database, statement: sql.Composable) -> None:
@@ -376,12 +459,15 @@ def encode(
     shard: tuple[int, int] | None = None,
     batch_size: int | None = None,
     limit: int | None = None,
+    index: str = "after",
+    index_memory: int | None = None,
     dry_run: bool = False,
     follow: bool = False,
     max_idle: float | None = None,
     stop: threading.Event | None = None,
     progress=None,
     on_round=None,
+    on_index=None,
 ) -> EncodeResult:
     """Add, fill and index the vector column of table.column (or of several columns, joined)
     with model.
@@ -397,9 +483,15 @@ def encode(
     until ``stop`` is set or nothing was written for ``max_idle`` seconds;
     ``on_round(written, result)`` is called after every poll that wrote rows. Setting ``stop``
     ends a run after the page in flight.
+    ``index``: 'after' builds the indexes once the fill is done (far cheaper than maintaining them
+    row by row), 'now' before it, 'skip' not at all (`vectorize.py index` builds them later);
+    ``index_memory`` bytes for the build (default: room for the graph); ``on_index(progress)``
+    hears an IndexProgress as the indexes are built.
     """
     if on_error not in ("stop", "skip"):
         raise BadInput(f"on_error must be 'stop' or 'skip', not {on_error!r}")
+    if index not in ("after", "now", "skip"):
+        raise BadInput(f"index must be 'after', 'now' or 'skip', not {index!r}")
     if shard is not None and not (1 <= shard[0] <= shard[1]):
         raise BadInput(f"--shard {shard[0]}/{shard[1]}: shards are numbered from 1 to {shard[1]} (1-based)")
     target, encoder = resolve_for_encode(
@@ -448,6 +540,9 @@ def encode(
     if target.track_changes:
         result.tracking_installed = tracking.install(db, target)
 
+    if index == "now" and not has_index:
+        build_indexes_when_done(db, target, queries, result, None, on_index, index_memory)
+        has_index = True
     result.pending_before = db.fetchone(queries.count)[0]
     result.blank = db.fetchone(queries.blank)[0]
     total = result.pending_before if limit is None else min(limit, result.pending_before)
@@ -460,8 +555,10 @@ def encode(
 
     # On a first fill, building the index once over the filled column is far cheaper than
     # maintaining it row by row.
-    if not has_index:
-        build_indexes_when_done(db, target, queries, result, shard)
+    if index == "skip":
+        result.index_skipped = not has_index
+    elif not has_index:
+        build_indexes_when_done(db, target, queries, result, shard, on_index, index_memory)
     if follow:
         keep_following(db, fill, queries, page_size, max_idle, stop, on_round, started)
     return result
@@ -479,7 +576,9 @@ def clear_vectors(target: VectorTarget) -> sql.Composed:
     )
 
 
-def build_indexes_when_done(db: Database, target: VectorTarget, queries: FillQueries, result, shard) -> None:
+def build_indexes_when_done(
+    db: Database, target: VectorTarget, queries: FillQueries, result, shard, on_index=None, memory=None
+) -> None:
     """Build the indexes, unless this is one shard of several and rows are still pending in
     others: the last shard to finish builds them (a backfill blocks writes on CockroachDB
     before v25.4, and N shards would build N times)."""
@@ -487,10 +586,13 @@ def build_indexes_when_done(db: Database, target: VectorTarget, queries: FillQue
         result.pending_elsewhere = db.fetchone(queries.count_all)[0]
         if result.pending_elsewhere:
             return
-    create_indexes(db, target, queries)
+    started = time.monotonic()
+    notes = create_indexes(db, target, queries, on_index=on_index, memory=memory)
+    result.index_seconds = time.monotonic() - started
     result.index_created = target.index_type is not None
     if target.index_type is None:
-        result.index_note = db.dialect.index_limit_note(target.dimension)
+        notes.append(db.dialect.index_limit_note(target.dimension))
+    result.index_note = "; ".join(notes)
 
 
 # Polling backoff of --follow: quick after activity, at most POLL_MAX seconds apart when idle.
@@ -622,3 +724,46 @@ def describe_keys(target: VectorTarget, keys: list[tuple], most: int = 5) -> str
     shown = [", ".join(f"{n}={v}" for n, v in zip(names, key, strict=True)) for key in keys[:most]]
     more = f" and {len(keys) - most} more" if len(keys) > most else ""
     return "; ".join(shown) + more
+
+
+def build_index(
+    db: Database,
+    *,
+    table: str,
+    column: str | None = None,
+    vector_column: str | None = None,
+    schema: str | None = None,
+    memory: int | None = None,
+    on_index=None,
+) -> EncodeResult:
+    """Build the missing indexes of a vectorized column (after `encode --index skip`, or after
+    the last of several fills): the vector index, the pending-rows index and the full text's."""
+    from .ops import find_vector_column, recorded_index_names
+    from .target import current_sources, source_problem
+
+    info = db.find_table(table, schema)
+    vector_column, meta = find_vector_column(info, column, vector_column)
+    sources = current_sources(info, meta)
+    if None in sources:
+        raise BadInput(f"{info.display}.{vector_column}: {source_problem(info, meta)}")
+    index_name, pending_index_name = recorded_index_names(info, vector_column, meta)
+    dimension = int(meta["dimension"])
+    target = VectorTarget(
+        table=info,
+        sources=tuple(sources),
+        vector_column=vector_column,
+        model=meta["model"],
+        dimension=dimension,
+        metric=meta["metric"],
+        column_exists=True,
+        existing_metadata=meta,
+        prefix_columns=tuple(meta.get("prefix_columns") or ()),
+        index_name=index_name,
+        pending_index_name=pending_index_name,
+        index_type=db.dialect.index_type(dimension),
+        fulltext=meta.get("fulltext"),
+    )
+    result = EncodeResult(target)
+    if not indexes_exist(db, target):
+        build_indexes_when_done(db, target, FillQueries(target, db.dialect), result, None, on_index, memory)
+    return result
