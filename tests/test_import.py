@@ -49,7 +49,8 @@ def test_import_jsonl_stores_indexes_and_records_external(run_cli, url, items, t
     comment = items.execute("SELECT col_description('items'::regclass, 3)").fetchone()[0]
     assert json.loads(comment)["vectorize"] == {
         "version": 1, "source": ["body"], "model": "external", "label": "my-model",
-        "dimension": 5, "metric": "cosine", "external": True,
+        "dimension": 5, "metric": "cosine", "external": True, "source_attnums": [2],
+        "index": "items_body_vector_idx", "pending_index": "items_body_vector_pending",
     }  # fmt: skip
     (indexdef,) = items.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'items_body_vector_idx'").fetchone()
     assert "hnsw (body_vector vector_cosine_ops)" in indexdef

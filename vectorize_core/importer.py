@@ -97,8 +97,10 @@ def vector_text(line: str, vector: list) -> str:
 def key_text(value, where: str, column: str) -> str:
     if value is None:
         raise BadVectorFile(f"{where}: key column {column!r} is null")
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise BadVectorFile(f"{where}: key column {column!r} must be a string or a number")
+    if isinstance(value, bool):
+        return "true" if value else "false"  # a boolean key column reads these
+    if not isinstance(value, (str, int, float)):
+        raise BadVectorFile(f"{where}: key column {column!r} must be a string, a number or a boolean")
     return str(value)
 
 
