@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 import re
@@ -18,10 +19,12 @@ import sys
 import tempfile
 import time
 import uuid
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 from psycopg import sql
 
 from .db import Database, Table
@@ -62,6 +65,10 @@ class Record:
 
 
 NUMBER_TYPES = {int, float}
+# Vectors are stored as float4: a larger value is refused up front, naming its line.
+FLOAT32_MAX = 3.4028234663852886e38
+# Rows per UPDATE from the staging table: bounded transactions, each retried on its own.
+UPDATE_BATCH = 5000
 
 
 def parse_vector(value, where: str, dimension: int | None) -> list:
@@ -77,6 +84,8 @@ def parse_vector(value, where: str, dimension: int | None) -> list:
         if bad is not None:
             raise BadVectorFile(f"{where}: vector holds {bad}, not a finite number")
         raise BadVectorFile(f"{where}: vector values are too large")
+    if max(map(abs, value)) > FLOAT32_MAX:
+        raise BadVectorFile(f"{where}: vector holds {max(value, key=abs)}, beyond what a float4 holds")
     if dimension is not None and len(value) != dimension:
         raise BadVectorFile(f"{where}: vector has {len(value)} numbers; the first had {dimension}")
     return value
@@ -101,6 +110,8 @@ def key_text(value, where: str, column: str) -> str:
         return "true" if value else "false"  # a boolean key column reads these
     if not isinstance(value, (str, int, float)):
         raise BadVectorFile(f"{where}: key column {column!r} must be a string, a number or a boolean")
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # 1.0 for an integer key is 1 (an integer type cannot read '1.0')
     return str(value)
 
 
@@ -108,9 +119,19 @@ def decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
     with open(path, "rb") as f:
         for number, raw in enumerate(f, 1):
             try:
-                yield number, raw.decode("utf-8")
+                # utf-8-sig on the first line: spreadsheets ("CSV UTF-8") start files with a BOM.
+                yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError:
                 raise BadVectorFile(f"{path.name} line {number}: not valid UTF-8") from None
+
+
+def csv_reader(path: Path) -> csv.DictReader:
+    """A reader for the file's own delimiter: ',' or, as spreadsheets in many locales write, ';'
+    or a tab, told by the header line."""
+    lines = (line for _, line in decoded_lines(path))
+    first = next(lines, "")
+    delimiter = max(",;\t", key=first.count) if first else ","
+    return csv.DictReader(itertools.chain([first], lines), delimiter=delimiter)
 
 
 def json_objects(path: Path) -> Iterator[tuple[int, str, dict, str]]:
@@ -146,8 +167,7 @@ def missing_key(where: str, column: str):
 
 
 def read_csv(path: Path, key_columns: list[str]) -> Iterator[Record]:
-    lines = (line for _, line in decoded_lines(path))
-    reader = csv.DictReader(lines)
+    reader = csv_reader(path)
     header = reader.fieldnames or []
     for column in [*key_columns, "vector"]:
         if column not in header:
@@ -181,12 +201,14 @@ def read_npy(path: Path, keys_path: Path | None, key_columns: list[str]) -> Iter
         row = np.asarray(vectors[index], dtype=np.float64)
         if not np.isfinite(row).all():
             raise BadVectorFile(f"{path.name} row {index + 1} ({keys_path.name} line {line}): NaN or infinity")
+        if np.abs(row).max() > FLOAT32_MAX:
+            raise BadVectorFile(f"{path.name} row {index + 1} ({keys_path.name} line {line}): beyond a float4")
         yield Record(line, key, json.dumps(row.tolist(), separators=(",", ":")))
 
 
 def read_keys(path: Path, key_columns: list[str]) -> Iterator[tuple[int, list[str]]]:
     if path.suffix.lower() == ".csv":
-        reader = csv.DictReader(line for _, line in decoded_lines(path))
+        reader = csv_reader(path)
         for row in reader:
             where = f"{path.name} line {reader.line_num}"
             yield (
@@ -311,7 +333,9 @@ def apply(db: Database, target: VectorTarget, path: Path, keys_path, count: int,
     try:
         for statement in db.dialect.staging_table(staging, info.ident, keys, target.dimension):
             run_ddl(db, statement)
+        run_ddl(db, sql.SQL("ALTER TABLE {} ADD COLUMN line INT8").format(staging))
         copy_records(db, staging, keys, path, keys_path, info.primary_key)
+        check_keys_unique_in_their_type(db, staging, keys, path)
         matches = sql.SQL(" AND ").join(sql.SQL("t.{0} = s.{0}").format(k) for k in keys)
         result.missing = db.fetchone(
             sql.SQL("SELECT count(*) FROM {} AS s WHERE NOT EXISTS (SELECT 1 FROM {} AS t WHERE {})").format(
@@ -325,10 +349,7 @@ def apply(db: Database, target: VectorTarget, path: Path, keys_path, count: int,
         for statement in column_statements(db, target):
             run_ddl(db, statement)
         result.column_created = not target.column_exists
-        update = sql.SQL("UPDATE {} AS t SET {} = s.vec FROM {} AS s WHERE {}").format(
-            info.ident, sql.Identifier(target.vector_column), staging, matches
-        )
-        result.updated = db.command(update)
+        result.updated = update_in_batches(db, target, staging, keys, matches)
     finally:
         db.command(sql.SQL("DROP TABLE IF EXISTS {}").format(staging))
     if not has_index:
@@ -339,19 +360,74 @@ def apply(db: Database, target: VectorTarget, path: Path, keys_path, count: int,
 
 
 def copy_records(db: Database, staging, keys, path: Path, keys_path, key_columns) -> None:
-    statement = sql.SQL("COPY {} ({}, vec) FROM STDIN").format(staging, sql.SQL(", ").join(keys))
+    """COPY the records into the staging table, with their file line. A key the key column's type
+    cannot read ('abc' for an integer) is bad input naming its line."""
+    statement = sql.SQL("COPY {} ({}, vec, line) FROM STDIN").format(staging, sql.SQL(", ").join(keys))
+    lines = array("q")  # the file line of each COPY line, to name the one the server refuses
 
     def copy(conn):
-        with conn.cursor() as cur, cur.copy(statement) as copy:
-            buffer = io.StringIO()
-            for record in records(path, key_columns, keys_path):
-                buffer.write("\t".join([*map(escape_copy, record.keys), record.vector]) + "\n")
-                if buffer.tell() > 1 << 20:
-                    copy.write(buffer.getvalue())
-                    buffer = io.StringIO()
-            copy.write(buffer.getvalue())
+        for setting in db.dialect.copy_settings():
+            conn.execute(setting)
+        try:
+            with conn.cursor() as cur, cur.copy(statement) as copy:
+                buffer = io.StringIO()
+                for record in records(path, key_columns, keys_path):
+                    lines.append(record.line)
+                    buffer.write("\t".join([*map(escape_copy, record.keys), record.vector, str(record.line)]) + "\n")
+                    if buffer.tell() > 1 << 20:
+                        copy.write(buffer.getvalue())
+                        buffer = io.StringIO()
+                copy.write(buffer.getvalue())
+        except psycopg.errors.DataError as exc:
+            found = re.search(r"line (\d+)", exc.diag.context or "")
+            where = (
+                f"line {lines[int(found.group(1)) - 1]}" if found and int(found.group(1)) <= len(lines) else "a line"
+            )
+            raise BadVectorFile(f"{path.name} {where}: {exc.diag.message_primary}") from None
 
     db.run(copy, retry=False)
+
+
+def check_keys_unique_in_their_type(db: Database, staging, keys, path: Path) -> None:
+    """Keys that differ as text but not as values ("01" and 1 for an integer key) are one key."""
+    row = db.fetchone(
+        sql.SQL("SELECT min(line), max(line) FROM {} GROUP BY {} HAVING count(*) > 1 LIMIT 1").format(
+            staging, sql.SQL(", ").join(keys)
+        )
+    )
+    if row is not None:
+        raise BadVectorFile(
+            f"{path.name} line {row[1]}: its key is the key of line {row[0]} (compared as the key column's type)"
+        )
+
+
+def update_in_batches(db: Database, target: VectorTarget, staging, keys, matches) -> int:
+    """UPDATE from the staging table in key order, UPDATE_BATCH rows per statement and
+    transaction, each retried on its own (it is idempotent): a crash leaves whole batches, and a
+    rerun writes the rest. Batch bounds travel as text, compared in the key's own type."""
+    info = target.table
+    s_keys = sql.SQL(", ").join(sql.SQL("s.{}").format(k) for k in keys)
+    typed = sql.SQL(", ").join(
+        sql.SQL("CAST(%s AS {})").format(sql.SQL(info.columns[k].type_sql)) for k in info.primary_key
+    )
+    as_text = sql.SQL(", ").join(sql.SQL("CAST(s.{} AS text)").format(k) for k in keys)
+    write = sql.SQL("UPDATE {} AS t SET {} = s.vec FROM {} AS s WHERE {}").format(
+        info.ident, sql.Identifier(target.vector_column), staging, matches
+    )
+    updated, last = 0, ()
+    while True:
+        after = sql.SQL(" AND ({}) > ({})").format(s_keys, typed) if last else sql.SQL("")
+        end = db.fetchone(
+            sql.SQL("SELECT {} FROM {} AS s WHERE TRUE{} ORDER BY {} LIMIT 1 OFFSET %s").format(
+                as_text, staging, after, s_keys
+            ),
+            (*last, UPDATE_BATCH - 1),
+        )
+        if end is None:  # the last batch: whatever is left
+            return updated + db.command(write + after, last, retry=True)
+        upto = sql.SQL(" AND ({}) <= ({})").format(s_keys, typed)
+        updated += db.command(write + after + upto, (*last, *end), retry=True)
+        last = tuple(end)
 
 
 def escape_copy(value: str) -> str:
