@@ -229,8 +229,9 @@ class Dialect:
         if row is None:
             return None
         phase, tuples_done, tuples_total, blocks_done, blocks_total = row
-        if tuples_total:
-            return phase, tuples_done, tuples_total
+        if tuples_total or tuples_done:
+            # HNSW's build counts tuples loaded but leaves their total 0: the caller knows it.
+            return phase, tuples_done, tuples_total or 0
         return phase, blocks_done or 0, blocks_total or 0
 
     def shard_condition(self, keys: list[sql.Composable], shards: int, shard: int) -> sql.Composed:

@@ -316,15 +316,18 @@ class IndexProgress:
     seconds: float = 0.0
 
 
-def index_memory(db: Database, target: VectorTarget, memory: int | None) -> int:
-    """The build's memory: as asked, else room for the graph of the rows that have vectors."""
-    if memory:
-        return memory
-    rows = db.fetchone(
+def rows_with_vectors(db: Database, target: VectorTarget) -> int:
+    return db.fetchone(
         sql.SQL("SELECT count(*) FROM {} WHERE {} IS NOT NULL").format(
             target.table.ident, sql.Identifier(target.vector_column)
         )
     )[0]
+
+
+def index_memory(db: Database, target: VectorTarget, memory: int | None, rows: int) -> int:
+    """The build's memory: as asked, else room for the graph of the rows that have vectors."""
+    if memory:
+        return memory
     estimate = db.dialect.index_memory_estimate(rows, target.dimension) if target.index_type else 0
     return min(MAX_AUTO_INDEX_MEMORY, max(DEFAULT_INDEX_MEMORY, int(estimate * 1.25)))
 
@@ -332,8 +335,9 @@ def index_memory(db: Database, target: VectorTarget, memory: int | None) -> int:
 class IndexMonitor:
     """Reads the build's progress from a second connection while it runs, every `every` seconds."""
 
-    def __init__(self, db: Database, pid: int, name: str, on_index, every: float = 0.5):
+    def __init__(self, db: Database, pid: int, name: str, on_index, rows: int, every: float = 0.5):
         self.db, self.pid, self.name, self.on_index, self.every = db.clone(), pid, name, on_index, every
+        self.rows = rows  # the total when the engine counts tuples without one
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.watch, name="vectorize-index-progress", daemon=True)
         self.started = time.monotonic()
@@ -351,6 +355,7 @@ class IndexMonitor:
                 return
             if seen is not None:
                 phase, done, total = seen
+                total = total or (self.rows if "tuples" in phase else 0)
                 self.on_index(IndexProgress(self.name, phase, done, total, time.monotonic() - self.started))
 
     def __exit__(self, *exc):
@@ -367,7 +372,8 @@ def create_indexes(
 ) -> list[str]:
     """Build the pending-rows, full-text and vector indexes that are missing; returns what the
     engine said along the way (pgvector's notice that the graph outgrew its memory)."""
-    memory = index_memory(db, target, memory) if db.dialect.name == "postgresql" else None
+    rows = rows_with_vectors(db, target)
+    memory = index_memory(db, target, memory, rows) if db.dialect.name == "postgresql" else None
     settings = db.dialect.index_build_settings(memory)
     named = named_indexes(db, target, queries)
     notices: list[str] = []
@@ -384,7 +390,7 @@ def create_indexes(
                 if on_index is None:
                     conn.execute(statement)
                 else:
-                    with IndexMonitor(db, conn.info.backend_pid, name, on_index):
+                    with IndexMonitor(db, conn.info.backend_pid, name, on_index, rows):
                         conn.execute(statement)
             except psycopg.errors.UniqueViolation:
                 # Another encoder on this table created the same index a moment before us: its
