@@ -102,10 +102,8 @@ def emit_sql(db: Database, *, where=None, exact=False, hybrid=False, **choose) -
     meta = target.metadata
     spec = search_spec(db, target, 10, where=where, exact=exact)
     if hybrid:
-        if not meta.get("fulltext"):
-            raise BadInput(f"{target.display} has no full text for --hybrid: encode it with --fulltext")
         query, params = db.dialect.hybrid_statement(
-            spec, "<query vector>", "<query text>", meta["fulltext"], candidates=HYBRID_CANDIDATES,
+            spec, "<query vector>", "<query text>", fulltext_of(target), candidates=HYBRID_CANDIDATES,
             fusion_k=FUSION_K, weights=(1.0, 1.0), names=hybrid_names(target.table),
         )  # fmt: skip
         spec = replace(spec, k=HYBRID_CANDIDATES)
@@ -210,12 +208,8 @@ def prepare(
     if follower_read:
         db.dialect.check_follower_read()
         spec.follower_read = True
-    if hybrid and not target.metadata.get("fulltext"):
-        raise BadInput(
-            f"{target.display} has no full text for --hybrid: add it with "
-            f"`vectorize.py encode -t {target.table.display} {' '.join('-c ' + c for c in target.sources)} "
-            f"--vector-column {target.vector_column} -m {target.metadata.get('model')} --fulltext`"
-        )
+    if hybrid:
+        fulltext_of(target)
     dimension = spec.dimension
     if text is None and query_vector is None:
         vector = np.zeros(dimension, dtype=np.float32)
@@ -264,6 +258,17 @@ def search(
     return run_search(db, target, spec, vector)
 
 
+def fulltext_of(target: SearchTarget) -> dict:
+    """The column's full-text record, or bad input saying how to add it."""
+    if not target.metadata.get("fulltext"):
+        raise BadInput(
+            f"{target.display} has no full text for --hybrid: add it with "
+            f"`vectorize.py encode -t {target.table.display} {' '.join('-c ' + c for c in target.sources)} "
+            f"--vector-column {target.vector_column} -m {target.metadata.get('model')} --fulltext`"
+        )
+    return target.metadata["fulltext"]
+
+
 def hybrid_names(table) -> dict[str, str]:
     return {n: distance_name(table, n) for n in ("score", "dense_rank", "text_rank", "distance")}
 
@@ -272,18 +277,19 @@ def run_hybrid(db, target, spec, vector, text, *, fusion_k, weights, candidates=
     if fusion_k <= 0 or min(weights) < 0:
         raise BadInput("--fusion-k must be above 0 and the leg weights at least 0")
     names = hybrid_names(target.table)
+    candidates = max(candidates or HYBRID_CANDIDATES, spec.k)
     query, params = db.dialect.hybrid_statement(
         spec,
         vector_literal(vector),
         text,
-        target.metadata["fulltext"],
-        candidates=max(candidates or HYBRID_CANDIDATES, spec.k),
+        fulltext_of(target),
+        candidates=candidates,
         fusion_k=fusion_k,
         weights=weights,
         names=names,
     )
     # The vector leg's settings (ef_search) are those of a search for all its candidates.
-    rows = run_ranked(db, replace(spec, k=max(candidates or HYBRID_CANDIDATES, spec.k)), query, params)
+    rows = run_ranked(db, replace(spec, k=candidates), query, params)
     columns = [*spec.columns, names["score"], names["dense_rank"], names["text_rank"], names["distance"]]
     return SearchResult(
         target=target,
@@ -312,15 +318,7 @@ def explain(db: Database, text: str | None = None, **options) -> Explained:
     CockroachDB a vector search node."""
     target, spec, vector = prepare(db, text, probe=True, **options)
     query, params = db.dialect.search_statement(spec, vector_literal(vector))
-    settings = db.dialect.search_settings(spec)
-
-    def run(conn):
-        with conn.transaction():
-            for statement, setting_params in settings:
-                conn.execute(statement, setting_params)
-            return [row[0] for row in conn.execute(sql.SQL("EXPLAIN ") + query, params).fetchall()]
-
-    plan = db.run(run)
+    plan = [row[0] for row in run_ranked(db, spec, sql.SQL("EXPLAIN ") + query, params)]
     index = target.index_name
     uses = db.dialect.plan_uses_index(plan, index)
     if uses:
