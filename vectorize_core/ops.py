@@ -9,7 +9,7 @@ from psycopg import sql
 from . import names, tracking
 from .db import Database, Table
 from .errors import BadInput, NoVectorizedColumn
-from .target import current_sources, default_vector_column, index_name_for
+from .target import current_sources, default_vector_column, recorded_index_names
 
 
 @dataclass
@@ -61,13 +61,6 @@ def status(db: Database, *, table: str | None = None, schema: str | None = None)
             triggers[info.oid] = db.dialect.triggers(db, info)
         result.append(column_status(db, info, vector_column, meta, triggers[info.oid]))
     return result
-
-
-def recorded_index_names(info: Table, vector_column: str, meta: dict) -> tuple[str, str]:
-    return (
-        meta.get("index") or index_name_for(info.name, vector_column),
-        meta.get("pending_index") or index_name_for(info.name, vector_column, "pending"),
-    )
 
 
 def column_status(db: Database, info: Table, vector_column: str, meta: dict, triggers: dict) -> ColumnStatus:

@@ -744,8 +744,8 @@ def build_index(
 ) -> EncodeResult:
     """Build the missing indexes of a vectorized column (after `encode --index skip`, or after
     the last of several fills): the vector index, the pending-rows index and the full text's."""
-    from .ops import find_vector_column, recorded_index_names
-    from .target import current_sources, source_problem
+    from .ops import find_vector_column
+    from .target import current_sources, recorded_index_names, source_problem
 
     info = db.find_table(table, schema)
     vector_column, meta = find_vector_column(info, column, vector_column)

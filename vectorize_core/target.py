@@ -353,6 +353,14 @@ def expression_columns(expression: str | None, info: Table, exclude: str) -> lis
     return found
 
 
+def recorded_index_names(info: Table, vector_column: str, meta: dict) -> tuple[str, str]:
+    """The vector and pending-rows index names in the metadata, or those earlier versions gave."""
+    return (
+        meta.get("index") or index_name_for(info.name, vector_column),
+        meta.get("pending_index") or index_name_for(info.name, vector_column, "pending"),
+    )
+
+
 def index_names(db: Database, info: Table, vector_column: str, meta: dict | None) -> tuple[str, str]:
     """The vector index and pending-rows index names: as recorded, else free ones."""
     if meta and meta.get("index") and meta.get("pending_index"):
@@ -439,7 +447,7 @@ class SearchTarget:
 
     @property
     def index_name(self) -> str:
-        return self.metadata.get("index") or index_name_for(self.table.name, self.vector_column)
+        return recorded_index_names(self.table, self.vector_column, self.metadata)[0]
 
     @property
     def sources(self) -> list[str]:
