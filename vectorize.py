@@ -8,6 +8,7 @@ core are turned into one line on stderr and an exit code here, and only here.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 
@@ -84,6 +85,23 @@ def cli():
       vectorize.py encode --table passage --column passage --model minilm
       vectorize.py search "New York is the financial capital of the world"
     """
+    show_notes()
+
+
+class NoteHandler(logging.Handler):
+    """The core's notes (logger 'vectorize': a model converted, a backend fallen back) as
+    'Note: ...' lines on stderr, written where click writes at that moment."""
+
+    def emit(self, record):
+        click.echo(f"Note: {record.getMessage()}", err=True)
+
+
+def show_notes() -> None:
+    logger = logging.getLogger("vectorize")
+    if not any(isinstance(h, NoteHandler) for h in logger.handlers):
+        logger.addHandler(NoteHandler())
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 @cli.command("list-models")
@@ -139,8 +157,9 @@ def list_models(name, as_json):
 @click.option("--prefix", help="Text put before every document (e5: 'passage: ', nomic: 'search_document: ').")
 @click.option("--query-prefix", help="Text put before every search query (e5: 'query: '); recorded for search.")
 @click.option(
-    "--backend", type=click.Choice(["torch", "onnx", "onnx-int8", "openvino"]),
-    help="Inference backend for sentence-transformers models  [default: torch]",
+    "--backend", type=click.Choice(["auto", "openvino", "torch"]),
+    help="Inference backend for sentence-transformers models: auto takes OpenVINO on a CPU, torch on a GPU "
+    "or when OpenVINO cannot run the model  [default: auto]",
 )  # fmt: skip
 @click.option("--dimension", type=click.IntRange(min=1), help="Vector size, for endpoints that cannot tell it.")
 @click.option(

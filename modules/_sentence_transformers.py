@@ -1,14 +1,21 @@
-"""A sentence-transformers model behind the encoder contract, loaded on first use."""
+"""A sentence-transformers model behind the encoder contract, loaded on first use.
+
+Backends: ``openvino`` runs the model converted once with OpenVINO (see ``_openvino``), with no
+torch on later runs; ``torch`` runs it with sentence-transformers; ``auto``, the default, takes
+OpenVINO on a CPU that can run the model and torch otherwise, saying why in one line.
+"""
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import os
 import threading
-import warnings
 from pathlib import Path
 
-BACKENDS = ("torch", "onnx", "onnx-int8", "openvino")
+from . import _openvino
+
+BACKENDS = ("auto", "openvino", "torch")
+log = logging.getLogger("vectorize.modules")
 
 
 class SentenceTransformerEncoder:
@@ -27,7 +34,7 @@ class SentenceTransformerEncoder:
         metric=None,
         max_length=None,
         batch_size=32,
-        backend="torch",
+        backend="auto",
     ):
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -41,6 +48,7 @@ class SentenceTransformerEncoder:
         self._max_length = max_length
         self._model = None
         self._lock = threading.Lock()
+        self.backend_used: str | None = None  # what auto chose, once loaded
 
     def configure(self, backend=None, dimension=None):
         """A copy with other options (the encoder contract's optional hook)."""
@@ -84,9 +92,11 @@ class SentenceTransformerEncoder:
         return self._metric
 
     def load(self):
+        """The model, on the backend asked for: a SentenceTransformer, or an OpenVINOModel that
+        answers the same calls."""
         with self._lock:
             if self._model is None:
-                self._model = load_model(self.source, self.backend)
+                self._model, self.backend_used = open_model(self.name, self.source, self.backend)
             return self._model
 
     def encode(self, batch):
@@ -103,9 +113,15 @@ class SentenceTransformerEncoder:
     def count_truncated(self, texts) -> int:
         """How many texts are longer than the model reads (it silently truncates them)."""
         model = self.load()
+        if isinstance(model, _openvino.OpenVINOModel):
+            return model.count_truncated(texts)
         limit = model.max_seq_length
         lengths = model.tokenizer(list(texts), add_special_tokens=True, truncation=False, return_length=True)["length"]
         return sum(1 for n in lengths if n > limit)
+
+    def planned_backend(self) -> str:
+        """The backend load() would use, with why, loading nothing: for list-models."""
+        return planned_backend(self.source, self.backend)
 
 
 def quiet_hub() -> None:
@@ -129,75 +145,63 @@ def load_model(source: str, backend: str):
         return _loaded[source, backend]
 
 
-def read_model(source: str, backend: str):
+def read_model(source: str, backend: str = "torch"):
+    """The SentenceTransformer for source (a hub name or a local folder), on torch."""
     if Path(source).is_dir():
         # A local model needs no hub; without this, transformers may still try to reach it.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     quiet_hub()
     from sentence_transformers import SentenceTransformer
 
+    return SentenceTransformer(source)
+
+
+def open_model(name: str, source: str, backend: str):
+    """(model, backend used) for source. auto falls back to torch with one line saying why;
+    openvino asked for by name fails instead."""
     if backend == "torch":
-        return SentenceTransformer(source)
+        return load_model(source, "torch"), "torch"
+    reason = openvino_unusable(source)
+    if reason is None:
+        try:
+            if not _openvino.is_cached(source):
+                log.info("%s: converting the model for OpenVINO (once; kept in %s)", name, _openvino.cache_dir(source))
+            return _openvino.load(source), "openvino"
+        except _openvino.Unconvertible as exc:
+            _openvino.remember_unconvertible(source, str(exc))
+            reason = f"OpenVINO cannot run it: {exc}"
     if backend == "openvino":
-        return load_exported(source, "openvino", "openvino/openvino_model.xml", "vectorize[openvino]")
-    return load_onnx(source, quantized=backend == "onnx-int8")
+        raise RuntimeError(f"--backend openvino: {reason}")
+    if reason != CUDA:
+        log.warning("%s: encoding with torch (%s)", name, reason)
+    return load_model(source, "torch"), "torch"
 
 
-def onnx_cache_dir(source: str, quantized: bool, kind: str = "onnx") -> Path:
-    import platformdirs
-
-    key = hashlib.sha1(f"{Path(source).resolve() if Path(source).is_dir() else source}".encode()).hexdigest()[:12]
-    base = Path(os.environ.get("VECTORIZE_CACHE") or platformdirs.user_cache_dir("vectorize"))
-    return base / kind / f"{Path(source).name}-{key}{'-int8' if quantized else ''}"
+CUDA = "a CUDA device is present"
 
 
-def load_exported(source: str, backend: str, file_name: str, extra: str):
-    """A model exported for another runtime, made once and kept in the user cache."""
-    import logging
-
-    from sentence_transformers import SentenceTransformer
-
-    cache = onnx_cache_dir(source, False, backend)
-    if (cache / file_name).exists():
-        return SentenceTransformer(str(cache), backend=backend, model_kwargs={"file_name": file_name})
-    logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = SentenceTransformer(source, backend=backend)
-    except Exception as exc:  # noqa: BLE001 - a missing runtime surfaces as many types
-        raise RuntimeError(f"the {backend} backend needs its runtime (pip install '{extra}'): {exc}") from exc
-    cache.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(cache))
-    return model
+def openvino_unusable(source: str) -> str | None:
+    """Why auto would not use OpenVINO for source, or None when it would."""
+    if cuda_device_present():
+        return CUDA
+    if not _openvino.runtime_available():
+        return "the OpenVINO runtime is not installed or has no CPU device"
+    return _openvino.known_unconvertible(source)
 
 
-def load_onnx(source: str, quantized: bool):
-    """The ONNX export of a model, made once and kept in the user cache (export takes seconds)."""
-    from sentence_transformers import SentenceTransformer
+def planned_backend(source: str, backend: str) -> str:
+    if backend == "torch":
+        return "torch"
+    reason = openvino_unusable(source)
+    if reason is not None:
+        return f"torch ({reason})" if backend == "auto" else f"openvino, unusable here: {reason}"
+    state = "converted, cached" if _openvino.is_cached(source) else "converted on first use"
+    return f"openvino ({state})"
 
-    cache = onnx_cache_dir(source, quantized)
-    file_name = "onnx/model_quint8_avx2.onnx" if quantized else "onnx/model.onnx"
-    if (cache / file_name).exists():
-        return SentenceTransformer(str(cache), backend="onnx", model_kwargs={"file_name": file_name})
-    import logging
 
-    logging.getLogger("sentence_transformers").setLevel(logging.ERROR)  # "Exporting the model to ONNX" chatter
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the exporter's deprecation chatter is not the user's business
-            model = SentenceTransformer(source, backend="onnx")
-    except Exception as exc:  # noqa: BLE001 - missing optimum/onnxruntime surfaces as many types
-        raise RuntimeError(
-            f"the onnx backend needs optimum and onnxruntime (pip install 'vectorize[onnx]'): {exc}"
-        ) from exc
-    cache.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(cache))
-    if not quantized:
-        return model
-    from sentence_transformers.backend import export_dynamic_quantized_onnx_model
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        export_dynamic_quantized_onnx_model(model, "avx2", str(cache))
-    return SentenceTransformer(str(cache), backend="onnx", model_kwargs={"file_name": file_name})
+def cuda_device_present() -> bool:
+    """An NVIDIA GPU, told without importing torch: torch on it beats OpenVINO on the CPU."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1"):
+        return False
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return gpus.is_dir() and any(gpus.iterdir())

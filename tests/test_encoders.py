@@ -1,5 +1,5 @@
 """Encoders users bring: st:<model>, openai:<model> against a real loopback server, third-party
-plugins through entry points, prefixes, several source columns, long text, the ONNX backend."""
+plugins through entry points, prefixes, several source columns, long text (the backends: test_backends.py)."""
 
 from __future__ import annotations
 
@@ -211,13 +211,3 @@ def test_long_text_is_reported_as_truncated(run_cli, url, conn):
     assert "1 rows were longer than the model reads" in result.stdout
 
 
-@pytest.mark.parametrize("backend", ["onnx", "openvino"])
-def test_faster_backends_match_torch(run_cli, url, conn, passage, monkeypatch, tmp_path, backend):
-    if backend == "openvino":
-        pytest.importorskip("optimum.intel", reason="--backend openvino needs the openvino extra (not in make setup)")
-    monkeypatch.setenv("VECTORIZE_CACHE", str(tmp_path / "cache"))
-    result = run_cli("encode", "--url", url, "-t", "passage", "-c", "passage", "--backend", backend)
-    assert result.exit_code == 0, result.output
-    expected = modules.get("minilm").encode(TEXTS)
-    for i, vector in stored(conn).items():
-        assert cosine(vector, expected[i - 1]) > 0.999

@@ -44,7 +44,7 @@ def describe_encoder(name: str) -> dict:
     encoder = load_encoder(name)
     dimension = encoder_dimension(encoder, name)
     source = getattr(encoder, "source", "")
-    return {
+    details = {
         "name": name,
         "description": encoder.description,
         "dimension": dimension,
@@ -52,6 +52,12 @@ def describe_encoder(name: str) -> dict:
         "max_length": getattr(encoder, "max_length", None),
         "source": str((source() if callable(source) else source) or ""),
     }
+    planned = getattr(encoder, "planned_backend", None)
+    if planned is not None:
+        details["backend"] = f"{encoder.backend}: {planned()}"
+    if getattr(encoder, "speed", None):
+        details["speed"] = encoder.speed
+    return details
 
 
 def encoder_dimension(encoder, name: str) -> int:
