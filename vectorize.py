@@ -578,34 +578,105 @@ def search(url, query, table, schema, column, vector_column, k, as_json, metric,
 @click.option("--metric", type=click.Choice(["cosine", "l2", "ip"]), help="Distance metric  [default: cosine]")
 @click.option("--model-name", metavar="LABEL", help="What made the vectors, recorded in the metadata.")
 @click.option("--strict", is_flag=True, help="Fail (writing nothing) when a key is not in the table.")
-def import_vectors(url, table, schema, column, file, keys_file, vector_column, metric, model_name, strict):
+@click.option("--fulltext", is_flag=True, help="Also add a generated full-text (tsvector) column and its index.")
+@click.option("--language", metavar="CONFIG", help="Text search configuration of --fulltext  [default: english]")
+@click.option(
+    "--index", "index_mode", type=click.Choice(["after", "now", "skip"]), default="after", show_default=True,
+    help="Build the indexes after the load, before it, or not (then: vectorize.py index).",
+)  # fmt: skip
+@click.option(
+    "--index-memory", metavar="SIZE", callback=lambda ctx, param, value: parse_size(value),
+    help="PostgreSQL: memory for the HNSW build, e.g. 4GB  [default: room for the graph, at most 8GB]",
+)  # fmt: skip
+def import_vectors(url, table, schema, column, file, keys_file, vector_column, metric, model_name, strict, fulltext,
+                   language, index_mode, index_memory):  # fmt: skip
     """Import vectors computed elsewhere ("bring your own vectors").
 
     JSON Lines hold one object per line with the primary-key column(s) by name and 'vector'
     (an array of numbers); CSV has a header with the key columns and 'vector' (a JSON array);
-    .npy needs --keys. The whole file is checked before anything is written.
+    .npy needs --keys. The whole file is checked before the table is written.
 
     \b
     Example:
       vectorize.py import-vectors --table passage --column passage --file vectors.jsonl --model-name my-model
+      vectorize.py import-vectors -t passage -c passage -f vectors.npy --keys keys.jsonl --fulltext
     """
     from vectorize_core import connect
     from vectorize_core.importer import import_vectors as run_import
 
     if not table:
         raise click.UsageError("Missing option '--table'.")
-    with connect(url) as db:
+    with connect(url) as db, phase_reporter() as progress, index_reporter() as on_index:
         result = run_import(
             db, table=table, schema=schema, column=column, file=file, keys_file=keys_file,
-            vector_column=vector_column, metric=metric, model_name=model_name, strict=strict,
+            vector_column=vector_column, metric=metric, model_name=model_name, strict=strict, fulltext=fulltext,
+            language=language, index=index_mode, index_memory=index_memory, progress=progress, on_index=on_index,
         )  # fmt: skip
+    click.echo(import_summary(result))
+
+
+def import_summary(result) -> str:
     t = result.target
-    line = f"Imported {result.updated} vectors of {t.dimension} dimensions into {t.display} in {result.seconds:.1f}s"
+    parts = [
+        f"Imported {result.updated} vectors of {t.dimension} dimensions into {t.display} "
+        f"in {result.seconds:.1f}s ({result.rows_per_second:.0f} rows/s)"
+    ]
     if result.missing:
-        line += f"; {result.missing} keys of the file are not in the table"
+        parts.append(f"{result.missing} keys of the file are not in the table")
+    if result.fulltext_added:
+        parts.append(f"full text in {t.fulltext['column']} ({t.fulltext['language']}), for search --hybrid")
     if result.index_created:
-        line += f"; index {t.index_name} ready"
-    click.echo(line + ".")
+        parts.append(f"index {t.index_name} ready ({result.index_seconds:.1f}s)")
+    if result.index_skipped:
+        parts.append(
+            f"no index built (--index skip): build it with `vectorize.py index -t {t.table.display} -c {t.sources[0]}`"
+        )
+    if result.index_note:
+        parts.append(f"no vector index: {result.index_note}; searches rank every row exactly")
+    return "; ".join(parts) + "."
+
+
+class phase_reporter:
+    """The phases of an import: encode's bar for each on a terminal; otherwise (on stderr) a
+    timestamped line when a phase that takes a second or more starts and when it ends (a small
+    file's bad input stays the one line of its error). Yields the core's progress callback."""
+
+    def __enter__(self):
+        self.phase, self.bar, self.update, self.said = None, None, None, False
+        return self.report
+
+    def report(self, progress) -> None:
+        import time
+
+        if progress.phase != self.phase:
+            self.close()
+            self.phase, self.bar, self.said = progress.phase, progress_reporter(label=progress.phase), False
+            self.update = self.bar.__enter__()
+        if self.update is not None:
+            if progress.total:
+                self.update(progress.done, progress.total)
+        elif progress.seconds >= 1 and not self.said:
+            self.said = True
+            started = time.strftime("%H:%M:%S", time.localtime(time.time() - progress.seconds))
+            click.echo(f"{started} {progress.phase} ...", err=True)
+        if progress.finished:
+            self.close()
+            if self.said:
+                rate = f" ({progress.done / progress.seconds:.0f} rows/s)" if progress.seconds > 0 else ""
+                click.echo(
+                    f"{time.strftime('%H:%M:%S')} {progress.phase} done: {progress.done} rows "
+                    f"in {progress.seconds:.1f}s{rate}",
+                    err=True,
+                )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+        self.bar = None
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
 
 
 @cli.command("eval")

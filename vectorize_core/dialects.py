@@ -301,18 +301,27 @@ class Dialect:
         return {name: [a for a in (args or "").split("\\000") if a] for name, args in rows}
 
     def staging_table(
-        self, staging: sql.Composable, table: sql.Composable, keys: list[sql.Composable], dimension: int
+        self, staging: sql.Composable, table: sql.Composable, keys: list[sql.Composable]
     ) -> list[sql.Composable]:
-        """A scratch table with the key columns of table (their exact types) and a vector."""
+        """A scratch table with the key columns of table (their exact types) and the file line."""
         return [
             sql.SQL("CREATE {}TABLE {} AS SELECT {} FROM {} LIMIT 0").format(
                 sql.SQL(self.staging_kind), staging, sql.SQL(", ").join(keys), table
             ),
-            sql.SQL("ALTER TABLE {} ADD COLUMN vec VECTOR({})").format(staging, sql.Literal(int(dimension))),
+            sql.SQL("ALTER TABLE {} ADD COLUMN line INT8").format(staging),
         ]
+
+    def vector_staging_table(self, staging: sql.Composable, dimension: int) -> sql.Composed:
+        """A scratch table of vectors by file line (what joins them to their keys)."""
+        return sql.SQL("CREATE {}TABLE {} (line INT8 PRIMARY KEY, vec VECTOR({}))").format(
+            sql.SQL(self.staging_kind), staging, sql.Literal(int(dimension))
+        )
 
     # Unlogged: a scratch table need not survive a crash, and skipping the WAL halves the work.
     staging_kind = "UNLOGGED "
+
+    # Vectors are copied in pgvector's binary form: nothing to format, nothing for the server to parse.
+    binary_vector_copy = True
 
     def copy_settings(self) -> list[sql.Composable]:
         """Session settings for a COPY into the staging table (run on the COPY's connection)."""
@@ -590,6 +599,8 @@ class CockroachDialect(Dialect):
         return "backfilling", int(float(row[0]) * 1000), 1000
 
     staging_kind = ""  # temporary tables are experimental in CockroachDB
+    # Binary COPY of VECTOR fails on v25.2 (#157040): text, which every version reads.
+    binary_vector_copy = False
 
     def copy_settings(self) -> list[sql.Composable]:
         # An atomic COPY is one transaction: a long one can fail with RETRY_COMMIT_DEADLINE_EXCEEDED

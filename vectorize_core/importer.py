@@ -1,15 +1,21 @@
 """Bring your own vectors: import precomputed embeddings into a vector column.
 
-The whole file is validated first (a wrong-length vector, a non-number, NaN or infinity, a
-missing key column, a duplicate key or invalid UTF-8 stops the import naming the line, with
-nothing written). Then the vectors are streamed with COPY (text format, which CockroachDB
-accepts for VECTOR on every version) into a scratch table and applied with one set-based UPDATE.
+The file is read once and checked as it is read: a wrong-length vector, a non-number, NaN or
+infinity, a value beyond float4, a missing key column or invalid UTF-8 stops the import naming
+the line. Keys go to one scratch table by text COPY, each in its key column's own type (so the
+server names the line whose key it cannot read, and keys are compared as the table compares
+them); vectors go to another, by file line, in the cheapest form the engine takes (the dialect
+chooses: pgvector's binary form on PostgreSQL, text on CockroachDB; JSON Lines and CSV hand the
+server their numbers as written). A .npy is checked with numpy, chunk by chunk, before any COPY.
+The user's table is written only when the whole file has been read and its keys found unique;
+any failure before that drops the scratch tables and leaves the table as it was. The vectors are
+then applied in key-ordered batches of UPDATE_BATCH rows, each its own retried transaction, and
+the indexes built as encode builds them.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import itertools
 import json
 import math
@@ -20,16 +26,26 @@ import tempfile
 import time
 import uuid
 from array import array
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
+import numpy as np
 import psycopg
 from psycopg import sql
 
 from .db import Database, Table
-from .errors import BadInput
-from .pipeline import ensure_extension, run_ddl
+from .errors import BadInput, DatabaseError
+from .pipeline import (
+    FillQueries,
+    build_indexes_when_done,
+    column_statements,
+    ensure_extension,
+    indexes_exist,
+    run_ddl,
+)
 from .target import (
     VectorTarget,
     check_same_fill,
@@ -37,6 +53,8 @@ from .target import (
     check_vector_column,
     check_vector_column_name,
     default_vector_column,
+    index_names,
+    resolve_fulltext,
 )
 
 EXTERNAL = "external"
@@ -47,21 +65,47 @@ class BadVectorFile(BadInput):
 
 
 @dataclass
+class ImportProgress:
+    """What progress(p) hears: each phase starts (done 0), advances, and ends (finished).
+
+    Phases: 'validating' (a .npy and its keys, with numpy, before any COPY), 'loading' (COPY into
+    the scratch tables; JSON Lines and CSV are checked here, as they stream), 'checking' (keys
+    unique in their own type, and found in the table), 'writing' (the UPDATE batches). For JSON
+    Lines and CSV the total while loading is estimated from the bytes read.
+    """
+
+    phase: str
+    done: int = 0
+    total: int = 0
+    seconds: float = 0.0
+    finished: bool = False
+
+
+@dataclass
 class ImportResult:
     target: VectorTarget
     records: int = 0
     updated: int = 0
     missing: int = 0  # keys in the file that are not in the table
-    seconds: float = 0.0
+    seconds: float = 0.0  # the load: everything but the index build
     column_created: bool = False
+    fulltext_added: bool = False  # --fulltext made the tsvector column this run
     index_created: bool = False
+    index_seconds: float = 0.0
+    index_skipped: bool = False  # --index skip: build it later with `vectorize.py index`
+    index_note: str = ""  # why there is no vector index, or that the build outgrew its memory
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.records / self.seconds if self.seconds > 0 else 0.0
 
 
 @dataclass
 class Record:
     line: int
     keys: list[str]
-    vector: str  # text form '[..]', parsed by the server
+    vector: str  # text form '[..]', as written in the file
 
 
 NUMBER_TYPES = {int, float}
@@ -69,6 +113,16 @@ NUMBER_TYPES = {int, float}
 FLOAT32_MAX = 3.4028234663852886e38
 # Rows per UPDATE from the staging table: bounded transactions, each retried on its own.
 UPDATE_BATCH = 5000
+# A .npy is read (and checked, and sent) this many bytes of vectors at a time.
+NPY_CHUNK_BYTES = 16 << 20
+# COPY data is sent in blocks of about this size.
+COPY_BLOCK = 1 << 20
+# The keys' COPY text is kept in memory up to this size, then in a temporary file.
+KEYS_IN_MEMORY = 64 << 20
+
+# COPY (FORMAT BINARY): the signature, flags and header extension length; the end marker.
+BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+BINARY_TRAILER = b"\xff\xff"
 
 
 def parse_vector(value, where: str, dimension: int | None) -> list:
@@ -115,31 +169,46 @@ def key_text(value, where: str, column: str) -> str:
     return str(value)
 
 
-def decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
-            try:
-                # utf-8-sig on the first line: spreadsheets ("CSV UTF-8") start files with a BOM.
-                yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")
-            except UnicodeDecodeError:
-                raise BadVectorFile(f"{path.name} line {number}: not valid UTF-8") from None
+class FileLines:
+    """The decoded lines of a file with their numbers, counting the bytes read (for progress)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.size = path.stat().st_size
+        self.bytes_read = 0
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        with open(self.path, "rb") as f:
+            for number, raw in enumerate(f, 1):
+                self.bytes_read += len(raw)
+                try:
+                    # utf-8-sig on the first line: spreadsheets ("CSV UTF-8") start files with a BOM.
+                    yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")
+                except UnicodeDecodeError:
+                    raise BadVectorFile(f"{self.path.name} line {number}: not valid UTF-8") from None
+
+    def estimated_total(self, done: int) -> int:
+        """Records in the whole file, judged by the share of its bytes that held `done`."""
+        if not self.bytes_read:
+            return 0
+        return max(done, round(done * self.size / self.bytes_read))
 
 
-def csv_reader(path: Path) -> csv.DictReader:
+def csv_reader(lines: FileLines) -> csv.DictReader:
     """A reader for the file's own delimiter: ',' or, as spreadsheets in many locales write, ';'
     or a tab, told by the header line."""
-    lines = (line for _, line in decoded_lines(path))
-    first = next(lines, "")
+    texts = (line for _, line in lines)
+    first = next(texts, "")
     delimiter = max(",;\t", key=first.count) if first else ","
-    return csv.DictReader(itertools.chain([first], lines), delimiter=delimiter)
+    return csv.DictReader(itertools.chain([first], texts), delimiter=delimiter)
 
 
-def json_objects(path: Path) -> Iterator[tuple[int, str, dict, str]]:
+def json_objects(lines: FileLines) -> Iterator[tuple[int, str, dict, str]]:
     """(line number, 'file line N', object, line) for each non-blank line of a JSON Lines file."""
-    for number, line in decoded_lines(path):
+    for number, line in lines:
         if not line.strip():
             continue
-        where = f"{path.name} line {number}"
+        where = f"{lines.path.name} line {number}"
         try:
             obj = json.loads(line)
         except ValueError as exc:
@@ -153,9 +222,9 @@ def object_keys(obj: dict, where: str, key_columns: list[str]) -> list[str]:
     return [key_text(obj[c], where, c) if c in obj else missing_key(where, c) for c in key_columns]
 
 
-def read_jsonl(path: Path, key_columns: list[str]) -> Iterator[Record]:
+def read_jsonl(lines: FileLines, key_columns: list[str]) -> Iterator[Record]:
     dimension = None
-    for number, where, obj, line in json_objects(path):
+    for number, where, obj, line in json_objects(lines):
         keys = object_keys(obj, where, key_columns)
         vector = parse_vector(obj.get("vector"), where, dimension)
         dimension = len(vector)
@@ -166,15 +235,15 @@ def missing_key(where: str, column: str):
     raise BadVectorFile(f"{where}: missing key column {column!r}")
 
 
-def read_csv(path: Path, key_columns: list[str]) -> Iterator[Record]:
-    reader = csv_reader(path)
+def read_csv(lines: FileLines, key_columns: list[str]) -> Iterator[Record]:
+    reader = csv_reader(lines)
     header = reader.fieldnames or []
     for column in [*key_columns, "vector"]:
         if column not in header:
-            raise BadVectorFile(f"{path.name} line 1: the header has no column {column!r}")
+            raise BadVectorFile(f"{lines.path.name} line 1: the header has no column {column!r}")
     dimension = None
     for row in reader:
-        where = f"{path.name} line {reader.line_num}"
+        where = f"{lines.path.name} line {reader.line_num}"
         keys = [
             key_text(row[c], where, c) if row.get(c) not in (None, "") else missing_key(where, c) for c in key_columns
         ]
@@ -186,29 +255,11 @@ def read_csv(path: Path, key_columns: list[str]) -> Iterator[Record]:
         yield Record(reader.line_num, keys, row["vector"].strip())
 
 
-def read_npy(path: Path, keys_path: Path | None, key_columns: list[str]) -> Iterator[Record]:
-    import numpy as np
-
-    if keys_path is None:
-        raise BadInput(f"{path.name}: a .npy file needs --keys FILE (JSON Lines or CSV of the key columns)")
-    vectors = np.load(path, mmap_mode="r", allow_pickle=False)
-    if vectors.ndim != 2 or vectors.dtype.kind not in "fiu":
-        raise BadVectorFile(f"{path.name}: expected a 2-D array of numbers, got shape {vectors.shape} {vectors.dtype}")
-    keys = list(read_keys(keys_path, key_columns))
-    if len(keys) != len(vectors):
-        raise BadVectorFile(f"{keys_path.name} has {len(keys)} keys for {len(vectors)} vectors in {path.name}")
-    for index, (line, key) in enumerate(keys):
-        row = np.asarray(vectors[index], dtype=np.float64)
-        if not np.isfinite(row).all():
-            raise BadVectorFile(f"{path.name} row {index + 1} ({keys_path.name} line {line}): NaN or infinity")
-        if np.abs(row).max() > FLOAT32_MAX:
-            raise BadVectorFile(f"{path.name} row {index + 1} ({keys_path.name} line {line}): beyond a float4")
-        yield Record(line, key, json.dumps(row.tolist(), separators=(",", ":")))
-
-
 def read_keys(path: Path, key_columns: list[str]) -> Iterator[tuple[int, list[str]]]:
+    """(line, keys) of each row of a .npy's keys file, JSON Lines or CSV."""
+    lines = FileLines(path)
     if path.suffix.lower() == ".csv":
-        reader = csv_reader(path)
+        reader = csv_reader(lines)
         for row in reader:
             where = f"{path.name} line {reader.line_num}"
             yield (
@@ -216,34 +267,286 @@ def read_keys(path: Path, key_columns: list[str]) -> Iterator[tuple[int, list[st
                 [key_text(row.get(c), where, c) if row.get(c) else missing_key(where, c) for c in key_columns],
             )
         return
-    for number, where, obj, _ in json_objects(path):
+    for number, where, obj, _ in json_objects(lines):
         yield number, object_keys(obj, where, key_columns)
 
 
-def records(path: Path, key_columns: list[str], keys_path: Path | None) -> Iterator[Record]:
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        return read_npy(path, keys_path, key_columns)
-    if suffix == ".csv":
-        return read_csv(path, key_columns)
-    return read_jsonl(path, key_columns)
+def escape_copy(value: str) -> str:
+    """COPY text format: backslash, tab, newline and carriage return are escaped."""
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
-def validate(path: Path, key_columns: list[str], keys_path: Path | None) -> tuple[int, int]:
-    """(records, dimension) of a file that is entirely valid; raises naming the first bad line."""
-    seen: dict[tuple[str, ...], int] = {}
-    count, dimension = 0, None
-    for record in records(path, key_columns, keys_path):
-        key = tuple(record.keys)
-        if key in seen:
-            raise BadVectorFile(f"{path.name} line {record.line}: key {', '.join(key)} repeats line {seen[key]}")
-        seen[key] = record.line
-        if dimension is None:
-            dimension = record.vector.count(",") + 1
-        count += 1
-    if not count:
+def keys_row(keys: list[str], line: int) -> str:
+    return "\t".join([*map(escape_copy, keys), str(line)]) + "\n"
+
+
+# -- .npy ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class NpyFile:
+    path: Path
+    rows: int
+    dimension: int
+    dtype: np.dtype
+    offset: int  # where the data starts
+    fortran_order: bool
+
+    @property
+    def chunk_rows(self) -> int:
+        return max(1, NPY_CHUNK_BYTES // (self.dimension * self.dtype.itemsize))
+
+    def chunks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, rows) through the file, a chunk at a time, with plain reads: a memory map
+        would count every page it touched in the process's memory, the whole file in the end."""
+        if self.fortran_order:  # column after column on disk: rows can only be gathered
+            mapped = np.memmap(self.path, self.dtype, "r", self.offset, (self.rows, self.dimension), order="F")
+            for start in range(0, self.rows, self.chunk_rows):
+                yield start, np.ascontiguousarray(mapped[start : start + self.chunk_rows])
+            return
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            for start in range(0, self.rows, self.chunk_rows):
+                count = min(self.chunk_rows, self.rows - start)
+                yield start, np.fromfile(f, self.dtype, count * self.dimension).reshape(count, self.dimension)
+
+
+NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def open_npy(path: Path) -> NpyFile:
+    """The array's shape and type from its header; refuses anything but a 2-D array of numbers."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version not in NPY_HEADER_READERS:
+                raise ValueError(f"format version {version[0]}.{version[1]}")
+            shape, fortran_order, dtype = NPY_HEADER_READERS[version](f)
+            offset = f.tell()
+    except (ValueError, OSError, EOFError) as exc:
+        raise BadVectorFile(f"{path.name}: not a .npy array ({exc})") from None
+    if len(shape) != 2 or dtype.kind not in "fiu" or shape[1] == 0:
+        raise BadVectorFile(f"{path.name}: expected a 2-D array of numbers, got shape {shape} {dtype}")
+    if shape[0] == 0:
         raise BadVectorFile(f"{path.name}: no vectors in the file")
-    return count, dimension
+    if path.stat().st_size < offset + shape[0] * shape[1] * dtype.itemsize:
+        raise BadVectorFile(f"{path.name}: the file ends before the {shape[0]} rows its header announces")
+    return NpyFile(path, shape[0], shape[1], dtype, offset, fortran_order)
+
+
+def check_numbers(npy: NpyFile, start: int, chunk: np.ndarray, keys_name: str, lines: array) -> None:
+    """Every value finite and within float4, or bad input naming the first row that is not."""
+    if chunk.dtype.kind != "f":
+        return  # integers: finite, and within float4 even at 64 bits
+    finite = np.isfinite(chunk).all(axis=1)
+    if not finite.all():
+        row = start + int(np.argmin(finite))
+        raise BadVectorFile(f"{npy.path.name} row {row + 1} ({keys_name} line {lines[row]}): NaN or infinity")
+    if chunk.dtype.itemsize > 4:
+        fits = (np.abs(chunk) <= FLOAT32_MAX).all(axis=1)
+        if not fits.all():
+            row = start + int(np.argmin(fits))
+            raise BadVectorFile(f"{npy.path.name} row {row + 1} ({keys_name} line {lines[row]}): beyond a float4")
+
+
+def binary_row_type(dimension: int) -> np.dtype:
+    """One row of COPY (FORMAT BINARY) into (line int8, vec vector): the field count, then each
+    field's length and value; the vector in pgvector's binary form (int16 dimension, int16
+    unused, float4s), all big-endian."""
+    return np.dtype(
+        [
+            ("fields", ">i2"),
+            ("line_size", ">i4"),
+            ("line", ">i8"),
+            ("vec_size", ">i4"),
+            ("dimension", ">i2"),
+            ("unused", ">i2"),
+            ("vec", ">f4", (dimension,)),
+        ]
+    )
+
+
+def binary_rows(lines: np.ndarray, vectors: np.ndarray) -> bytes:
+    dimension = vectors.shape[1]
+    rows = np.empty(len(vectors), binary_row_type(dimension))
+    rows["fields"] = 2
+    rows["line_size"] = 8
+    rows["line"] = lines
+    rows["vec_size"] = 4 + 4 * dimension
+    rows["dimension"] = dimension
+    rows["unused"] = 0
+    rows["vec"] = vectors.astype(np.float32, copy=False)  # checked to fit a float4
+    return rows.tobytes()
+
+
+def text_rows(lines: np.ndarray, vectors: np.ndarray) -> str:
+    """COPY text rows (line, '[...]'): each number the shortest text that reads back as the same
+    float4 (rounded to float4 here first, so both COPY forms store the same values)."""
+    values = vectors.astype(np.float32, copy=False).tolist()
+    return "".join(
+        f"{line}\t{json.dumps(v, separators=(',', ':'))}\n" for line, v in zip(lines.tolist(), values, strict=True)
+    )
+
+
+# -- the import ---------------------------------------------------------------------------------
+
+
+class Phases:
+    """Tells progress(ImportProgress) as each phase starts, advances and ends; keeps the times."""
+
+    def __init__(self, progress: Callable[[ImportProgress], None] | None):
+        self.progress = progress
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str, total: int = 0):
+        """Yields tell(done, total=None); a phase that raises does not end."""
+        started = time.monotonic()
+        state = {"done": 0, "total": total}
+
+        def tell(done: int, total: int | None = None) -> None:
+            state["done"] = done
+            if total is not None:
+                state["total"] = total
+            if self.progress is not None:
+                self.progress(ImportProgress(name, done, state["total"], time.monotonic() - started))
+
+        tell(0)
+        yield tell
+        self.seconds[name] = time.monotonic() - started
+        if self.progress is not None:
+            self.progress(ImportProgress(name, state["done"], state["total"], self.seconds[name], finished=True))
+
+
+@dataclass
+class Staging:
+    """The two scratch tables: keys in their own types by file line, and vectors by file line."""
+
+    keys: sql.Identifier
+    vectors: sql.Identifier
+    key_columns: list[sql.Identifier]
+    lines: array = field(default_factory=lambda: array("q"))  # the file line of each COPY row, in order
+    lines_name: str = ""  # the file those lines are in
+
+    @property
+    def matches(self) -> sql.Composed:
+        """The table's row (t) of a scratch key (s): compared in the key's own type."""
+        return sql.SQL(" AND ").join(sql.SQL("t.{0} = s.{0}").format(k) for k in self.key_columns)
+
+    def create(self, db: Database, table: Table, dimension: int) -> None:
+        for statement in db.dialect.staging_table(self.keys, table.ident, self.key_columns):
+            run_ddl(db, statement)
+        run_ddl(db, db.dialect.vector_staging_table(self.vectors, dimension))
+
+    def drop(self, db: Database) -> None:
+        for table in (self.keys, self.vectors):
+            db.command(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
+
+    def copy_keys(self, db: Database, spool) -> None:
+        spool.seek(0)
+        statement = sql.SQL("COPY {} ({}, line) FROM STDIN").format(self.keys, sql.SQL(", ").join(self.key_columns))
+        copy_in(db, statement, iter(lambda: spool.read(COPY_BLOCK), ""), self)
+
+    def copy_vectors(self, db: Database, blocks, binary: bool) -> None:
+        form = sql.SQL(" (FORMAT BINARY)" if binary else "")
+        copy_in(db, sql.SQL("COPY {} (line, vec) FROM STDIN{}").format(self.vectors, form), blocks, self)
+
+
+def copy_in(db: Database, statement: sql.Composable, blocks, staging: Staging) -> None:
+    """COPY statement FROM STDIN, block by block, on one connection. A row the server refuses
+    (a key its column's type cannot read: 'abc' for an integer) is bad input naming its line."""
+
+    def copy(conn):
+        for setting in db.dialect.copy_settings():
+            conn.execute(setting)
+        try:
+            with conn.cursor() as cur, cur.copy(statement) as copy:
+                for block in blocks:
+                    copy.write(block)
+        except psycopg.errors.DataError as exc:
+            found = re.search(r"line (\d+)", exc.diag.context or "")
+            row = int(found.group(1)) if found else 0
+            where = f"line {staging.lines[row - 1]}" if 0 < row <= len(staging.lines) else "a line"
+            raise BadVectorFile(f"{staging.lines_name} {where}: {exc.diag.message_primary}") from None
+
+    db.run(copy, retry=False)  # a COPY cut short is not retried: the scratch tables are dropped
+
+
+def spool_file():
+    return tempfile.SpooledTemporaryFile(max_size=KEYS_IN_MEMORY, mode="w+", encoding="utf-8", newline="")
+
+
+def load_npy(db: Database, staging: Staging, npy: NpyFile, keys_path: Path, key_columns, phases) -> int:
+    """Check the .npy and its keys (numpy, a chunk at a time), then COPY both. Returns the rows."""
+    staging.lines_name = keys_path.name
+    with spool_file() as spool:
+        with phases.phase("validating", npy.rows) as tell:
+            keys = read_keys(keys_path, key_columns)
+            for start, chunk in npy.chunks():
+                for line, row_keys in itertools.islice(keys, len(chunk)):
+                    staging.lines.append(line)
+                    spool.write(keys_row(row_keys, line))
+                if len(staging.lines) < start + len(chunk):
+                    break  # the keys ran out: said below
+                check_numbers(npy, start, chunk, keys_path.name, staging.lines)
+                tell(start + len(chunk))
+            count = len(staging.lines) + sum(1 for _ in keys)
+            if count != npy.rows:
+                raise BadVectorFile(f"{keys_path.name} has {count} keys for {npy.rows} vectors in {npy.path.name}")
+        with phases.phase("loading", npy.rows) as tell:
+            staging.copy_keys(db, spool)
+            lines = np.frombuffer(staging.lines, dtype=np.int64)
+            binary = db.dialect.binary_vector_copy
+
+            def blocks():
+                if binary:
+                    yield BINARY_HEADER
+                for start, chunk in npy.chunks():
+                    rows = lines[start : start + len(chunk)]
+                    yield binary_rows(rows, chunk) if binary else text_rows(rows, chunk)
+                    tell(start + len(chunk))
+                if binary:
+                    yield BINARY_TRAILER
+
+            staging.copy_vectors(db, blocks(), binary)
+    return npy.rows
+
+
+def text_records(path: Path, key_columns: list[str]) -> tuple[FileLines, Iterator[Record], int]:
+    """The records of a JSON Lines or CSV file, and the dimension of the first."""
+    lines = FileLines(path)
+    reader = read_csv if path.suffix.lower() == ".csv" else read_jsonl
+    records = reader(lines, key_columns)
+    first = next(records, None)
+    if first is None:
+        raise BadVectorFile(f"{path.name}: no vectors in the file")
+    return lines, itertools.chain([first], records), first.vector.count(",") + 1
+
+
+def load_text(db: Database, staging: Staging, lines: FileLines, records: Iterator[Record], phases) -> int:
+    """One pass: each record is checked as it is read and its vector COPied at once (the numbers
+    as written); the keys wait in a spool and follow in a COPY of their own. Returns the records."""
+    staging.lines_name = lines.path.name
+    with spool_file() as spool, phases.phase("loading") as tell:
+
+        def blocks():
+            pending, size = [], 0
+            for record in records:
+                staging.lines.append(record.line)
+                spool.write(keys_row(record.keys, record.line))
+                row = f"{record.line}\t{escape_copy(record.vector)}\n"
+                pending.append(row)
+                size += len(row)
+                if size >= COPY_BLOCK:
+                    yield "".join(pending)
+                    pending, size = [], 0
+                    tell(len(staging.lines), lines.estimated_total(len(staging.lines)))
+            yield "".join(pending)
+
+        staging.copy_vectors(db, blocks(), binary=False)
+        staging.copy_keys(db, spool)
+        tell(len(staging.lines), len(staging.lines))
+    return len(staging.lines)
 
 
 def import_vectors(
@@ -258,21 +561,101 @@ def import_vectors(
     model_name: str | None = None,
     keys_file: str | None = None,
     strict: bool = False,
+    fulltext: bool = False,
+    language: str | None = None,
+    index: str = "after",
+    index_memory: int | None = None,
+    progress: Callable[[ImportProgress], None] | None = None,
+    on_index=None,
 ) -> ImportResult:
     """Store the vectors of file (JSON Lines, CSV or .npy + keys) in table's vector column for
-    column, creating and indexing it as encode does. Returns what was done."""
+    column, creating and indexing it as encode does. Returns what was done.
+
+    ``fulltext`` also adds a generated tsvector of the text (``language``: its configuration) and
+    its index, for hybrid search, as encode does. ``index``: 'after' builds the indexes once the
+    vectors are in, 'now' before, 'skip' not at all (`vectorize.py index` builds them later);
+    ``index_memory`` bytes for the build. ``progress(ImportProgress)`` hears each phase of the
+    load; ``on_index(IndexProgress)`` the index builds.
+    """
+    if index not in ("after", "now", "skip"):
+        raise BadInput(f"index must be 'after', 'now' or 'skip', not {index!r}")
+    phases = Phases(progress)
     with spooled(file) as path:
-        keys_path = Path(keys_file) if keys_file else None
         info = db.find_table(table, schema)
         check_text_column(info, column)
         key_columns = list(info.primary_key)
-        count, dimension = validate(path, key_columns, keys_path)
-        target = import_target(db, info, column, vector_column, metric, model_name, dimension)
-        return apply(db, target, path, keys_path, count, strict)
+        dimension, load = file_loader(path, keys_file, key_columns, phases)
+        target = import_target(db, info, column, vector_column, metric, model_name, dimension, fulltext, language)
+        has_index = target.column_exists and indexes_exist(db, target)
+        started = time.monotonic()
+        ensure_extension(db)
+        staging = Staging(
+            sql.Identifier(info.schema, f"vectorize_import_{uuid.uuid4().hex[:12]}"),
+            sql.Identifier(info.schema, f"vectorize_import_{uuid.uuid4().hex[:12]}"),
+            [sql.Identifier(k) for k in key_columns],
+        )
+        result = ImportResult(target, phase_seconds=phases.seconds)
+        try:
+            staging.create(db, info, dimension)
+            result.records = load(db, staging)
+            check_keys(db, target, staging, result, strict, phases, path.name)
+            with phases.phase("writing", result.records - result.missing) as tell:
+                write_columns(db, target, result)
+                if index == "now" and not has_index:  # then the UPDATE maintains them
+                    build_indexes_when_done(
+                        db, target, FillQueries(target, db.dialect), result, None, on_index, index_memory
+                    )
+                result.updated = update_in_batches(db, target, staging, tell)
+        finally:
+            staging.drop(db)
+        # Building the indexes once over the filled column is far cheaper than maintaining them.
+        if index == "after" and not has_index:
+            build_indexes_when_done(db, target, FillQueries(target, db.dialect), result, None, on_index, index_memory)
+        result.index_skipped = index == "skip" and not has_index
+        result.seconds = time.monotonic() - started - result.index_seconds
+        return result
+
+
+def file_loader(path: Path, keys_file: str | None, key_columns: list[str], phases) -> tuple[int, Callable]:
+    """The vectors' dimension (from the .npy header, or the first record) and load(db, staging),
+    which checks and COPies the file into the scratch tables and returns its records."""
+    if path.suffix.lower() != ".npy":
+        lines, records, dimension = text_records(path, key_columns)
+        return dimension, partial(load_text, lines=lines, records=records, phases=phases)
+    if keys_file is None:
+        raise BadInput(f"{path.name}: a .npy file needs --keys FILE (JSON Lines or CSV of the key columns)")
+    if not Path(keys_file).is_file():
+        raise BadInput(f"no such file: {keys_file}")
+    npy = open_npy(path)
+    return npy.dimension, partial(load_npy, npy=npy, keys_path=Path(keys_file), key_columns=key_columns, phases=phases)
+
+
+def write_columns(db: Database, target: VectorTarget, result: ImportResult) -> None:
+    """The vector column (and the full-text column) with their metadata, as encode makes them."""
+    for statement in column_statements(db, target):
+        run_ddl(db, statement)
+    result.column_created = not target.column_exists
+    result.fulltext_added = bool(target.fulltext) and target.fulltext["column"] not in target.table.columns
+
+
+def check_keys(db: Database, target: VectorTarget, staging: Staging, result: ImportResult, strict, phases,
+               file_name: str) -> None:  # fmt: skip
+    """Keys unique in their own type; counts those not in the table (an error with strict)."""
+    info = target.table
+    with phases.phase("checking", result.records) as tell:
+        check_keys_unique_in_their_type(db, staging)
+        result.missing = db.fetchone(
+            sql.SQL("SELECT count(*) FROM {} AS s WHERE NOT EXISTS (SELECT 1 FROM {} AS t WHERE {})").format(
+                staging.keys, info.ident, staging.matches
+            )
+        )[0]
+        tell(result.records)
+    if strict and result.missing:
+        raise BadInput(f"{result.missing} keys of {file_name} are not in {info.display} (--strict); nothing written")
 
 
 class spooled:
-    """The file to read twice: a path as given, or standard input ('-') copied to a temp file."""
+    """The file to read: a path as given, or standard input ('-') copied to a temp file."""
 
     def __init__(self, file: str):
         self.file = file
@@ -294,7 +677,9 @@ class spooled:
             Path(self.temp.name).unlink(missing_ok=True)
 
 
-def import_target(db, info: Table, column, vector_column, metric, model_name, dimension) -> VectorTarget:
+def import_target(
+    db, info: Table, column, vector_column, metric, model_name, dimension, fulltext=False, language=None
+) -> VectorTarget:
     vector_column = vector_column or default_vector_column(column)
     check_vector_column_name(info, vector_column, (column,))
     existing = info.columns.get(vector_column)
@@ -307,6 +692,7 @@ def import_target(db, info: Table, column, vector_column, metric, model_name, di
         check_vector_column(existing, info.display, dimension, "the file's vectors have")
     metric = metric or "cosine"
     db.dialect.check_metric(metric)
+    index_name, pending_index_name = index_names(db, info, vector_column, meta)
     return VectorTarget(
         table=info,
         sources=(column,),
@@ -317,119 +703,73 @@ def import_target(db, info: Table, column, vector_column, metric, model_name, di
         column_exists=existing is not None,
         existing_metadata=meta,
         label=model_name or "",
+        index_name=index_name,
+        pending_index_name=pending_index_name,
+        index_type=db.dialect.index_type(dimension),
+        fulltext=resolve_fulltext(db, info, (column,), meta, fulltext, language),
     )
 
 
-def apply(db: Database, target: VectorTarget, path: Path, keys_path, count: int, strict: bool) -> ImportResult:
-    from .pipeline import FillQueries, column_statements, create_indexes
-
-    result = ImportResult(target, records=count)
-    started = time.monotonic()
-    ensure_extension(db)
-    info = target.table
-    staging = sql.Identifier(info.schema, f"vectorize_import_{uuid.uuid4().hex[:12]}")
-    keys = [sql.Identifier(k) for k in info.primary_key]
-    has_index = target.column_exists and db.index_exists(info, target.index_name)
+def check_keys_unique_in_their_type(db: Database, staging: Staging) -> None:
+    """Keys that differ as text but not as values ("01" and 1 for an integer key) are one key.
+    The unique index that proves it also orders the batches of the UPDATE."""
+    keys = sql.SQL(", ").join(staging.key_columns)
     try:
-        for statement in db.dialect.staging_table(staging, info.ident, keys, target.dimension):
-            run_ddl(db, statement)
-        run_ddl(db, sql.SQL("ALTER TABLE {} ADD COLUMN line INT8").format(staging))
-        copy_records(db, staging, keys, path, keys_path, info.primary_key)
-        check_keys_unique_in_their_type(db, staging, keys, path)
-        matches = sql.SQL(" AND ").join(sql.SQL("t.{0} = s.{0}").format(k) for k in keys)
-        result.missing = db.fetchone(
-            sql.SQL("SELECT count(*) FROM {} AS s WHERE NOT EXISTS (SELECT 1 FROM {} AS t WHERE {})").format(
-                staging, info.ident, matches
-            )
-        )[0]
-        if strict and result.missing:
-            raise BadInput(
-                f"{result.missing} keys of {path.name} are not in {info.display} (--strict); nothing written"
-            )
-        for statement in column_statements(db, target):
-            run_ddl(db, statement)
-        result.column_created = not target.column_exists
-        result.updated = update_in_batches(db, target, staging, keys, matches)
-    finally:
-        db.command(sql.SQL("DROP TABLE IF EXISTS {}").format(staging))
-    if not has_index:
-        create_indexes(db, target, FillQueries(target, db.dialect))
-        result.index_created = True
-    result.seconds = time.monotonic() - started
-    return result
+        db.command(sql.SQL("CREATE UNIQUE INDEX ON {} ({})").format(staging.keys, keys))
+    except DatabaseError:
+        repeated = first_repeated_key(db, staging)
+        if repeated is None:
+            raise
+        line, first, key = repeated
+        raise BadVectorFile(f"{staging.lines_name} line {line}: key {key} repeats line {first}") from None
 
 
-def copy_records(db: Database, staging, keys, path: Path, keys_path, key_columns) -> None:
-    """COPY the records into the staging table, with their file line. A key the key column's type
-    cannot read ('abc' for an integer) is bad input naming its line."""
-    statement = sql.SQL("COPY {} ({}, vec, line) FROM STDIN").format(staging, sql.SQL(", ").join(keys))
-    lines = array("q")  # the file line of each COPY line, to name the one the server refuses
-
-    def copy(conn):
-        for setting in db.dialect.copy_settings():
-            conn.execute(setting)
-        try:
-            with conn.cursor() as cur, cur.copy(statement) as copy:
-                buffer = io.StringIO()
-                for record in records(path, key_columns, keys_path):
-                    lines.append(record.line)
-                    buffer.write("\t".join([*map(escape_copy, record.keys), record.vector, str(record.line)]) + "\n")
-                    if buffer.tell() > 1 << 20:
-                        copy.write(buffer.getvalue())
-                        buffer = io.StringIO()
-                copy.write(buffer.getvalue())
-        except psycopg.errors.DataError as exc:
-            found = re.search(r"line (\d+)", exc.diag.context or "")
-            where = (
-                f"line {lines[int(found.group(1)) - 1]}" if found and int(found.group(1)) <= len(lines) else "a line"
-            )
-            raise BadVectorFile(f"{path.name} {where}: {exc.diag.message_primary}") from None
-
-    db.run(copy, retry=False)
-
-
-def check_keys_unique_in_their_type(db: Database, staging, keys, path: Path) -> None:
-    """Keys that differ as text but not as values ("01" and 1 for an integer key) are one key."""
-    row = db.fetchone(
-        sql.SQL("SELECT min(line), max(line) FROM {} GROUP BY {} HAVING count(*) > 1 LIMIT 1").format(
-            staging, sql.SQL(", ").join(keys)
-        )
+def first_repeated_key(db: Database, staging: Staging) -> tuple[int, int, str] | None:
+    """(line, line of its first occurrence, the key as its column prints it) of the earliest line
+    whose key came before, or None."""
+    keys = sql.SQL(", ").join(staging.key_columns)
+    as_text = sql.SQL(" || ', ' || ").join(sql.SQL("CAST({} AS text)").format(k) for k in staging.key_columns)
+    return db.fetchone(
+        sql.SQL(
+            "SELECT line, first, key FROM (SELECT line, min(line) OVER (PARTITION BY {}) AS first, {} AS key FROM {}) AS d"
+            " WHERE line > first ORDER BY line LIMIT 1"
+        ).format(keys, as_text, staging.keys)
     )
-    if row is not None:
-        raise BadVectorFile(
-            f"{path.name} line {row[1]}: its key is the key of line {row[0]} (compared as the key column's type)"
-        )
 
 
-def update_in_batches(db: Database, target: VectorTarget, staging, keys, matches) -> int:
-    """UPDATE from the staging table in key order, UPDATE_BATCH rows per statement and
+def update_in_batches(db: Database, target: VectorTarget, staging: Staging, tell) -> int:
+    """UPDATE from the scratch tables in key order, UPDATE_BATCH rows per statement and
     transaction, each retried on its own (it is idempotent): a crash leaves whole batches, and a
     rerun writes the rest. Batch bounds travel as text, compared in the key's own type."""
     info = target.table
-    s_keys = sql.SQL(", ").join(sql.SQL("s.{}").format(k) for k in keys)
+    s_keys = sql.SQL(", ").join(sql.SQL("s.{}").format(k) for k in staging.key_columns)
+    t_keys = sql.SQL(", ").join(sql.SQL("t.{}").format(k) for k in staging.key_columns)
     typed = sql.SQL(", ").join(
         sql.SQL("CAST(%s AS {})").format(sql.SQL(info.columns[k].type_sql)) for k in info.primary_key
     )
-    as_text = sql.SQL(", ").join(sql.SQL("CAST(s.{} AS text)").format(k) for k in keys)
-    write = sql.SQL("UPDATE {} AS t SET {} = s.vec FROM {} AS s WHERE {}").format(
-        info.ident, sql.Identifier(target.vector_column), staging, matches
+    as_text = sql.SQL(", ").join(sql.SQL("CAST(s.{} AS text)").format(k) for k in staging.key_columns)
+    write = sql.SQL("UPDATE {} AS t SET {} = v.vec FROM {} AS s JOIN {} AS v ON v.line = s.line WHERE {}").format(
+        info.ident, sql.Identifier(target.vector_column), staging.keys, staging.vectors, staging.matches
     )
+    # The bounds on the table's own key too: its primary key then finds the batch's rows, however
+    # little the planner knows of the scratch tables.
+    after = sql.SQL(" AND ({0}) > ({2}) AND ({1}) > ({2})").format(s_keys, t_keys, typed)
+    upto = sql.SQL(" AND ({0}) <= ({2}) AND ({1}) <= ({2})").format(s_keys, t_keys, typed)
+    s_after = sql.SQL(" AND ({}) > ({})").format(s_keys, typed)
     updated, last = 0, ()
     while True:
-        after = sql.SQL(" AND ({}) > ({})").format(s_keys, typed) if last else sql.SQL("")
+        # The unique index on the scratch keys makes this a short index scan.
         end = db.fetchone(
             sql.SQL("SELECT {} FROM {} AS s WHERE TRUE{} ORDER BY {} LIMIT 1 OFFSET %s").format(
-                as_text, staging, after, s_keys
+                as_text, staging.keys, s_after if last else sql.SQL(""), s_keys
             ),
             (*last, UPDATE_BATCH - 1),
         )
+        since = (after, (*last, *last)) if last else (sql.SQL(""), ())
         if end is None:  # the last batch: whatever is left
-            return updated + db.command(write + after, last, retry=True)
-        upto = sql.SQL(" AND ({}) <= ({})").format(s_keys, typed)
-        updated += db.command(write + after + upto, (*last, *end), retry=True)
+            updated += db.command(write + since[0], since[1], retry=True)
+            tell(updated)
+            return updated
+        updated += db.command(write + since[0] + upto, (*since[1], *end, *end), retry=True)
+        tell(updated)
         last = tuple(end)
-
-
-def escape_copy(value: str) -> str:
-    """COPY text format: backslash, tab, newline and carriage return are escaped."""
-    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
