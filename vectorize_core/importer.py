@@ -138,7 +138,7 @@ def parse_vector(value, where: str, dimension: int | None) -> list:
         if bad is not None:
             raise BadVectorFile(f"{where}: vector holds {bad}, not a finite number")
         raise BadVectorFile(f"{where}: vector values are too large")
-    if max(map(abs, value)) > FLOAT32_MAX:
+    if max(value) > FLOAT32_MAX or min(value) < -FLOAT32_MAX:  # two C loops, no abs() per number
         raise BadVectorFile(f"{where}: vector holds {max(value, key=abs)}, beyond what a float4 holds")
     if dimension is not None and len(value) != dimension:
         raise BadVectorFile(f"{where}: vector has {len(value)} numbers; the first had {dimension}")
