@@ -417,6 +417,104 @@ def bench_million(admin: str, quick: bool) -> dict:
     }
 
 
+# -- 9b. import-vectors of a million rows through the CLI: load, index, client memory --------------
+
+
+def write_vector_files(directory: Path, n: int) -> dict[str, Path]:
+    """n x 384 embedding-like float32 vectors as v.npy + k.jsonl, v.jsonl and v.csv (numbers as
+    Python writes a float32 array's tolist()), a chunk at a time."""
+    import csv
+
+    paths = {name: directory / name for name in ("v.npy", "k.jsonl", "v.jsonl", "v.csv")}
+    vectors = np.lib.format.open_memmap(paths["v.npy"], mode="w+", dtype=np.float32, shape=(n, 384))
+    with open(paths["k.jsonl"], "w") as keys, open(paths["v.jsonl"], "w") as jsonl, open(paths["v.csv"], "w") as f:
+        rows = csv.writer(f)
+        rows.writerow(["id", "vector"])
+        for start in range(0, n, 100_000):
+            chunk = embedding_like(min(100_000, n - start), seed=1000 + start)
+            vectors[start : start + len(chunk)] = chunk
+            for i, vector in enumerate(chunk.tolist(), start):
+                keys.write(f'{{"id": {i}}}\n')
+                jsonl.write(json.dumps({"id": i, "vector": vector}) + "\n")
+                rows.writerow([i, json.dumps(vector)])
+    vectors.flush()
+    del vectors
+    return paths
+
+
+def run_import_cli(url: str, table: str, args: list[str], directory: Path) -> dict:
+    """One `vectorize.py import-vectors` process, timed from outside: its summary (load and index
+    times), the phase lines it prints, and its peak RSS measured by GNU time (the CLI's own: a
+    child forked from this large process would carry this process's size in ru_maxrss)."""
+    import re
+
+    rss_file = directory / "rss"
+    command = [sys.executable, str(ROOT / "vectorize.py"), "import-vectors", "--url", url, "-t", table, "-c", "body"]
+    started = time.perf_counter()
+    done = subprocess.run(
+        ["/usr/bin/time", "-o", str(rss_file), "-f", "%M", *command, *args], capture_output=True, text=True
+    )
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"import-vectors failed: {done.stderr.strip()}")
+    log(done.stderr.strip() + "\n" + done.stdout.strip())
+    load = re.search(r" in ([\d.]+)s \((\d+) rows/s\)", done.stdout)
+    index = re.search(r"index \S+ ready \(([\d.]+)s\)", done.stdout)
+    phases = {p: float(s) for p, s in re.findall(r" (\w+) done: \d+ rows in ([\d.]+)s", done.stderr)}
+    return {
+        "wall_s": wall,
+        "load_s": float(load.group(1)),
+        "load_rows_s": float(load.group(2)),
+        "index_s": float(index.group(1)) if index else None,
+        "phases_s": phases,
+        "peak_rss_mb": int(rss_file.read_text().split()[-1]) / 1024,
+        "summary": done.stdout.strip(),
+    }
+
+
+def bench_import_million(admin: str, quick: bool) -> dict:
+    """`vectorize.py import-vectors` of a million x 384 float32 vectors into a million-row table,
+    as a user runs it: .npy + keys (load, then the HNSW build), and JSON Lines and CSV (load only,
+    --index skip), each into a table of its own."""
+    from psycopg import sql
+
+    n = 20_000 if quick else 1_000_000
+    url = fresh_db(admin, "bench_import_million")
+    out: dict = {"rows": n}
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        started = time.perf_counter()
+        paths = write_vector_files(directory, n)
+        log(f"wrote the vector files in {time.perf_counter() - started:.0f}s")
+        for name, args in [
+            ("npy", ["-f", str(paths["v.npy"]), "--keys", str(paths["k.jsonl"])]),
+            ("jsonl", ["-f", str(paths["v.jsonl"]), "--index", "skip"]),
+            ("csv", ["-f", str(paths["v.csv"]), "--index", "skip"]),
+        ]:
+            table = f"million_{name}"
+            ident = sql.Identifier(table)
+            with psql(url) as conn:
+                conn.execute(sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, body text)").format(ident))
+                fill = sql.SQL("INSERT INTO {} SELECT g, 'row ' || g FROM generate_series(0, %s) g").format(ident)
+                conn.execute(fill, (n - 1,))
+                conn.execute(sql.SQL("ANALYZE {}").format(ident))
+            run = run_import_cli(url, table, args, directory)
+            main_file = paths["v.npy"] if name == "npy" else paths[f"v.{name}"]
+            run["file_mb"] = main_file.stat().st_size / 2**20
+            out[name] = run
+            log(f"{name}: load {run['load_s']:.1f}s, {run['load_rows_s']:,.0f} rows/s, RSS {run['peak_rss_mb']:.0f} MB")
+            if name != "npy":
+                with psql(url) as conn:
+                    conn.execute(sql.SQL("DROP TABLE {}").format(ident))  # the disk for the next one
+    npy = out["npy"]
+    out["bar"] = {
+        "load_rows_s >= 20000": npy["load_rows_s"] >= 20_000,
+        "peak_rss well below the .npy": npy["peak_rss_mb"] < npy["file_mb"] / 2,
+        "load + index <= 1000 s": npy["load_s"] + (npy["index_s"] or 0) <= 1000,
+    }
+    return out
+
+
 # -- 5. the write path alone ------------------------------------------------------------------------
 
 
@@ -539,6 +637,7 @@ BENCHMARKS = {
     "search": bench_search,
     "hybrid": bench_hybrid,
     "million": bench_million,
+    "import-million": bench_import_million,
     "encode": bench_encode,
 }
 

@@ -114,7 +114,7 @@ FLOAT32_MAX = 3.4028234663852886e38
 # Rows per UPDATE from the staging table: bounded transactions, each retried on its own.
 UPDATE_BATCH = 5000
 # A .npy is read (and checked, and sent) this many bytes of vectors at a time.
-NPY_CHUNK_BYTES = 16 << 20
+NPY_CHUNK_BYTES = 4 << 20
 # COPY data is sent in blocks of about this size.
 COPY_BLOCK = 1 << 20
 # The keys' COPY text is kept in memory up to this size, then in a temporary file.
