@@ -69,6 +69,20 @@ def write_report(r: dict, path: Path) -> None:
             f"{m['search_p95_ms']:.1f} ms, recall@10 vs exact **{m['recall10']:.3f}** at ef_search 100 | fill >= 25,000 rows/s, "
             f"recall >= 0.95 | fill {ok(m['fill_rows_s'], 25000)}, recall {ok(m['recall10'], 0.95)} |"
         )
+    if "import-million" in r:
+        im = r["import-million"]
+        npy, jl, cs = im["npy"], im["jsonl"], im["csv"]
+        total = npy["load_s"] + (npy["index_s"] or 0)
+        rows.append(
+            f"| 9b | `vectorize.py import-vectors` of {im['rows']:,} x 384 float32 into a {im['rows']:,}-row table, as a "
+            f"process: .npy ({npy['file_mb']:,.0f} MB) + keys, then the HNSW build | load **{npy['load_rows_s']:,.0f} rows/s** "
+            f"({npy['load_s']:.1f} s: {', '.join(f'{p} {s:.1f} s' for p, s in npy['phases_s'].items())}), index "
+            f"{npy['index_s'] or 0:.0f} s, together {total:.0f} s; client peak RSS **{npy['peak_rss_mb']:.0f} MB**. JSON Lines "
+            f"{jl['load_rows_s']:,.0f} rows/s ({jl['file_mb']:,.0f} MB, RSS {jl['peak_rss_mb']:.0f} MB), CSV "
+            f"{cs['load_rows_s']:,.0f} rows/s ({cs['peak_rss_mb']:.0f} MB) | load >= 20,000 rows/s, RSS well below the "
+            f"file, load + index <= 1,000 s | load {ok(npy['load_rows_s'], 20000)}, RSS "
+            f"{ok(npy['peak_rss_mb'], npy['file_mb'] / 2, higher_is_better=False)}, total {ok(total, 1000, False)} |"
+        )
     if "write" in r:
         w = r["write"]
         rows.append(
@@ -143,6 +157,9 @@ def write_report(r: dict, path: Path) -> None:
         "(`ru_maxrss` would include the benchmark process's own size, which survives fork and exec).",
         "7. Median of 7 runs of the command in a new process.",
         "8. `encode` then `eval` (exact, and through the index) of the 323 test queries; ids are the BEIR ids.",
+        "9b. Embedding-like vectors (as in 3) written as .npy + JSON Lines keys, JSON Lines and CSV (numbers as a "
+        "float32 array's `tolist()` prints them); each file imported by a new `vectorize.py import-vectors` process "
+        "into a fresh table; load and index times from its output, peak RSS from GNU time.",
     ]
     path.write_text("\n".join(lines) + "\n")
 
