@@ -524,7 +524,7 @@ def text_records(path: Path, key_columns: list[str]) -> tuple[FileLines, Iterato
 
 
 def load_text(db: Database, staging: Staging, lines: FileLines, records: Iterator[Record], phases) -> int:
-    """One pass: each record is checked as it is read and its vector COPied at once (the numbers
+    """One pass: each record is checked as it is read and its vector copied at once (the numbers
     as written); the keys wait in a spool and follow in a COPY of their own. Returns the records."""
     staging.lines_name = lines.path.name
     with spool_file() as spool, phases.phase("loading") as tell:
@@ -589,9 +589,10 @@ def import_vectors(
         has_index = target.column_exists and indexes_exist(db, target)
         started = time.monotonic()
         ensure_extension(db)
+        name = f"vectorize_import_{uuid.uuid4().hex[:12]}"
         staging = Staging(
-            sql.Identifier(info.schema, f"vectorize_import_{uuid.uuid4().hex[:12]}"),
-            sql.Identifier(info.schema, f"vectorize_import_{uuid.uuid4().hex[:12]}"),
+            sql.Identifier(info.schema, f"{name}_keys"),
+            sql.Identifier(info.schema, f"{name}_vectors"),
             [sql.Identifier(k) for k in key_columns],
         )
         result = ImportResult(target, phase_seconds=phases.seconds)
@@ -602,15 +603,13 @@ def import_vectors(
             with phases.phase("writing", result.records - result.missing) as tell:
                 write_columns(db, target, result)
                 if index == "now" and not has_index:  # then the UPDATE maintains them
-                    build_indexes_when_done(
-                        db, target, FillQueries(target, db.dialect), result, None, on_index, index_memory
-                    )
+                    build_indexes(db, target, result, index_memory, on_index)
                 result.updated = update_in_batches(db, target, staging, tell)
         finally:
             staging.drop(db)
         # Building the indexes once over the filled column is far cheaper than maintaining them.
         if index == "after" and not has_index:
-            build_indexes_when_done(db, target, FillQueries(target, db.dialect), result, None, on_index, index_memory)
+            build_indexes(db, target, result, index_memory, on_index)
         result.index_skipped = index == "skip" and not has_index
         result.seconds = time.monotonic() - started - result.index_seconds
         return result
@@ -618,7 +617,7 @@ def import_vectors(
 
 def file_loader(path: Path, keys_file: str | None, key_columns: list[str], phases) -> tuple[int, Callable]:
     """The vectors' dimension (from the .npy header, or the first record) and load(db, staging),
-    which checks and COPies the file into the scratch tables and returns its records."""
+    which checks and copies the file into the scratch tables and returns its records."""
     if path.suffix.lower() != ".npy":
         lines, records, dimension = text_records(path, key_columns)
         return dimension, partial(load_text, lines=lines, records=records, phases=phases)
@@ -628,6 +627,11 @@ def file_loader(path: Path, keys_file: str | None, key_columns: list[str], phase
         raise BadInput(f"no such file: {keys_file}")
     npy = open_npy(path)
     return npy.dimension, partial(load_npy, npy=npy, keys_path=Path(keys_file), key_columns=key_columns, phases=phases)
+
+
+def build_indexes(db: Database, target: VectorTarget, result: ImportResult, memory, on_index) -> None:
+    """The pending-rows, full-text and vector indexes, as encode builds them (result says how long)."""
+    build_indexes_when_done(db, target, FillQueries(target, db.dialect), result, None, on_index, memory)
 
 
 def write_columns(db: Database, target: VectorTarget, result: ImportResult) -> None:
