@@ -49,5 +49,8 @@ planned_backend = _encoder.planned_backend
 backend = _encoder.backend
 # Measured by `make bench` (docs/benchmarks.md), whole encode process against a bare
 # sentence-transformers process on the same 1,500 NFCorpus texts.
-speed = "SPEED"
+speed = (
+    "auto (OpenVINO): 83 texts/s, 2.9x a bare sentence-transformers process (torch: 28 texts/s);"
+    " 1,500 NFCorpus/SciFact texts, whole process, 2-core AMD EPYC (docs/benchmarks.md)"
+)
 source = model_source  # callable: where the model would load from now
