@@ -14,6 +14,8 @@ import sys
 
 import click
 
+from vectorize_core.output import json_value
+
 DEBUG_ENV = "VECTORIZE_DEBUG"
 # search -k: a bound any server takes as a LIMIT, and more rows than anyone reads.
 MAX_K = 100_000
@@ -843,6 +845,43 @@ def drop(url, table, schema, column, vector_column, yes):
     click.echo(f"Dropped {plan.display}." if plan else "Nothing dropped.")
 
 
+@cli.command()
+@url_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; any but loopback needs --token-env.")  # fmt: skip
+@click.option("--port", "-p", default=8000, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to listen on (0: any free one).")  # fmt: skip
+@click.option("--token-env", metavar="NAME",
+              help="Environment variable holding a token that requests must carry (Authorization: Bearer).")  # fmt: skip
+@click.option("--statement-timeout", type=click.FloatRange(min=0, min_open=True), default=30, show_default=True,
+              metavar="SECONDS", help="Longest a statement may run.")  # fmt: skip
+@click.option("--openapi", is_flag=True, help="Print the API's OpenAPI schema and exit.")
+def serve(url, host, port, token_env, statement_timeout, openapi):
+    """Serve search over HTTP for applications, and a page to try queries on.
+
+    POST /search takes what `search` takes, as JSON, and answers with the rows of `search --json`
+    and how they were ranked; GET /columns lists the vectorized columns; GET /healthz; GET / is
+    the page. Read-only. Listens on 127.0.0.1 unless told otherwise, and anywhere else only with
+    a token.
+
+    \b
+    Example:
+      vectorize.py serve                                # http://127.0.0.1:8000
+      curl -s localhost:8000/search -d '{"table": "passage", "query": "a sentence", "k": 5}'
+      VECTORIZE_TOKEN=$(openssl rand -hex 24) vectorize.py serve --host 0.0.0.0 --port 9000 --token-env VECTORIZE_TOKEN
+    """
+    from vectorize_core import serve as core
+
+    if openapi:
+        click.echo(core.openapi_text(), nl=False)
+        return
+    token = core.token_from_env(token_env) if token_env else None
+    core.serve(
+        url, host=host, port=port, token=token, statement_timeout=statement_timeout,
+        on_ready=lambda base: click.echo(f"Serving {base}: the page at /, the API at /search (Ctrl-C stops).", err=True),
+    )  # fmt: skip
+
+
 def snippet(text: str, width: int = 100) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
@@ -855,29 +894,6 @@ def cell(value) -> str:
         return "yes" if value else "no"
     if isinstance(value, (bytes, bytearray, memoryview)):
         return "\\x" + bytes(value).hex()
-    return str(value)
-
-
-def json_value(value):
-    """A value as strict JSON keeps it: NaN and infinities become null, bytes '\\x..' hex,
-    numeric (Decimal) a string with every digit, dates and the like their ISO text."""
-    import math
-    from decimal import Decimal
-
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Decimal):
-        return str(value) if value.is_finite() else None
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return "\\x" + bytes(value).hex()
-    if isinstance(value, (list, tuple)):
-        return [json_value(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): json_value(v) for k, v in value.items()}
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
     return str(value)
 
 

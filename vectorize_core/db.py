@@ -140,16 +140,19 @@ class Database:
     url: str
     _conn: psycopg.Connection | None = field(default=None, repr=False)
     dialect: dialects.Dialect | None = None
+    # Session settings applied on every connect and reconnect, e.g. serve's
+    # {"default_transaction_read_only": "on", "statement_timeout": "30s"}.
+    settings: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def connect(cls, url: str) -> Database:
-        db = cls(url)
+    def connect(cls, url: str, settings: dict[str, str] | None = None) -> Database:
+        db = cls(url, settings=dict(settings or {}))
         db.connection()
         return db
 
     def clone(self) -> Database:
         """Another connection to the same database (for work on another thread)."""
-        return Database(self.url, dialect=self.dialect)
+        return Database(self.url, dialect=self.dialect, settings=dict(self.settings))
 
     def connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed or self._conn.broken:
@@ -165,6 +168,12 @@ class Database:
             self.dialect = dialects.for_connection(conn)
         if self.dialect.name == "postgresql":
             register_pgvector(conn)
+        try:
+            for name, value in self.settings.items():
+                conn.execute(sql.SQL("SET {} = {}").format(sql.Identifier(name), sql.Literal(value)))
+        except psycopg.Error as exc:
+            conn.close()
+            raise DatabaseError(f"cannot set {name}: {first_line(exc, self.url)}", exc.sqlstate) from None
         return conn
 
     def __enter__(self) -> Database:

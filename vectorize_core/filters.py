@@ -108,10 +108,16 @@ MODIFIER_CATEGORIES = {"S", "N", "V", "D", "T", "A"}
 PLAIN_TYPES = {"text", "name", "char", "int2", "int4", "int8", "float4", "float8", "money", "oid", "date"}
 
 
+def read_json(text: str):
+    """JSON as filters read it: numbers with a fraction as Decimal (every digit kept), no NaN or
+    Infinity, no key twice in an object. ValueError (or RecursionError) otherwise."""
+    return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+
+
 def parse_filter(text: str) -> dict:
     """The JSON text of --where as a dict (not yet checked against any table)."""
     try:
-        doc = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+        doc = read_json(text)
     except RecursionError:
         raise _too_deep() from None
     except ValueError as exc:

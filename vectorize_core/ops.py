@@ -33,6 +33,8 @@ class ColumnStatus:
     index_serves_search: bool | None = None  # from the plan of a probe search (None: no index)
     sizes_note: str | None = None  # why a size is null
     fulltext: dict | None = None  # --fulltext: {"column", "index", "language"}
+    schema: str = ""  # the table's schema and name apart (table is "schema.name")
+    table_name: str = ""
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -107,6 +109,8 @@ def column_status(db: Database, info: Table, vector_column: str, meta: dict, tri
         index_serves_search=index_verdict(db, info, vector_column) if index and None not in sources else None,
         sizes_note="; ".join(notes) or None,
         fulltext=meta.get("fulltext"),
+        schema=info.schema,
+        table_name=info.name,
     )
 
 

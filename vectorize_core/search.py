@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,9 @@ def distance_name(table, name: str = "distance") -> str:
         name = f"vectorize_{name}"
     return name
 
+
+# k: a bound any server takes as a LIMIT, and more rows than anyone reads (the CLI's -k has the same).
+MAX_K = 100_000
 
 # Hybrid search: reciprocal rank fusion's constant (as in the RRF paper and every hybrid
 # implementation since; eval --hybrid on NFCorpus measured it, see the README), candidates per leg.
@@ -131,10 +135,11 @@ def mogrify(db: Database, statement, params) -> str:
     return psycopg.ClientCursor(db.connection()).mogrify(statement, params)
 
 
-def encode_query(target: SearchTarget, text: str) -> np.ndarray:
-    """The query's vector, by the column's recorded encoder and query prefix."""
+def encode_query(target: SearchTarget, text: str, encoder_for=load_encoder) -> np.ndarray:
+    """The query's vector, by the column's recorded encoder and query prefix. ``encoder_for(name,
+    dimension=...)`` gives the encoder (serve passes a cache of them)."""
     meta = target.metadata
-    encoder = load_encoder(meta["model"], dimension=int(meta["dimension"]))
+    encoder = encoder_for(meta["model"], dimension=int(meta["dimension"]))
     try:
         vector = np.asarray(encoder.encode([meta.get("query_prefix", "") + text]), dtype=np.float32)[0]
     except Exception as exc:  # noqa: BLE001
@@ -157,11 +162,19 @@ def parse_query_vector(text: str) -> np.ndarray:
         raise BadInput(f"--query-vector is not valid JSON: {exc}") from None
     if isinstance(values, dict) and "vector" in values:
         values = values["vector"]
-    if not isinstance(values, list) or not values:
+    return query_vector_of(values)
+
+
+def query_vector_of(values) -> np.ndarray:
+    """A query vector from a list of numbers (or a 1-d array): numbers only, each finite as float4."""
+    if isinstance(values, np.ndarray):
+        values = values.tolist()
+    if not isinstance(values, (list, tuple)) or not values:
         raise BadInput("--query-vector must be a JSON array of numbers")
-    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+    if any(isinstance(v, bool) or not isinstance(v, (int, float, Decimal)) for v in values):
         raise BadInput("--query-vector must hold only numbers")
-    vector = np.asarray(values, dtype=np.float32)
+    with np.errstate(over="ignore"):  # beyond float4's range is infinity, refused next
+        vector = np.asarray([float(v) for v in values], dtype=np.float32)
     if not np.isfinite(vector).all():
         raise BadInput("--query-vector holds NaN or infinity")
     return vector
@@ -186,12 +199,13 @@ def prepare(
     follower_read: bool = False,
     probe: bool = False,
     hybrid: bool = False,
+    encoder_for=load_encoder,
 ) -> tuple[SearchTarget, SearchSpec, np.ndarray]:
     """The column, the ranked query's spec and the query vector, all checked before any query
     runs. ``probe`` allows neither text nor vector (a plan check): a unit vector stands in.
     ``hybrid`` needs the text (for the full-text leg) and takes a query vector beside it."""
-    if k < 1:
-        raise BadInput("k must be at least 1")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise BadInput(f"k must be a whole number from 1 to {MAX_K:,}")
     if hybrid and text is None:
         raise BadInput("--hybrid needs the query text (its words are searched in the full text)")
     if text is not None and query_vector is not None and not hybrid:
@@ -200,6 +214,8 @@ def prepare(
         raise BadInput("give either a query text or --query-vector")
     if isinstance(query_vector, str):
         query_vector = parse_query_vector(query_vector)
+    elif query_vector is not None:
+        query_vector = query_vector_of(query_vector)
     target = resolve_for_search(
         db, table=table, schema=schema, column=column, vector_column=vector_column, metric=metric
     )
@@ -221,7 +237,7 @@ def prepare(
                 f"{target.display} holds imported vectors{label}; no model is known to encode text for it: "
                 "search it with --query-vector"
             )
-        vector = encode_query(target, text)
+        vector = encode_query(target, text, encoder_for)
         if vector.shape != (dimension,):
             raise EncoderError(f"query vector has {vector.size} dimensions; the column holds {dimension}")
     else:
