@@ -64,6 +64,23 @@ table_options = [
 ]
 
 
+# encode and import-vectors: when and how big the index build is, and the full-text column.
+index_options = [
+    click.option(
+        "--index", "index_mode", type=click.Choice(["after", "now", "skip"]), default="after", show_default=True,
+        help="Build the indexes after the vectors are written, before, or not (then: vectorize.py index).",
+    ),
+    click.option(
+        "--index-memory", metavar="SIZE", callback=lambda ctx, param, value: parse_size(value),
+        help="PostgreSQL: memory for the HNSW build, e.g. 4GB  [default: room for the graph, at most 8GB]",
+    ),
+]  # fmt: skip
+fulltext_options = [
+    click.option("--fulltext", is_flag=True, help="Also add a generated full-text (tsvector) column and its index."),
+    click.option("--language", metavar="CONFIG", help="Text search configuration of --fulltext  [default: english]"),
+]
+
+
 def apply(options):
     def decorator(f):
         for option in reversed(options):
@@ -178,8 +195,7 @@ def list_models(name, as_json):
     help="Take over an existing vector column vectorize did not make: keep its vectors, record them as --model's.",
 )  # fmt: skip
 @click.option("--reencode", is_flag=True, help="Clear every vector of the column and encode all rows again.")
-@click.option("--fulltext", is_flag=True, help="Also add a generated full-text (tsvector) column and its index.")
-@click.option("--language", metavar="CONFIG", help="Text search configuration of --fulltext  [default: english]")
+@apply(fulltext_options)
 @click.option("--follow", is_flag=True, help="Keep running: encode new and changed rows as they come.")
 @click.option(
     "--max-idle",
@@ -191,14 +207,7 @@ def list_models(name, as_json):
               help="Encode only shard I of N (1-based: 1/4 ... 4/4), split by a hash of the primary key.")  # fmt: skip
 @click.option("--batch-size", type=click.IntRange(min=1), help="Rows per read and per write statement.")
 @click.option("--limit", type=click.IntRange(min=0), help="Encode at most this many rows in this run.")
-@click.option(
-    "--index", "index_mode", type=click.Choice(["after", "now", "skip"]), default="after", show_default=True,
-    help="Build the indexes after the fill, before it, or not (then: vectorize.py index).",
-)  # fmt: skip
-@click.option(
-    "--index-memory", metavar="SIZE", callback=lambda ctx, param, value: parse_size(value),
-    help="PostgreSQL: memory for the HNSW build, e.g. 4GB  [default: room for the graph, at most 8GB]",
-)  # fmt: skip
+@apply(index_options)
 @click.option("--dry-run", is_flag=True, help="Print the SQL it would run; change nothing.")
 def encode(url, table, schema, columns, model, vector_column, metric, prefix, query_prefix, backend, dimension,
            on_error, prefix_columns, track_changes, adopt, reencode, fulltext, language, follow, max_idle, shard,
@@ -580,16 +589,8 @@ def search(url, query, table, schema, column, vector_column, k, as_json, metric,
 @click.option("--metric", type=click.Choice(["cosine", "l2", "ip"]), help="Distance metric  [default: cosine]")
 @click.option("--model-name", metavar="LABEL", help="What made the vectors, recorded in the metadata.")
 @click.option("--strict", is_flag=True, help="Fail (writing nothing) when a key is not in the table.")
-@click.option("--fulltext", is_flag=True, help="Also add a generated full-text (tsvector) column and its index.")
-@click.option("--language", metavar="CONFIG", help="Text search configuration of --fulltext  [default: english]")
-@click.option(
-    "--index", "index_mode", type=click.Choice(["after", "now", "skip"]), default="after", show_default=True,
-    help="Build the indexes after the load, before it, or not (then: vectorize.py index).",
-)  # fmt: skip
-@click.option(
-    "--index-memory", metavar="SIZE", callback=lambda ctx, param, value: parse_size(value),
-    help="PostgreSQL: memory for the HNSW build, e.g. 4GB  [default: room for the graph, at most 8GB]",
-)  # fmt: skip
+@apply(fulltext_options)
+@apply(index_options)
 def import_vectors(url, table, schema, column, file, keys_file, vector_column, metric, model_name, strict, fulltext,
                    language, index_mode, index_memory):  # fmt: skip
     """Import vectors computed elsewhere ("bring your own vectors").

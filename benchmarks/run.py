@@ -515,6 +515,74 @@ def bench_import_million(admin: str, quick: bool) -> dict:
     return out
 
 
+def bench_index_configs(admin: str, quick: bool) -> dict:
+    """HNSW build times by hand on the vectors import-million left (run it first): parallel
+    workers 0/1/2 with ample memory on a 200k-row copy to find pgvector's best here, then that
+    configuration at 1M, and the fixed maintenance_work_mem = 1GB of earlier releases at 1M (cut
+    off after a bound, its progress read meanwhile). The tool's own build is import-million's."""
+    import psycopg
+
+    url = admin.replace("/postgres?", "/bench_import_million?")
+    subset = 20_000 if quick else 200_000
+    bound_s = 60 if quick else 1200
+    out: dict = {"subset_rows": subset}
+    with psql(url) as conn:
+        conn.execute("DROP TABLE IF EXISTS index_subset")
+        conn.execute("CREATE TABLE index_subset AS SELECT id, body_vector FROM million_npy WHERE id < %s", (subset,))
+        for workers in (0, 1, 2):
+            out[f"subset_workers{workers}_s"] = timed_build(conn, "index_subset", "4GB", workers)
+            log(f"{subset:,} rows, 4GB, {workers} workers: {out[f'subset_workers{workers}_s']:.1f}s")
+        best = min((0, 1, 2), key=lambda w: out[f"subset_workers{w}_s"])
+        out["best_workers"] = best
+        conn.execute("DROP TABLE index_subset")
+        conn.execute("DROP INDEX IF EXISTS million_npy_body_vector_idx")
+        out["best_1m_s"] = timed_build(conn, "million_npy", "4GB", best)
+        log(f"1M rows, 4GB, {best} workers: {out['best_1m_s']:.0f}s")
+        try:
+            out["fixed_1gb_1m_s"] = timed_build(conn, "million_npy", "1GB", 2, bound_s)
+        except psycopg.errors.QueryCanceled:
+            out["fixed_1gb_1m_s"] = None
+            out["fixed_1gb_cut_off_s"] = bound_s
+        out["fixed_1gb_tuples"] = LAST_TUPLES.get("million_npy")
+        log(f"1M rows, fixed 1GB: {out['fixed_1gb_1m_s']} s, tuples at the end {out['fixed_1gb_tuples']}")
+    return out
+
+
+LAST_TUPLES: dict[str, int] = {}  # tuples an HNSW build had loaded when last looked at, by table
+
+
+def timed_build(conn, table: str, memory: str, workers: int, bound_s: int | None = None) -> float:
+    """Seconds of CREATE INDEX ... USING hnsw on table.body_vector with these settings; with
+    bound_s, cancelled then (raises QueryCanceled), the tuples loaded by then in LAST_TUPLES."""
+    import threading
+
+    conn.execute(f"DROP INDEX IF EXISTS {table}_hnsw")
+    conn.execute(f"SET maintenance_work_mem = '{memory}'")
+    conn.execute(f"SET max_parallel_maintenance_workers = {workers}")
+    conn.execute(f"SET statement_timeout = '{bound_s or 0}s'")
+    pid, done = conn.info.backend_pid, threading.Event()
+
+    def watch():
+        with psql(conn.info.dsn) as other:
+            while not done.wait(5):
+                row = other.execute(
+                    "SELECT tuples_done FROM pg_stat_progress_create_index WHERE pid = %s", (pid,)
+                ).fetchone()
+                if row:
+                    LAST_TUPLES[table] = row[0]
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    started = time.perf_counter()
+    try:
+        conn.execute(f"CREATE INDEX {table}_hnsw ON {table} USING hnsw (body_vector vector_cosine_ops)")
+        return time.perf_counter() - started
+    finally:
+        done.set()
+        watcher.join()
+        conn.execute("RESET statement_timeout")
+
+
 # -- 5. the write path alone ------------------------------------------------------------------------
 
 
@@ -637,6 +705,7 @@ BENCHMARKS = {
     "search": bench_search,
     "hybrid": bench_hybrid,
     "million": bench_million,
+    "index-configs": bench_index_configs,
     "import-million": bench_import_million,
     "encode": bench_encode,
 }

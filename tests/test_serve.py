@@ -416,7 +416,7 @@ def browser():
     driver.quit()
 
 
-def search_on_page(browser, server, query, column="passage_vector", where="", k=10):
+def search_on_page(browser, server, query, column="passage_vector", where="", k=10, show=""):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.select import Select
     from selenium.webdriver.support.ui import WebDriverWait
@@ -428,6 +428,7 @@ def search_on_page(browser, server, query, column="passage_vector", where="", k=
     select.select_by_visible_text(next(o.text for o in select.options if f"→ {column} " in o.text))
     browser.find_element(By.ID, "query").send_keys(query)
     browser.find_element(By.ID, "where").send_keys(where)
+    browser.find_element(By.ID, "show").send_keys(show)
     browser.find_element(By.ID, "k").clear()
     browser.find_element(By.ID, "k").send_keys(str(k))
     browser.find_element(By.ID, "go").click()
@@ -452,6 +453,7 @@ def test_the_page_ranks_a_query_in_two_columns_side_by_side(browser, server):
     assert "minilm · cosine · index · " in panels["passage_vector"].find_element(By.TAG_NAME, "h2").text
     assert "minilm · l2 · index · " in panels["passage_l2"].find_element(By.TAG_NAME, "h2").text
     assert browser.find_element(By.ID, "message").text == ""
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []  # no script error, no 404
 
 
 def test_the_page_shows_a_bad_filter_as_the_cli_line(browser, server):
@@ -466,7 +468,26 @@ def test_the_page_shows_a_bad_filter_as_the_cli_line(browser, server):
 def test_the_page_filters(browser, server):
     from selenium.webdriver.common.by import By
 
-    panels = search_on_page(browser, server, "dogs playing outside", where='{"lang": "fr"}')
-    rows = panels["passage_vector"].find_elements(By.CSS_SELECTOR, "tbody tr")
-    assert [r.find_elements(By.TAG_NAME, "td")[2].text for r in rows[:1]] == ["5"]
-    assert sorted(int(r.find_elements(By.TAG_NAME, "td")[2].text) for r in rows) == [3, 5, 6, 8]
+    panels = search_on_page(browser, server, "dogs playing outside", where='{"lang": "fr"}', show="lang, year")
+    rows = [[c.text for c in r.find_elements(By.TAG_NAME, "td")] for r in panels["passage_vector"].find_elements(
+        By.CSS_SELECTOR, "tbody tr")]  # fmt: skip
+    assert rows[0] == ["1", rows[0][1], "5", "fr", "2023", TEXT[5]]  # rank, distance, id, lang, year, text
+    assert sorted(int(r[2]) for r in rows) == [3, 5, 6, 8] and {r[3] for r in rows} == {"fr"}
+
+
+def test_the_page_asks_for_the_token_when_the_api_does(browser, guarded):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(guarded.url + "/")
+    wait = WebDriverWait(browser, 60)
+    wait.until(lambda b: b.find_element(By.ID, "token-line").is_displayed())
+    assert browser.find_element(By.ID, "message").text == "a token is needed: Authorization: Bearer <token>"
+    browser.find_element(By.ID, "token").send_keys(TOKEN)
+    browser.find_element(By.ID, "query").send_keys(FINANCE)
+    browser.find_element(By.ID, "go").click()
+    wait.until(
+        lambda b: b.find_elements(By.CSS_SELECTOR, ".panel tbody tr") and b.find_element(By.ID, "go").is_enabled()
+    )
+    first = browser.find_element(By.CSS_SELECTOR, ".panel tbody tr td.text")
+    assert first.text == TEXT[1]

@@ -88,6 +88,8 @@ function request(c) {
   };
   const where = $("where").value.trim();
   if (where) body.where = where; // the server reads it as `search --where` does
+  const shown = $("show").value.split(",").map((name) => name.trim()).filter(Boolean);
+  if (shown.length) body.show = shown;
   if ($("hybrid").checked && c.fulltext) body.hybrid = true;
   return body;
 }
@@ -139,7 +141,7 @@ function panel(c, result, error) {
   const table = document.createElement("table");
   const head = table.createTHead().insertRow();
   const measure = r.score_key ? "score" : "distance";
-  for (const name of ["#", measure, ...r.key_columns, r.text_columns.join(" + "), ...r.extra_columns]) {
+  for (const name of ["#", measure, ...r.key_columns, ...r.extra_columns, r.text_columns.join(" + ")]) {
     cell(head, "th", name);
   }
   const body = table.createTBody();
@@ -149,8 +151,8 @@ function panel(c, result, error) {
     const value = row[r.score_key || r.distance_key];
     cell(tr, "td", value === null ? "" : Number(value).toFixed(4), "num");
     r.key_columns.forEach((k) => cell(tr, "td", show(row[k]), "num"));
+    r.extra_columns.forEach((k) => cell(tr, "td", show(row[k]), "extra"));
     cell(tr, "td", r.text_columns.map((t) => show(row[t])).join(" "), "text");
-    r.extra_columns.forEach((k) => cell(tr, "td", show(row[k])));
   });
   if (!result.rows.length) {
     const tr = body.insertRow();
