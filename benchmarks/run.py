@@ -350,6 +350,130 @@ def bench_hybrid(admin: str, quick: bool) -> dict:
     }
 
 
+# -- 4c. vectorize.py serve: POST /search on a warm server, 100k rows -------------------------------
+
+
+def bench_serve(admin: str, quick: bool) -> dict:
+    """POST /search of a `vectorize.py serve` process (warm: its model loaded) on 100k rows x 384
+    with HNSW, text queries that MiniLM encodes in the server: one client for p50/p95, then 4 at
+    once for requests/s; query vectors too (HTTP + SQL, no encoding). Beside them, in this process,
+    the SQL alone and the query encoding alone. The rows' vectors are embedding-like stand-ins
+    adopted as MiniLM's (as the search benchmark's), so no 100k rows need encoding."""
+    import threading
+
+    import httpx
+    from pgvector.psycopg import register_vector
+
+    n = 20_000 if quick else 100_000
+    count = 40 if quick else 400
+    clients = 4
+    source = corpus_texts(10**9)
+    url = fresh_db(admin, "bench_serve")
+    with psql(url) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        register_vector(conn)
+        conn.execute("CREATE TABLE passages (id int PRIMARY KEY, body text, body_vector vector(384))")
+        with conn.cursor() as cur, cur.copy("COPY passages FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["int4", "text", "vector"])
+            for i, vector in enumerate(embedding_like(n, seed=21)):
+                copy.write_row((i, f"{source[i % len(source)]} #{i}", vector))
+    with connect(url) as db:
+        started = time.perf_counter()
+        encode(db, table="passages", column="body", model="minilm", adopt=True)  # records them, builds HNSW
+        index_s = time.perf_counter() - started
+    with psql(url) as conn:
+        conn.execute("VACUUM ANALYZE passages")
+    rng = np.random.default_rng(3)
+    queries = [json.loads(line)["text"] for line in open(BEIR / "nfcorpus" / "queries.jsonl", encoding="utf-8")]
+    queries = [str(q) for q in rng.choice(queries, count, replace=False)]
+    minilm = modules.get("minilm")
+    minilm.encode(["warm up"])
+    encode_times, vectors = [], []
+    for query in queries:
+        t0 = time.perf_counter()
+        vectors.append(minilm.encode([query])[0])
+        encode_times.append(time.perf_counter() - t0)
+    with connect(url) as db:
+        spec = search_spec(db, resolve_for_search(db, table="passages"), 10)
+        sql_times = []
+        for vector in vectors:
+            t0 = time.perf_counter()
+            ranked_rows(db, spec, vector_literal(vector))
+            sql_times.append(time.perf_counter() - t0)
+
+    command = [sys.executable, str(ROOT / "vectorize.py"), "serve", "--url", url, "--port", "0"]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        line = server.stderr.readline()
+        if not line.startswith("Serving "):
+            raise RuntimeError(f"serve did not start: {line}{server.stderr.read()}")
+        threading.Thread(target=server.stderr.read, daemon=True).start()  # drain uvicorn's log
+        base = line.split()[1].rstrip(":")
+
+        def body(i: int, text: bool = True) -> dict:
+            if text:
+                return {"table": "passages", "query": queries[i % count], "k": 10}
+            return {"table": "passages", "query_vector": vectors[i % count].tolist(), "k": 10}
+
+        def timed(client, payload) -> tuple[float, float]:
+            t0 = time.perf_counter()
+            response = client.post("/search", json=payload)
+            elapsed = time.perf_counter() - t0
+            response.raise_for_status()
+            return elapsed, response.json()["took_ms"]
+
+        with httpx.Client(base_url=base, timeout=60) as client:
+            for i in range(10):
+                timed(client, body(i))  # warm: the model loads on the first text query
+            text_runs = [timed(client, body(i)) for i in range(count)]
+            vector_runs = [timed(client, body(i, text=False)) for i in range(count)]
+        done = []
+
+        def worker(k: int) -> None:
+            with httpx.Client(base_url=base, timeout=60) as own:
+                done.extend(timed(own, body(i))[0] for i in range(k, count, clients))
+
+        started = time.perf_counter()
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        concurrent_s = time.perf_counter() - started
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    def pct(values, p, scale=1000):
+        return float(np.percentile(np.array(values) * scale, p))
+
+    text_ms = [t for t, _ in text_runs]
+    result = {
+        "rows": n,
+        "queries": count,
+        "adopt_and_index_s": index_s,
+        "text_p50_ms": pct(text_ms, 50),
+        "text_p95_ms": pct(text_ms, 95),
+        "server_took_p50_ms": pct([took for _, took in text_runs], 50, scale=1),
+        "vector_p50_ms": pct([t for t, _ in vector_runs], 50),
+        "vector_p95_ms": pct([t for t, _ in vector_runs], 95),
+        "sql_p50_ms": pct(sql_times, 50),
+        "sql_p95_ms": pct(sql_times, 95),
+        "encode_p50_ms": pct(encode_times, 50),
+        "requests_s_1_client": count / sum(text_ms),
+        "clients": clients,
+        "requests_s": len(done) / concurrent_s,
+        "concurrent_p50_ms": pct(done, 50),
+        "concurrent_p95_ms": pct(done, 95),
+    }
+    result["overhead_p50_ms"] = result["text_p50_ms"] - result["sql_p50_ms"] - result["encode_p50_ms"]
+    log(
+        f"serve: text p50 {result['text_p50_ms']:.1f} ms (SQL {result['sql_p50_ms']:.1f} + encoding "
+        f"{result['encode_p50_ms']:.1f}), {result['requests_s']:.1f} requests/s from {clients} clients"
+    )
+    return result
+
+
 # -- 9. a million rows: fill, index build with progress, search recall ------------------------------
 
 
@@ -704,6 +828,7 @@ BENCHMARKS = {
     "import": bench_import,
     "search": bench_search,
     "hybrid": bench_hybrid,
+    "serve": bench_serve,
     "million": bench_million,
     "index-configs": bench_index_configs,
     "import-million": bench_import_million,

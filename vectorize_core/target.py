@@ -479,6 +479,7 @@ def resolve_for_search(
 ) -> SearchTarget:
     """Pick the vectorized column to search: the only one, or the one the options narrow to."""
     found = db.vectorized_columns()
+    info = None
     if table is not None:
         info = db.find_table(table, schema)
         found = [f for f in found if (f[0], f[1]) == (info.schema, info.name)]
@@ -501,5 +502,6 @@ def resolve_for_search(
             f"several vectorized columns fit: {names}; choose with --table, --column, --vector-column or --metric"
         )
     schema_name, table_name, vcol, meta = found[0]
-    info = db.find_table(table_name, schema_name)
+    if info is None:  # a table named in the options is read once
+        info = db.find_table(table_name, schema_name)
     return SearchTarget(info, vcol, meta)
