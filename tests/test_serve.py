@@ -491,3 +491,32 @@ def test_the_page_asks_for_the_token_when_the_api_does(browser, guarded):
     )
     first = browser.find_element(By.CSS_SELECTOR, ".panel tbody tr td.text")
     assert first.text == TEXT[1]
+
+
+def test_the_session_statements_are_plain_sets_both_engines_take(server):
+    from vectorize_core.db import session_statements
+
+    with server.app.state.pool.borrow() as db:
+        assert [db.as_string(s) for s in session_statements(core.session_settings(30))] == [
+            "SET default_transaction_read_only = 'on'",
+            "SET statement_timeout = '30000ms'",
+        ]
+    with pytest.raises(ValueError):
+        session_statements({"x; DROP TABLE passage": "1"})
+
+
+def test_serve_on_each_engine(engine_url, words):
+    """The read-only session and a search over HTTP, on PostgreSQL and (with its URL) CockroachDB."""
+    with connect(engine_url) as db:
+        db.command("CREATE TABLE t (id int PRIMARY KEY, body text)")
+        db.command("INSERT INTO t VALUES (1, 'a bb ccc'), (2, 'dddd eeeee'), (3, 'ffffff')")
+        encode(db, table="t", column="body", model="words")
+    app = core.create_app(engine_url)
+    with core.BackgroundServer(app) as running, httpx.Client(base_url=running.url, timeout=60) as client:
+        response = client.post("/search", json={"table": "t", "query": "xxxx yyyyy", "k": 2})
+        assert [row["id"] for row in response.json()["rows"]] == [2, 1]
+        with app.state.pool.borrow() as db:
+            assert db.fetchone("SHOW default_transaction_read_only")[0] == "on"
+            with pytest.raises(DatabaseError) as failed:
+                db.command("INSERT INTO t VALUES (4, 'x')")
+            assert failed.value.sqlstate == "25006"

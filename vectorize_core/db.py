@@ -169,11 +169,11 @@ class Database:
         if self.dialect.name == "postgresql":
             register_pgvector(conn)
         try:
-            for name, value in self.settings.items():
-                conn.execute(sql.SQL("SET {} = {}").format(sql.Identifier(name), sql.Literal(value)))
+            for statement in session_statements(self.settings):
+                conn.execute(statement)
         except psycopg.Error as exc:
             conn.close()
-            raise DatabaseError(f"cannot set {name}: {first_line(exc, self.url)}", exc.sqlstate) from None
+            raise DatabaseError(f"session settings refused: {first_line(exc, self.url)}", exc.sqlstate) from None
         return conn
 
     def __enter__(self) -> Database:
@@ -348,6 +348,17 @@ class Database:
 
     def index_exists(self, table: Table, index_name: str) -> bool:
         return self.run(lambda conn: index_exists(conn, table.schema, table.name, index_name))
+
+
+def session_statements(settings: dict[str, str]) -> list[sql.Composed]:
+    """SET name = 'value' for each setting: the same on PostgreSQL and CockroachDB. Names are the
+    tool's own constants, written bare as both engines document them (never from input)."""
+    statements = []
+    for name, value in settings.items():
+        if not re.fullmatch(r"[a-z_][a-z0-9_.]*", name):
+            raise ValueError(f"not a session setting name: {name!r}")
+        statements.append(sql.SQL("SET {} = {}").format(sql.SQL(name), sql.Literal(value)))
+    return statements
 
 
 def index_exists(conn: psycopg.Connection, schema: str, table: str, name: str) -> bool:
