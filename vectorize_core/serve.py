@@ -18,7 +18,6 @@ import functools
 import hmac
 import ipaddress
 import json
-import logging
 import os
 import signal
 import socket
@@ -63,7 +62,6 @@ STATEMENT_TIMEOUT_SECONDS = 30.0
 CONNECTIONS = 4
 POOL_WAIT_SECONDS = 30.0
 MIN_TOKEN_LENGTH = 16
-log = logging.getLogger("vectorize")
 
 BEARER = HTTPBearer(auto_error=False, description="The token named by --token-env, when the server has one.")
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
@@ -260,8 +258,9 @@ def create_app(
     statement_timeout: float = STATEMENT_TIMEOUT_SECONDS,
     connections: int = CONNECTIONS,
 ) -> FastAPI:
-    """The ASGI app. ``url`` None is the embedded database; nothing connects until a request (or
-    ``check()``). Models load on the first query of each and stay loaded (one encoder per model)."""
+    """The ASGI app. ``url`` None is the embedded database (started on the first request); nothing
+    connects until a request needs it. Models load on the first query of each and stay loaded (one
+    encoder per model)."""
 
     @asynccontextmanager
     async def lifespan(app):
@@ -294,12 +293,15 @@ def create_app(
                 headers={"WWW-Authenticate": "Bearer"},
             )
 
-    def pool() -> Pool:
-        if app.state.pool is None:
-            from .embedded import default_url
+    first_use = threading.Lock()
 
-            app.state.url = default_url()
-            app.state.pool = Pool(app.state.url, connections, session_settings(statement_timeout))
+    def pool() -> Pool:
+        with first_use:
+            if app.state.pool is None:
+                from .embedded import default_url
+
+                app.state.url = default_url()
+                app.state.pool = Pool(app.state.url, connections, session_settings(statement_timeout))
         return app.state.pool
 
     app.state.get_pool = pool
@@ -322,7 +324,7 @@ def create_app(
         `vectorize.py search --json`, and how they were ranked. The body is read as JSON whatever its
         Content-Type says (`curl -d` says form)."""
         options = read_search_request(await request.body())
-        return JSONResponse(await run_in_threadpool(run_search, pool(), options, app.state.encoders))
+        return JSONResponse(await run_in_threadpool(lambda: run_search(pool(), options, app.state.encoders)))
 
     @app.get(
         "/columns",
