@@ -209,5 +209,3 @@ def test_long_text_is_reported_as_truncated(run_cli, url, conn):
     result = run_cli("encode", "--url", url, "-t", "t", "-c", "body")
     assert result.exit_code == 0, result.output
     assert "1 rows were longer than the model reads" in result.stdout
-
-
