@@ -648,7 +648,7 @@ def bench_index_configs(admin: str, quick: bool) -> dict:
 
     url = admin.replace("/postgres?", "/bench_import_million?")
     subset = 20_000 if quick else 200_000
-    bound_s = 60 if quick else 1200
+    bound_s = 60 if quick else 900
     out: dict = {"subset_rows": subset}
     with psql(url) as conn:
         conn.execute("DROP TABLE IF EXISTS index_subset")
