@@ -120,9 +120,7 @@ def write_report(r: dict, path: Path) -> None:
         mem = r["memory"]
         rows.append(
             f"| 6 | peak RSS of encode's fill, 10,000 vs {mem.get('largest', 100_000):,} rows | "
-            + " vs ".join(
-                f"{mem[k]:.0f} MB" for k in sorted(mem, key=lambda k: int(k.split("_")[1])) if k.startswith("rss_")
-            )
+            + " vs ".join(f"{mem[k]:.0f} MB" for k in sorted(rss_keys(mem), key=lambda k: int(k.split("_")[1])))
             + f": **{mem['growth'] * 100:+.1f}%** from the smallest to the largest | < 10% | "
             f"{ok(mem['growth'], 0.10, higher_is_better=False)} |"
         )
@@ -201,6 +199,10 @@ def write_report(r: dict, path: Path) -> None:
         "progress read from pg_stat_progress_create_index.",
     ]
     path.write_text("\n".join(lines) + "\n")
+
+
+def rss_keys(mem: dict) -> list[str]:
+    return [k for k in mem if k.startswith("rss_") and k.endswith("_mb")]
 
 
 def row(name: str, s: dict, recall) -> str:
