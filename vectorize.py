@@ -365,18 +365,9 @@ def encode_summary(result) -> str:
         parts.append(f"{result.blank} rows with only empty or whitespace text skipped")
     if result.truncated:
         parts.append(f"{result.truncated} rows were longer than the model reads and were truncated")
-    if result.fulltext_added:
-        parts.append(f"full text in {t.fulltext['column']} ({t.fulltext['language']}), for search --hybrid")
     if result.tracking_installed:
         parts.append(f"change tracking is on: a trigger re-queues rows whose {sources} changes")
-    if result.index_created:
-        parts.append(f"index {t.index_name} ready ({result.index_seconds:.1f}s)")
-    if result.index_skipped:
-        parts.append(
-            f"no index built (--index skip): build it with `vectorize.py index -t {t.table.display} -c {t.sources[0]}`"
-        )
-    if result.index_note:
-        parts.append(f"no vector index: {result.index_note}; searches rank every row exactly")
+    parts += fulltext_and_index_parts(result)
     if result.pending_elsewhere:
         parts.append(
             f"index not built yet: {result.pending_elsewhere} rows are pending in other shards; "
@@ -626,6 +617,13 @@ def import_summary(result) -> str:
     ]
     if result.missing:
         parts.append(f"{result.missing} keys of the file are not in the table")
+    parts += fulltext_and_index_parts(result)
+    return "; ".join(parts) + "."
+
+
+def fulltext_and_index_parts(result) -> list[str]:
+    """What encode and import-vectors say of the full-text column and the vector index."""
+    t, parts = result.target, []
     if result.fulltext_added:
         parts.append(f"full text in {t.fulltext['column']} ({t.fulltext['language']}), for search --hybrid")
     if result.index_created:
@@ -636,7 +634,7 @@ def import_summary(result) -> str:
         )
     if result.index_note:
         parts.append(f"no vector index: {result.index_note}; searches rank every row exactly")
-    return "; ".join(parts) + "."
+    return parts
 
 
 class phase_reporter:
