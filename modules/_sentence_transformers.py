@@ -7,6 +7,7 @@ OpenVINO on a CPU that can run the model and torch otherwise, saying why in one 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -168,8 +169,11 @@ def open_model(name: str, source: str, backend: str):
                 log.info("%s: converting the model for OpenVINO (once; kept in %s)", name, _openvino.cache_dir(source))
             return _openvino.load(source), "openvino"
         except _openvino.Unconvertible as exc:
-            _openvino.remember_unconvertible(source, str(exc))
             reason = f"OpenVINO cannot run it: {exc}"
+            with contextlib.suppress(OSError):  # remembered when the cache can be written
+                _openvino.remember_unconvertible(source, str(exc))
+        except OSError as exc:  # a cache that cannot be written: torch needs none
+            reason = f"the converted model cannot be kept in {_openvino.cache_dir(source)}: {exc.strerror or exc}"
     if backend == "openvino":
         raise RuntimeError(f"--backend openvino: {reason}")
     if reason != CUDA:

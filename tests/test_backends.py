@@ -169,3 +169,16 @@ def test_list_models_states_the_backend_without_loading_a_model(run_cli, cache):
     assert backend.split(None, 1)[1] == "auto: openvino (converted on first use)"
     assert "speed" in result.stdout
     assert not list(cache.rglob("*.xml"))
+
+
+def test_a_cache_that_cannot_be_written_falls_back_to_torch(run_cli, url, conn, passage, cache):
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text("a file where the cache folder should be")
+    result = run_cli("encode", "--url", url, "-t", "passage", "-c", "passage")
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stderr.splitlines() if "encoding with torch" in line]
+    assert len(notes) == 1 and "cannot be kept in" in notes[0], result.stderr
+    stored = stored_vectors(conn, "passage", "id", "passage_vector")
+    expected = torch_vectors(minilm_folder(), TEXTS)
+    for i in range(1, 6):
+        np.testing.assert_allclose(stored[i], expected[i - 1], rtol=0, atol=1e-6)
