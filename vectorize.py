@@ -14,7 +14,7 @@ import sys
 
 import click
 
-from vectorize_core.output import json_value
+from vectorize_core.output import json_value, one_line
 
 DEBUG_ENV = "VECTORIZE_DEBUG"
 # search -k: a bound any server takes as a LIMIT, and more rows than anyone reads.
@@ -43,12 +43,7 @@ class VectorizeGroup(click.Group):
 
 def fail(message: str, code: int) -> None:
     """One line on stderr, never a password, then exit."""
-    import re
-
-    message = " ".join(line.strip() for line in message.splitlines() if line.strip())
-    message = re.sub(r"(://[^:/@\s]*:)[^@\s]+@", r"\1***@", message)  # user:password@ in any URL
-    message = re.sub(r"(password=)[^&\s]+", r"\1***", message)
-    click.echo(f"Error: {message}", err=True)
+    click.echo(f"Error: {one_line(message)}", err=True)
     sys.exit(code)
 
 

@@ -1,9 +1,18 @@
-"""Values as strict JSON keeps them: one conversion for the CLI's --json and serve's responses."""
+"""What the CLI and serve both show: values as strict JSON keeps them (--json rows, serve's
+responses) and error messages as one line without a password."""
 
 from __future__ import annotations
 
 import math
+import re
 from decimal import Decimal
+
+
+def one_line(message: str) -> str:
+    """A message as one line, with the password of any URL (user:password@, password=) masked."""
+    message = " ".join(line.strip() for line in message.splitlines() if line.strip())
+    message = re.sub(r"(://[^:/@\s]*:)[^@\s]+@", r"\1***@", message)
+    return re.sub(r"(password=)[^&\s]+", r"\1***", message)
 
 
 def json_value(value):

@@ -47,7 +47,7 @@ from .errors import (
     VectorizeError,
 )
 from .filters import read_json
-from .output import json_value
+from .output import json_value, one_line
 from .search import FUSION_K, MAX_K, search
 from .target import load_encoder
 
@@ -182,6 +182,11 @@ def token_from_env(name: str) -> str:
     if not token.strip():
         raise BadInput(f"--token-env {name}: the environment variable {name} is not set, or empty")
     return token
+
+
+def base_url(host: str, port: int) -> str:
+    """http://host:port, an IPv6 address in brackets."""
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -419,15 +424,6 @@ def run_search(pool: Pool, options: dict, encoders) -> dict:
 # -- errors: the one place where they become statuses --------------------------------------------
 
 
-def one_line(message: str) -> str:
-    """The CLI's form of a message: one line, no password of any URL."""
-    import re
-
-    message = " ".join(line.strip() for line in message.splitlines() if line.strip())
-    message = re.sub(r"(://[^:/@\s]*:)[^@\s]+@", r"\1***@", message)
-    return re.sub(r"(password=)[^&\s]+", r"\1***", message)
-
-
 def status_of(exc: VectorizeError) -> int:
     if isinstance(exc, DatabaseError) and exc.sqlstate in SQLSTATE_STATUS:
         return SQLSTATE_STATUS[exc.sqlstate]
@@ -514,7 +510,7 @@ class BackgroundServer:
 
         self.sock = listen(host, port)
         port = self.sock.getsockname()[1]
-        self.url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+        self.url = base_url(host, port)
         config = uvicorn.Config(app, host=host, port=port, log_level=log_level, ws="none", server_header=False)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
@@ -568,7 +564,7 @@ def serve(
         timeout_graceful_shutdown=5,
     )  # fmt: skip
     if on_ready is not None:
-        on_ready(f"http://{f'[{host}]' if ':' in host else host}:{port}")
+        on_ready(base_url(host, port))
     # uvicorn stops on SIGINT and SIGTERM, then raises the signal again: let that end here, exit 0.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
