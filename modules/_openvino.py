@@ -80,23 +80,22 @@ def package_version(name: str) -> str:
         return "none"
 
 
-def is_cached(source: str) -> bool:
-    folder = cache_dir(source)
+def is_cached(folder: Path) -> bool:
+    """Whether folder (cache_dir's) holds a whole conversion."""
     return all((folder / name).exists() for name in (LAYOUT_FILE, MODEL_FILE, TOKENIZER_FILE))
 
 
 UNCONVERTIBLE_FILE = "unconvertible.txt"
 
 
-def remember_unconvertible(source: str, reason: str) -> None:
-    """Keep why source cannot be converted, so later runs go to torch without trying again."""
-    folder = cache_dir(source)
+def remember_unconvertible(folder: Path, reason: str) -> None:
+    """Keep why the model cannot be converted, so later runs go to torch without trying again."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / UNCONVERTIBLE_FILE).write_text(reason)
 
 
-def known_unconvertible(source: str) -> str | None:
-    marker = cache_dir(source) / UNCONVERTIBLE_FILE
+def known_unconvertible(folder: Path) -> str | None:
+    marker = folder / UNCONVERTIBLE_FILE
     return f"OpenVINO cannot run it: {marker.read_text()}" if marker.exists() else None
 
 
@@ -198,12 +197,12 @@ _loaded: dict[Path, OpenVINOModel] = {}
 _loading = threading.Lock()
 
 
-def load(source: str) -> OpenVINOModel:
-    """source's converted model, converting it first when the cache lacks it; once per process."""
-    folder = cache_dir(source)
+def load(source: str, folder: Path) -> OpenVINOModel:
+    """source's converted model from folder (its cache_dir), converting it first when the folder
+    lacks it; once per process."""
     with _loading:
         if folder not in _loaded:
-            if not is_cached(source):
+            if not is_cached(folder):
                 convert(source, folder)
             _loaded[folder] = OpenVINOModel(folder)
         return _loaded[folder]

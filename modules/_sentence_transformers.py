@@ -49,7 +49,6 @@ class SentenceTransformerEncoder:
         self._max_length = max_length
         self._model = None
         self._lock = threading.Lock()
-        self.backend_used: str | None = None  # what auto chose, once loaded
 
     def configure(self, backend=None, dimension=None):
         """A copy with other options (the encoder contract's optional hook)."""
@@ -97,7 +96,7 @@ class SentenceTransformerEncoder:
         answers the same calls."""
         with self._lock:
             if self._model is None:
-                self._model, self.backend_used = open_model(self.name, self.source, self.backend)
+                self._model = open_model(self.name, self.source, self.backend)
             return self._model
 
     def encode(self, batch):
@@ -158,48 +157,50 @@ def read_model(source: str, backend: str = "torch"):
 
 
 def open_model(name: str, source: str, backend: str):
-    """(model, backend used) for source. auto falls back to torch with one line saying why;
-    openvino asked for by name fails instead."""
+    """The model for source on its backend: an OpenVINOModel, or a SentenceTransformer on torch.
+    auto falls back to torch with one line saying why; openvino asked for by name fails instead."""
     if backend == "torch":
-        return load_model(source, "torch"), "torch"
-    reason = openvino_unusable(source)
+        return load_model(source, "torch")
+    folder = _openvino.cache_dir(source)
+    reason = openvino_unusable(folder)
     if reason is None:
         try:
-            if not _openvino.is_cached(source):
-                log.info("%s: converting the model for OpenVINO (once; kept in %s)", name, _openvino.cache_dir(source))
-            return _openvino.load(source), "openvino"
+            if not _openvino.is_cached(folder):
+                log.info("%s: converting the model for OpenVINO (once; kept in %s)", name, folder)
+            return _openvino.load(source, folder)
         except _openvino.Unconvertible as exc:
             reason = f"OpenVINO cannot run it: {exc}"
             with contextlib.suppress(OSError):  # remembered when the cache can be written
-                _openvino.remember_unconvertible(source, str(exc))
+                _openvino.remember_unconvertible(folder, str(exc))
         except OSError as exc:  # a cache that cannot be written: torch needs none
-            reason = f"the converted model cannot be kept in {_openvino.cache_dir(source)}: {exc.strerror or exc}"
+            reason = f"the converted model cannot be kept in {folder}: {exc.strerror or exc}"
     if backend == "openvino":
         raise RuntimeError(f"--backend openvino: {reason}")
     if reason != CUDA:
         log.warning("%s: encoding with torch (%s)", name, reason)
-    return load_model(source, "torch"), "torch"
+    return load_model(source, "torch")
 
 
 CUDA = "a CUDA device is present"
 
 
-def openvino_unusable(source: str) -> str | None:
-    """Why auto would not use OpenVINO for source, or None when it would."""
+def openvino_unusable(folder: Path) -> str | None:
+    """Why auto would not use OpenVINO for the model whose cache folder this is, or None."""
     if cuda_device_present():
         return CUDA
     if not _openvino.runtime_available():
         return "the OpenVINO runtime is not installed or has no CPU device"
-    return _openvino.known_unconvertible(source)
+    return _openvino.known_unconvertible(folder)
 
 
 def planned_backend(source: str, backend: str) -> str:
     if backend == "torch":
         return "torch"
-    reason = openvino_unusable(source)
+    folder = _openvino.cache_dir(source)
+    reason = openvino_unusable(folder)
     if reason is not None:
         return f"torch ({reason})" if backend == "auto" else f"openvino, unusable here: {reason}"
-    state = "converted, cached" if _openvino.is_cached(source) else "converted on first use"
+    state = "converted, cached" if _openvino.is_cached(folder) else "converted on first use"
     return f"openvino ({state})"
 
 

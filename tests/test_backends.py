@@ -134,7 +134,7 @@ def test_auto_falls_back_to_torch_saying_why(run_cli, url, conn, passage, cache,
     for i in range(1, 6):
         np.testing.assert_allclose(stored[i], expected[i - 1], rtol=0, atol=1e-6)
     # Remembered: the next run goes straight to torch with the same line, trying no conversion.
-    assert _openvino.known_unconvertible(str(sqrt_len_model)) is not None
+    assert _openvino.known_unconvertible(_openvino.cache_dir(str(sqrt_len_model))) is not None
     assert modules.get(model).planned_backend().startswith("torch (OpenVINO cannot run it")
 
 
