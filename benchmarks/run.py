@@ -187,6 +187,25 @@ def embedding_like(n: int, dim: int = 384, seed: int = 0) -> np.ndarray:
     return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
 
 
+def pct(values, p: float, scale: float = 1000) -> float:
+    """The p-th percentile of values (seconds), in milliseconds unless scale says otherwise."""
+    return float(np.percentile(np.array(values) * scale, p))
+
+
+def timed_with_recall(db, target, queries: np.ndarray) -> tuple[list[float], list[float]]:
+    """Seconds of the indexed search for each query, and its recall@10 against exact search."""
+    spec, exact_spec = search_spec(db, target, 10), search_spec(db, target, 10, exact=True)
+    times, hits = [], []
+    for q in queries:
+        literal = vector_literal(q)
+        started = time.perf_counter()
+        got = ranked_rows(db, spec, literal)
+        times.append(time.perf_counter() - started)
+        truth = ranked_rows(db, exact_spec, literal)
+        hits.append(len({r[0] for r in got} & {r[0] for r in truth}) / 10)
+    return times, hits
+
+
 def bench_import(admin: str, quick: bool) -> dict:
     from vectorize_core.importer import import_vectors
 
@@ -234,15 +253,7 @@ def bench_search(admin: str, quick: bool) -> dict:
     with connect(url) as db:
         target = resolve_for_search(db, table="items")
         spec = search_spec(db, target, 10)
-        exact_spec = search_spec(db, target, 10, exact=True)
-        sql_times, hits = [], []
-        for q in queries:
-            literal = vector_literal(q)
-            started = time.perf_counter()
-            got = ranked_rows(db, spec, literal)
-            sql_times.append(time.perf_counter() - started)
-            truth = ranked_rows(db, exact_spec, literal)
-            hits.append(len({r[0] for r in got} & {r[0] for r in truth}) / 10)
+        sql_times, hits = timed_with_recall(db, target, queries)
         # end to end in a warm process: a text query through the minilm-encoded NFCorpus table
         texts = [json.loads(line)["text"] for line in open(BEIR / "nfcorpus" / "queries.jsonl", encoding="utf-8")]
         e2e = []
@@ -260,9 +271,6 @@ def bench_search(admin: str, quick: bool) -> dict:
             vector = minilm.encode([str(text)])[0]
             ranked_rows(db, spec, vector_literal(vector))  # 100k table, 384 dims: model + SQL
             e2e_100k.append(time.perf_counter() - started)
-
-    def pct(values, p):
-        return float(np.percentile(np.array(values) * 1000, p))
 
     return {
         "rows": n,
@@ -339,12 +347,11 @@ def bench_hybrid(admin: str, quick: bool) -> dict:
                     "EXPLAIN " + emitted, (vector, 100, queries[0], queries[0], 100, 1.0, 60, 1.0, 60, 10)
                 )
             )
-    ms = np.array(times) * 1000
     return {
         "rows": n,
         "fill_and_index_s": fill,
-        "hybrid_sql_p50_ms": float(np.percentile(ms, 50)),
-        "hybrid_sql_p95_ms": float(np.percentile(ms, 95)),
+        "hybrid_sql_p50_ms": pct(times, 50),
+        "hybrid_sql_p95_ms": pct(times, 95),
         "text_leg_uses_gin": "Bitmap Index Scan on passages_body_tsv_idx" in plan,
         "vector_leg_uses_hnsw": "Index Scan using passages_body_vector_idx" in plan,
     }
@@ -444,9 +451,6 @@ def bench_serve(admin: str, quick: bool) -> dict:
         server.terminate()
         server.wait(timeout=30)
 
-    def pct(values, p, scale=1000):
-        return float(np.percentile(np.array(values) * scale, p))
-
     text_ms = [t for t, _ in text_runs]
     result = {
         "rows": n,
@@ -513,17 +517,7 @@ def bench_million(admin: str, quick: bool) -> dict:
         progress_events = [e for e in events if e.phase not in ("started", "done")]
         with psql(url) as conn:
             memory = conn.execute("SHOW maintenance_work_mem").fetchone()[0]
-        target = resolve_for_search(db, table="million")
-        spec, exact_spec = search_spec(db, target, 10), search_spec(db, target, 10, exact=True)
-        times, hits = [], []
-        for q in embedding_like(50, seed=99):
-            literal = vector_literal(q)
-            t0 = time.perf_counter()
-            got = ranked_rows(db, spec, literal)
-            times.append(time.perf_counter() - t0)
-            truth = ranked_rows(db, exact_spec, literal)
-            hits.append(len({r[0] for r in got} & {r[0] for r in truth}) / 10)
-    ms = np.array(times) * 1000
+        times, hits = timed_with_recall(db, resolve_for_search(db, table="million"), embedding_like(50, seed=99))
     return {
         "rows": n,
         "fill_s": fill,
@@ -535,8 +529,8 @@ def bench_million(admin: str, quick: bool) -> dict:
         if progress_events
         else None,
         "session_maintenance_work_mem_default": memory,
-        "search_p50_ms": float(np.percentile(ms, 50)),
-        "search_p95_ms": float(np.percentile(ms, 95)),
+        "search_p50_ms": pct(times, 50),
+        "search_p95_ms": pct(times, 95),
         "recall10": float(np.mean(hits)),
     }
 
