@@ -220,6 +220,7 @@ def encode(url, table, schema, columns, model, vector_column, metric, prefix, qu
       vectorize.py encode -t passage -c passage --shard 1/4      # on machine 1 of 4
       vectorize.py encode -t passage -c passage --adopt -m minilm  # keep vectors made elsewhere
       vectorize.py encode -t passage -c passage --fulltext          # and full text, for search --hybrid
+      vectorize.py encode -t passage -c passage --backend torch     # torch, not OpenVINO (the default on a CPU)
       vectorize.py encode -t article -c title -c body -m st:intfloat/e5-small-v2 \\
           --prefix "passage: " --query-prefix "query: "
     """
