@@ -33,3 +33,8 @@ def json_value(value):
     if hasattr(value, "isoformat"):
         return value.isoformat()
     return str(value)
+
+
+def plural(n: int, singular: str, plural: str | None = None) -> str:
+    """'1 row', '2 rows'; plural for the words that do not just take an s ('row was', 'rows were')."""
+    return f"{n} {singular if n == 1 else plural or singular + 's'}"

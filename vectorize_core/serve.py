@@ -19,6 +19,7 @@ import hmac
 import ipaddress
 import json
 import os
+import re
 import signal
 import socket
 import threading
@@ -430,6 +431,24 @@ def status_of(exc: VectorizeError) -> int:
     return next((status for kind, status in STATUS if isinstance(exc, kind)), 500)
 
 
+# The CLI's options in the core's messages ('--query-vector', '--show body_vector'), as the API's
+# fields: what an API client wrote. Commands quoted in backticks stay as they are: they are
+# commands to run.
+CLI_OPTION = re.compile(r"--([a-z][a-z-]*)")
+
+
+def api_wording(message: str) -> str:
+    fields = {name for name in SearchRequest.model_fields if not name.endswith("_")} | {"schema"}
+
+    def field(match: re.Match) -> str:
+        name = match.group(1).replace("-", "_")
+        return f'"{name}"' if name in fields else match.group(0)
+
+    parts = message.split("`")
+    parts[::2] = [CLI_OPTION.sub(field, part) for part in parts[::2]]
+    return "`".join(parts)
+
+
 def validation_message(errors) -> str:
     """pydantic's first complaint as one line: 'k: Input should be less than or equal to 100000'."""
     error = errors[0]
@@ -443,7 +462,7 @@ def error_response(status: int, message: str, headers=None) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     async def tool_error(request, exc: VectorizeError):
-        return error_response(status_of(exc), str(exc))
+        return error_response(status_of(exc), api_wording(str(exc)))
 
     async def http_error(request, exc: HTTPException):
         return error_response(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
