@@ -152,7 +152,7 @@ def test_missing_keys_are_counted_or_refused_with_strict(run_cli, url, items, tm
     assert strict.exit_code == 2 and "1 keys" in strict.stderr
     assert table_checksum(items, "items") == before
     result = run_cli("import-vectors", "--url", url, "-t", "items", "-c", "body", "-f", path)
-    assert result.exit_code == 0 and "1 keys of the file are not in the table" in result.stdout
+    assert result.exit_code == 0 and "1 key of the file is not in the table" in result.stdout
     assert stored(items)[2] is not None
 
 

@@ -200,7 +200,7 @@ def test_progress_reports_validation_load_checks_writes_and_index(url, items, tm
 
 
 def test_text_formats_report_loading_with_an_estimated_total(url, items, tmp_path, monkeypatch):
-    monkeypatch.setattr(importer, "COPY_BLOCK", 200)  # a progress report every few lines
+    monkeypatch.setattr(importer, "TEXT_BLOCK", 200)  # a progress report every few lines
     path = tmp_path / "v.jsonl"
     path.write_text("".join(json.dumps({"id": i, "vector": [i, 0.5, -1]}) + "\n" for i in range(1, N + 1)))
     result, events, _ = run_import(url, path)
@@ -257,7 +257,7 @@ def test_index_now_builds_before_the_vectors_are_written(url, items, tmp_path):
 def test_missing_keys_with_npy(run_cli, url, items, tmp_path):
     npy, keys = save_npy(tmp_path, awkward_float32(3), keys=[1, 2, 999])
     result = import_npy(run_cli, url, npy, keys)
-    assert result.exit_code == 0 and "1 keys of the file are not in the table" in result.stdout
+    assert result.exit_code == 0 and "1 key of the file is not in the table" in result.stdout
     assert sorted(stored_float32(items)) == [1, 2]
 
 

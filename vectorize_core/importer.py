@@ -2,20 +2,28 @@
 
 The file is read once and checked as it is read: a wrong-length vector, a non-number, NaN or
 infinity, a value beyond float4, a missing key column or invalid UTF-8 stops the import naming
-the line. Keys go to one scratch table by text COPY, each in its key column's own type (so the
-server names the line whose key it cannot read, and keys are compared as the table compares
-them); vectors go to another, by file line, in the cheapest form the engine takes (the dialect
-chooses: pgvector's binary form on PostgreSQL, text on CockroachDB; JSON Lines and CSV hand the
-server their numbers as written). A .npy is checked with numpy, chunk by chunk, before any COPY.
-The user's table is written only when the whole file has been read and its keys found unique;
-any failure before that drops the scratch tables and leaves the table as it was. The vectors are
-then applied in key-ordered batches of UPDATE_BATCH rows, each its own retried transaction, and
-the indexes built as encode builds them.
+the line (a Parquet file: the row). JSON Lines and CSV are parsed a block at a time by msgspec,
+typed (a list of float4-sized numbers) so the checks run inside the parser; a line it refuses is
+read again by the standard library's json to say what is wrong with it. CSV is split into fields
+by pyarrow; Parquet is read in record batches by pyarrow and checked with numpy, with no Python
+per row. Keys go to one scratch table by COPY, each in its key column's own type (so the server
+names the line whose key it cannot read, and keys are compared as the table compares them);
+vectors go to another, by line, as float4 in the cheapest form the engine takes (the dialect
+chooses: pgvector's binary form on PostgreSQL, text on CockroachDB). A .npy is checked with
+numpy, chunk by chunk, before any COPY. The user's table is written only when the whole file has
+been read and its keys found unique; any failure before that drops the scratch tables and leaves
+the table as it was. The vectors are then applied in key-ordered batches of UPDATE_BATCH rows,
+each its own retried transaction, and the indexes built as encode builds them.
+
+A file written by `export-vectors` carries its column's record (model, metric, prefixes, source
+columns, label): imported with no other option it restores that record, so the column searches
+by text as it did where it came from.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import json
 import math
@@ -31,11 +39,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Annotated, Any
 
+import msgspec
 import numpy as np
+import orjson
 import psycopg
 from psycopg import sql
 
+from . import tracking
 from .db import Database, Table
 from .errors import BadInput, DatabaseError
 from .pipeline import (
@@ -55,6 +67,7 @@ from .target import (
     default_vector_column,
     index_names,
     resolve_fulltext,
+    watched_columns,
 )
 
 EXTERNAL = "external"
@@ -102,21 +115,30 @@ class ImportResult:
 
 
 @dataclass
-class Record:
-    line: int
-    keys: list[str]
-    vector: str  # text form '[..]', as written in the file
+class Block:
+    """Records checked and ready to COPY: their file lines (or rows), their keys as COPY rows,
+    and their vectors as float4."""
+
+    lines: np.ndarray  # int64
+    keys: str
+    vectors: np.ndarray  # float32, rows x dimension
+    size: int = 0  # how much of the file it took: bytes, or a Parquet file's rows
 
 
 NUMBER_TYPES = {int, float}
-# Vectors are stored as float4: a larger value is refused up front, naming its line.
-FLOAT32_MAX = 3.4028234663852886e38
+# Vectors are stored as float4: a value that would round to infinity is refused up front, naming
+# its line. The bound is halfway between float4's largest value and the next power of two, so
+# 3.4028235e38 (float4's largest, as its shortest text says it) is in, as the server's strtof has it.
+FLOAT4_BOUND = 2.0**128 - 2.0**103
 # Rows per UPDATE from the staging table: bounded transactions, each retried on its own.
 UPDATE_BATCH = 5000
 # A .npy is read (and checked, and sent) this many bytes of vectors at a time.
 NPY_CHUNK_BYTES = 4 << 20
 # COPY data is sent in blocks of about this size.
 COPY_BLOCK = 1 << 20
+# JSON Lines and CSV are parsed this many bytes of lines at a time; Parquet this many rows.
+TEXT_BLOCK = 4 << 20
+PARQUET_BATCH = 4096
 # The keys' COPY text is kept in memory up to this size, then in a temporary file.
 KEYS_IN_MEMORY = 64 << 20
 
@@ -133,28 +155,20 @@ def parse_vector(value, where: str, dimension: int | None) -> list:
     if not set(map(type, value)) <= NUMBER_TYPES:  # bool is not a number here, though Python says so
         item = next(v for v in value if type(v) not in NUMBER_TYPES)
         raise BadVectorFile(f"{where}: vector holds {json.dumps(item)}, not a number")
-    if not math.isfinite(math.fsum(value)):  # one pass in C: NaN or infinity anywhere spoils the sum
+    try:
+        total = math.fsum(value)
+    except OverflowError:  # an integer beyond any float
+        raise BadVectorFile(f"{where}: vector values are too large") from None
+    if not math.isfinite(total):  # one pass in C: NaN or infinity anywhere spoils the sum
         bad = next((v for v in value if not math.isfinite(v)), None)
         if bad is not None:
             raise BadVectorFile(f"{where}: vector holds {bad}, not a finite number")
         raise BadVectorFile(f"{where}: vector values are too large")
-    if max(value) > FLOAT32_MAX or min(value) < -FLOAT32_MAX:  # two C loops, no abs() per number
+    if max(value) >= FLOAT4_BOUND or min(value) <= -FLOAT4_BOUND:  # two C loops, no abs() per number
         raise BadVectorFile(f"{where}: vector holds {max(value, key=abs)}, beyond what a float4 holds")
     if dimension is not None and len(value) != dimension:
         raise BadVectorFile(f"{where}: vector has {len(value)} numbers; the first had {dimension}")
     return value
-
-
-# The array after a top-level "vector" key: a quote inside a JSON string is always escaped, so an
-# unescaped "vector" is a key. Used to hand the server the numbers as written, not re-formatted.
-VECTOR_TEXT = re.compile(r'(?<!\\)"vector"\s*:\s*(\[[^\]]*\])')
-
-
-def vector_text(line: str, vector: list) -> str:
-    found = VECTOR_TEXT.findall(line)
-    if len(found) == 1 and found[0].count(",") == len(vector) - 1:
-        return found[0]
-    return json.dumps(vector, separators=(",", ":"))
 
 
 def key_text(value, where: str, column: str) -> str:
@@ -222,37 +236,204 @@ def object_keys(obj: dict, where: str, key_columns: list[str]) -> list[str]:
     return [key_text(obj[c], where, c) if c in obj else missing_key(where, c) for c in key_columns]
 
 
-def read_jsonl(lines: FileLines, key_columns: list[str]) -> Iterator[Record]:
-    dimension = None
-    for number, where, obj, line in json_objects(lines):
-        keys = object_keys(obj, where, key_columns)
-        vector = parse_vector(obj.get("vector"), where, dimension)
-        dimension = len(vector)
-        yield Record(number, keys, vector_text(line, vector))
-
-
 def missing_key(where: str, column: str):
     raise BadVectorFile(f"{where}: missing key column {column!r}")
 
 
-def read_csv(lines: FileLines, key_columns: list[str]) -> Iterator[Record]:
-    reader = csv_reader(lines)
-    header = reader.fieldnames or []
-    for column in [*key_columns, "vector"]:
-        if column not in header:
-            raise BadVectorFile(f"{lines.path.name} line 1: the header has no column {column!r}")
-    dimension = None
-    for row in reader:
-        where = f"{lines.path.name} line {reader.line_num}"
-        keys = [
-            key_text(row[c], where, c) if row.get(c) not in (None, "") else missing_key(where, c) for c in key_columns
-        ]
+# -- JSON Lines and CSV: parsed a block at a time -----------------------------------------------
+
+# A number a float4 holds: msgspec checks it while parsing (NaN and infinity are not JSON, and a
+# number beyond a double is refused as out of range).
+Float4 = Annotated[float, msgspec.Meta(gt=-FLOAT4_BOUND, lt=FLOAT4_BOUND)]
+VECTOR_DECODER = msgspec.json.Decoder(list[Float4])
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+class Blocks:
+    """Gathers checked records into Blocks; the first record sets the dimension."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.dimension: int | None = None
+        self.lines, self.keys, self.vectors = array("q"), [], []
+
+    def add(self, line: int, keys: list[str], vector: list) -> None:
+        self.lines.append(line)
+        self.keys.append(keys_row(keys, line))
+        self.vectors.append(vector)
+
+    def vector(self, text: str | bytes, where: str) -> list:
+        """The vector of a CSV field: msgspec when it reads it, else json says what is wrong."""
         try:
-            vector = parse_vector(json.loads(row["vector"] or "null"), where, dimension)
+            vector = VECTOR_DECODER.decode(text)
+            if len(vector) == self.dimension:
+                return vector
+        except msgspec.MsgspecError:
+            pass
+        try:
+            value = json.loads(text or "null")
         except ValueError as exc:
             raise BadVectorFile(f"{where}: 'vector' is not a JSON array ({exc})") from None
-        dimension = len(vector)
-        yield Record(reader.line_num, keys, row["vector"].strip())
+        vector = parse_vector(value, where, self.dimension)
+        self.dimension = len(vector)
+        return vector
+
+    def take(self, size: int) -> Block | None:
+        """The records gathered since the last take, which read `size` bytes of the file."""
+        if not self.lines:
+            return None
+        block = Block(
+            np.frombuffer(self.lines, dtype=np.int64).copy(),
+            "".join(self.keys),
+            np.array(self.vectors, dtype=np.float32).reshape(len(self.lines), self.dimension),
+            size,
+        )
+        self.lines, self.keys, self.vectors = array("q"), [], []
+        return block
+
+
+def record_decoder(key_columns: list[str]) -> msgspec.json.Decoder:
+    """A JSON Lines record: 'vector' a list of float4-sized numbers, each key column any value."""
+    fields = [("v", list[Float4])] + [(f"k{i}", Any) for i in range(len(key_columns))]
+    rename = {"v": "vector", **{f"k{i}": c for i, c in enumerate(key_columns)}}
+    return msgspec.json.Decoder(msgspec.defstruct("Record", fields, rename=rename))
+
+
+def jsonl_blocks(path: Path, key_columns: list[str]) -> Iterator[Block]:
+    """The records of a JSON Lines file, TEXT_BLOCK bytes of lines at a time. A line msgspec
+    refuses is read again by json and parse_vector, which name what is wrong (or accept it)."""
+    decode = record_decoder(key_columns).decode
+    fields = [(f"k{i}", c) for i, c in enumerate(key_columns)]
+    blocks, number = Blocks(path.name), 0
+    with open(path, "rb") as f:
+        while lines := f.readlines(TEXT_BLOCK):
+            for raw in lines:
+                number += 1
+                where = f"{path.name} line {number}"
+                if number == 1 and raw.startswith(UTF8_BOM):
+                    raw = raw[3:]  # spreadsheets and some tools start files with a BOM
+                if not raw.isascii():
+                    check_utf8(raw, where)
+                try:
+                    record = decode(raw)
+                    if len(record.v) != blocks.dimension:
+                        raise ValueError
+                    keys, vector = [key_text(getattr(record, f), where, c) for f, c in fields], record.v
+                except (msgspec.MsgspecError, ValueError):
+                    if not raw.strip():
+                        continue
+                    keys, vector = exact_jsonl_record(raw, where, key_columns, blocks)
+                blocks.add(number, keys, vector)
+            if block := blocks.take(sum(map(len, lines))):
+                yield block
+
+
+def check_utf8(raw: bytes, where: str) -> None:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadVectorFile(f"{where}: not valid UTF-8") from None
+
+
+def exact_jsonl_record(raw: bytes, where: str, key_columns: list[str], blocks: Blocks) -> tuple[list[str], list]:
+    """A line read by the standard library's json: the message for what msgspec refused."""
+    try:
+        obj = json.loads(raw)
+    except ValueError as exc:
+        raise BadVectorFile(f"{where}: not valid JSON ({getattr(exc, 'msg', exc)})") from None
+    if not isinstance(obj, dict):
+        raise BadVectorFile(f"{where}: expected a JSON object")
+    keys = object_keys(obj, where, key_columns)
+    vector = parse_vector(obj.get("vector"), where, blocks.dimension)
+    blocks.dimension = len(vector)
+    return keys, vector
+
+
+class FastPathRefused(Exception):
+    """A CSV whose records do not map one to a line (a quoted value spanning lines) or that
+    pyarrow cannot split: the standard library's csv reads it instead."""
+
+
+def csv_delimiter(path: Path) -> str:
+    """The file's own delimiter: ',' or, as spreadsheets in many locales write, ';' or a tab,
+    told by the header line."""
+    with open(path, "rb") as f:
+        first = f.readline().decode("utf-8-sig", errors="replace")
+    return max(",;\t", key=first.count) if first else ","
+
+
+def csv_header(path: Path, key_columns: list[str]) -> list[str]:
+    lines = FileLines(path)
+    header = csv_reader(lines).fieldnames or []
+    for column in [*key_columns, "vector"]:
+        if column not in header:
+            raise BadVectorFile(f"{path.name} line 1: the header has no column {column!r}")
+    return header
+
+
+def csv_record(blocks: Blocks, number: int, key_values, vector_text: str, key_columns: list[str]) -> None:
+    where = f"{blocks.name} line {number}"
+    keys = [key_text(v, where, c) if v else missing_key(where, c) for v, c in zip(key_values, key_columns, strict=True)]
+    blocks.add(number, keys, blocks.vector(vector_text, where))
+
+
+def csv_blocks(path: Path, key_columns: list[str]) -> Iterator[Block]:
+    """The records of a CSV file: fields split by pyarrow's reader (one row a line: blank lines
+    kept as empty rows, so row i is line i + 2), a block of rows at a time. A value with a line
+    break, or a file pyarrow cannot read, raises FastPathRefused before any of its rows is used."""
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    header = csv_header(path, key_columns)
+    try:
+        reader = pa_csv.open_csv(
+            path,
+            read_options=pa_csv.ReadOptions(block_size=TEXT_BLOCK),
+            parse_options=pa_csv.ParseOptions(
+                delimiter=csv_delimiter(path), newlines_in_values=False, ignore_empty_lines=False
+            ),
+            convert_options=pa_csv.ConvertOptions(
+                column_types={c: pa.string() for c in header}, include_columns=[*key_columns, "vector"]
+            ),
+        )
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise FastPathRefused(str(exc)) from None
+    blocks, number = Blocks(path.name), 1
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise FastPathRefused(str(exc)) from None
+        columns = [batch.column(c).to_pylist() for c in [*key_columns, "vector"]]
+        for *key_values, vector_text in zip(*columns, strict=True):
+            number += 1
+            if "\n" in vector_text or "\r" in vector_text or any("\n" in k or "\r" in k for k in key_values):
+                raise FastPathRefused(f"line {number}: a value spans lines")
+            if vector_text or any(key_values):
+                csv_record(blocks, number, key_values, vector_text, key_columns)
+        if block := blocks.take(batch.nbytes):
+            yield block
+
+
+def exact_csv_blocks(path: Path, key_columns: list[str]) -> Iterator[Block]:
+    """The records of a CSV file as the standard library's csv reads it (quoted line breaks and
+    all), a block of rows at a time."""
+    csv_header(path, key_columns)
+    lines = FileLines(path)
+    reader = csv_reader(lines)
+    blocks, taken = Blocks(path.name), 0
+    for row in reader:
+        values = [row.get(c) or "" for c in key_columns]
+        vector_text = row.get("vector") or ""
+        if vector_text or any(values):
+            csv_record(blocks, reader.line_num, values, vector_text, key_columns)
+        if lines.bytes_read - taken >= TEXT_BLOCK and (block := blocks.take(lines.bytes_read - taken)):
+            taken = lines.bytes_read
+            yield block
+    if block := blocks.take(lines.bytes_read - taken):
+        yield block
 
 
 def read_keys(path: Path, key_columns: list[str]) -> Iterator[tuple[int, list[str]]]:
@@ -334,19 +515,25 @@ def open_npy(path: Path) -> NpyFile:
     return NpyFile(path, shape[0], shape[1], dtype, offset, fortran_order)
 
 
-def check_numbers(npy: NpyFile, start: int, chunk: np.ndarray, keys_name: str, lines: array) -> None:
-    """Every value finite and within float4, or bad input naming the first row that is not."""
+def bad_number(chunk: np.ndarray) -> tuple[int, str] | None:
+    """(row, what) of the first row holding NaN or infinity, or a value beyond float4; or None."""
     if chunk.dtype.kind != "f":
-        return  # integers: finite, and within float4 even at 64 bits
+        return None  # integers: finite, and within float4 even at 64 bits
     finite = np.isfinite(chunk).all(axis=1)
     if not finite.all():
-        row = start + int(np.argmin(finite))
-        raise BadVectorFile(f"{npy.path.name} row {row + 1} ({keys_name} line {lines[row]}): NaN or infinity")
+        return int(np.argmin(finite)), "NaN or infinity"
     if chunk.dtype.itemsize > 4:
-        fits = (np.abs(chunk) <= FLOAT32_MAX).all(axis=1)
+        fits = (np.abs(chunk) < FLOAT4_BOUND).all(axis=1)
         if not fits.all():
-            row = start + int(np.argmin(fits))
-            raise BadVectorFile(f"{npy.path.name} row {row + 1} ({keys_name} line {lines[row]}): beyond a float4")
+            return int(np.argmin(fits)), "beyond a float4"
+    return None
+
+
+def check_numbers(npy: NpyFile, start: int, chunk: np.ndarray, keys_name: str, lines: array) -> None:
+    """Every value finite and within float4, or bad input naming the first row that is not."""
+    if found := bad_number(chunk):
+        row = start + found[0]
+        raise BadVectorFile(f"{npy.path.name} row {row + 1} ({keys_name} line {lines[row]}): {found[1]}")
 
 
 def binary_row_type(dimension: int) -> np.dtype:
@@ -381,11 +568,11 @@ def binary_rows(lines: np.ndarray, vectors: np.ndarray) -> bytes:
 
 def text_rows(lines: np.ndarray, vectors: np.ndarray) -> str:
     """COPY text rows (line, '[...]'): each number the shortest text that reads back as the same
-    float4 (rounded to float4 here first, so both COPY forms store the same values)."""
-    values = vectors.astype(np.float32, copy=False).tolist()
-    return "".join(
-        f"{line}\t{json.dumps(v, separators=(',', ':'))}\n" for line, v in zip(lines.tolist(), values, strict=True)
-    )
+    float4 (orjson writes a float32 so; rounded to float4 here first, so both COPY forms store
+    the same values)."""
+    values = np.ascontiguousarray(vectors, dtype=np.float32)
+    dump = partial(orjson.dumps, option=orjson.OPT_SERIALIZE_NUMPY)
+    return "".join(f"{line}\t{dump(v).decode()}\n" for line, v in zip(lines.tolist(), values, strict=True))
 
 
 # -- the import ---------------------------------------------------------------------------------
@@ -427,6 +614,8 @@ class Staging:
     key_columns: list[sql.Identifier]
     lines: array = field(default_factory=lambda: array("q"))  # the file line of each COPY row, in order
     lines_name: str = ""  # the file those lines are in
+    unit: str = "line"  # what a file's records are counted in: lines, or a Parquet file's rows
+    keys_form: str = "text"  # the COPY form of the keys: text, or csv (as pyarrow writes it)
 
     @property
     def matches(self) -> sql.Composed:
@@ -442,14 +631,20 @@ class Staging:
         for table in (self.keys, self.vectors):
             db.command(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
 
+    def clear(self, db: Database) -> None:
+        """Empty both tables, to load the file again another way."""
+        for table in (self.keys, self.vectors):
+            db.command(sql.SQL("DELETE FROM {}").format(table))
+        self.lines = array("q")
+
     def copy_keys(self, db: Database, spool) -> None:
         spool.seek(0)
-        statement = sql.SQL("COPY {} ({}, line) FROM STDIN").format(self.keys, sql.SQL(", ").join(self.key_columns))
+        statement = db.dialect.copy_from(self.keys, [*self.key_columns, sql.Identifier("line")], self.keys_form)
         copy_in(db, statement, iter(lambda: spool.read(COPY_BLOCK), ""), self)
 
     def copy_vectors(self, db: Database, blocks, binary: bool) -> None:
-        form = sql.SQL(" (FORMAT BINARY)" if binary else "")
-        copy_in(db, sql.SQL("COPY {} (line, vec) FROM STDIN{}").format(self.vectors, form), blocks, self)
+        columns = [sql.Identifier("line"), sql.Identifier("vec")]
+        copy_in(db, db.dialect.copy_from(self.vectors, columns, "binary" if binary else "text"), blocks, self)
 
 
 def copy_in(db: Database, statement: sql.Composable, blocks, staging: Staging) -> None:
@@ -466,7 +661,8 @@ def copy_in(db: Database, statement: sql.Composable, blocks, staging: Staging) -
         except psycopg.errors.DataError as exc:
             found = re.search(r"line (\d+)", exc.diag.context or "")
             row = int(found.group(1)) if found else 0
-            where = f"line {staging.lines[row - 1]}" if 0 < row <= len(staging.lines) else "a line"
+            unit = staging.unit
+            where = f"{unit} {staging.lines[row - 1]}" if 0 < row <= len(staging.lines) else f"a {unit}"
             raise BadVectorFile(f"{staging.lines_name} {where}: {exc.diag.message_primary}") from None
 
     db.run(copy, retry=False)  # a COPY cut short is not retried: the scratch tables are dropped
@@ -512,49 +708,175 @@ def load_npy(db: Database, staging: Staging, npy: NpyFile, keys_path: Path, key_
     return npy.rows
 
 
-def text_records(path: Path, key_columns: list[str]) -> tuple[FileLines, Iterator[Record], int]:
-    """The records of a JSON Lines or CSV file, and the dimension of the first."""
-    lines = FileLines(path)
-    reader = read_csv if path.suffix.lower() == ".csv" else read_jsonl
-    records = reader(lines, key_columns)
-    first = next(records, None)
+@dataclass
+class Source:
+    """A file's records, a Block at a time (the first already read, for the dimension)."""
+
+    name: str
+    blocks: Iterator[Block]
+    dimension: int
+    size: int  # the file's bytes, or a Parquet file's rows
+    unit: str = "line"
+    keys_form: str = "text"
+
+    def estimated_total(self, done: int, read: int) -> int:
+        """Records in the whole file, judged by the share of it that held `done`."""
+        return max(done, round(done * self.size / read)) if read else 0
+
+
+def first_block(path: Path, blocks: Iterator[Block], size: int | None = None, **kwargs) -> Source:
+    first = next(blocks, None)
     if first is None:
         raise BadVectorFile(f"{path.name}: no vectors in the file")
-    return lines, itertools.chain([first], records), first.vector.count(",") + 1
+    size = size or path.stat().st_size
+    return Source(path.name, itertools.chain([first], blocks), first.vectors.shape[1], size, **kwargs)
 
 
-def load_text(db: Database, staging: Staging, lines: FileLines, records: Iterator[Record], phases) -> int:
-    """One pass: each record is checked as it is read and its vector copied at once (the numbers
-    as written); the keys wait in a spool and follow in a COPY of their own. Returns the records."""
-    staging.lines_name = lines.path.name
+def text_source(path: Path, key_columns: list[str], exact: bool = False) -> Source:
+    """The records of a JSON Lines or CSV file; a CSV pyarrow cannot map to lines is read by the
+    standard library's csv (exact)."""
+    if path.suffix.lower() != ".csv":
+        return first_block(path, jsonl_blocks(path, key_columns))
+    if not exact:
+        try:
+            return first_block(path, csv_blocks(path, key_columns))
+        except FastPathRefused:
+            pass
+    return first_block(path, exact_csv_blocks(path, key_columns))
+
+
+def load_blocks(db: Database, staging: Staging, source: Source, phases) -> int:
+    """One pass: each block is checked as it is read and its vectors copied at once; the keys
+    wait in a spool and follow in a COPY of their own. Returns the records."""
+    staging.lines_name, staging.unit, staging.keys_form = source.name, source.unit, source.keys_form
+    binary = db.dialect.binary_vector_copy
     with spool_file() as spool, phases.phase("loading") as tell:
 
-        def blocks():
-            pending, size = [], 0
-            for record in records:
-                staging.lines.append(record.line)
-                spool.write(keys_row(record.keys, record.line))
-                row = f"{record.line}\t{escape_copy(record.vector)}\n"
-                pending.append(row)
-                size += len(row)
-                if size >= COPY_BLOCK:
-                    yield "".join(pending)
-                    pending, size = [], 0
-                    tell(len(staging.lines), lines.estimated_total(len(staging.lines)))
-            yield "".join(pending)
+        def data():
+            read = 0
+            if binary:
+                yield BINARY_HEADER
+            for block in source.blocks:
+                read += block.size
+                staging.lines.frombytes(block.lines.astype(np.int64, copy=False).tobytes())
+                spool.write(block.keys)
+                yield binary_rows(block.lines, block.vectors) if binary else text_rows(block.lines, block.vectors)
+                done = len(staging.lines)
+                tell(done, source.estimated_total(done, read))
+            if binary:
+                yield BINARY_TRAILER
 
-        staging.copy_vectors(db, blocks(), binary=False)
+        staging.copy_vectors(db, data(), binary)
         staging.copy_keys(db, spool)
         tell(len(staging.lines), len(staging.lines))
     return len(staging.lines)
 
 
+def load_text(db: Database, staging: Staging, source: Source, path: Path, key_columns: list[str], phases) -> int:
+    """load_blocks; a CSV that turns out (past its first block) to need the standard library's
+    reader is loaded again by it."""
+    try:
+        return load_blocks(db, staging, source, phases)
+    except FastPathRefused:
+        staging.clear(db)
+        return load_blocks(db, staging, text_source(path, key_columns, exact=True), phases)
+
+
+# -- Parquet ------------------------------------------------------------------------------------
+
+
+def parquet_source(path: Path, key_columns: list[str]) -> Source:
+    """The records of a Parquet file: key columns by name and 'vector', a list (or fixed-size
+    list) of float32 or float64, read PARQUET_BATCH rows at a time and checked with numpy."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path, pre_buffer=False, buffer_size=TEXT_BLOCK)
+    except (pa.ArrowException, OSError) as exc:
+        raise BadVectorFile(f"{path.name}: not a Parquet file ({exc})") from None
+    schema = parquet.schema_arrow
+    for column in [*key_columns, "vector"]:
+        if schema.get_field_index(column) < 0:
+            raise BadVectorFile(f"{path.name}: no column {column!r} (it has {', '.join(schema.names)})")
+    kind = schema.field("vector").type
+    is_list = pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
+    if not is_list or kind.value_type not in (pa.float32(), pa.float64()):
+        raise BadVectorFile(f"{path.name} row 1: 'vector' holds {kind}, not a list of float32 or float64")
+    rows = parquet.metadata.num_rows
+    batches = parquet.iter_batches(batch_size=PARQUET_BATCH, columns=[*key_columns, "vector"])
+    dimension = kind.list_size if pa.types.is_fixed_size_list(kind) else None
+    blocks = parquet_blocks(path.name, batches, key_columns, dimension)
+    return first_block(path, blocks, size=max(rows, 1), unit="row", keys_form="csv")
+
+
+def parquet_blocks(name: str, batches, key_columns: list[str], dimension: int | None) -> Iterator[Block]:
+    start = 0
+    for batch in batches:
+        if dimension is None and len(batch):
+            dimension = first_length(name, batch.column(len(key_columns)))
+        if len(batch):
+            yield parquet_block(name, batch, start, key_columns, dimension)
+        start += len(batch)
+
+
+def first_length(name: str, vectors) -> int:
+    if not vectors[0].is_valid:
+        raise BadVectorFile(f"{name} row 1: vector is null")
+    if not len(vectors[0]):
+        raise BadVectorFile(f"{name} row 1: empty vector")
+    return len(vectors[0])
+
+
+def first_true(mask) -> int:
+    return int(np.flatnonzero(np.asarray(mask))[0])
+
+
+def parquet_block(name: str, batch, start: int, key_columns: list[str], dimension: int) -> Block:
+    """One record batch checked (null, wrong-length and non-finite vectors, null keys, naming the
+    row) and made into a Block: the vectors as float4, the keys as CSV that pyarrow writes."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pa_csv
+
+    vectors, rows = batch.column(len(key_columns)), len(batch)
+    if vectors.null_count:
+        raise BadVectorFile(f"{name} row {start + first_true(vectors.is_null()) + 1}: vector is null")
+    lengths = pc.list_value_length(vectors).to_numpy(zero_copy_only=False)
+    if (lengths != dimension).any():
+        row = first_true(lengths != dimension)
+        raise BadVectorFile(
+            f"{name} row {start + row + 1}: vector has {lengths[row]} numbers; the first had {dimension}"
+        )
+    flat = pc.list_flatten(vectors)
+    if flat.null_count:
+        row = pc.list_parent_indices(vectors)[first_true(flat.is_null())].as_py()
+        raise BadVectorFile(f"{name} row {start + row + 1}: vector holds null")
+    values = flat.to_numpy(zero_copy_only=False).reshape(rows, dimension)
+    if found := bad_number(values):
+        raise BadVectorFile(f"{name} row {start + found[0] + 1}: {found[1]}")
+    keys = []
+    for i, column in enumerate(key_columns):
+        value = batch.column(i)
+        if value.null_count:
+            raise BadVectorFile(f"{name} row {start + first_true(value.is_null()) + 1}: key column {column!r} is null")
+        try:
+            keys.append(pc.cast(value, pa.string()))
+        except pa.ArrowException:
+            raise BadVectorFile(f"{name}: key column {column!r} holds {value.type}, which has no text form") from None
+    lines = np.arange(start + 1, start + rows + 1, dtype=np.int64)
+    text = io.BytesIO()
+    table = pa.table([*keys, pa.array(lines)], names=[f"k{i}" for i in range(len(keys))] + ["line"])
+    pa_csv.write_csv(table, text, pa_csv.WriteOptions(include_header=False))
+    return Block(lines, text.getvalue().decode("utf-8"), values.astype(np.float32, copy=False), rows)
+
+
 def import_vectors(
     db: Database,
     *,
-    table: str,
-    column: str,
     file: str,
+    table: str | None = None,
+    column: str | None = None,
     schema: str | None = None,
     vector_column: str | None = None,
     metric: str | None = None,
@@ -568,8 +890,12 @@ def import_vectors(
     progress: Callable[[ImportProgress], None] | None = None,
     on_index=None,
 ) -> ImportResult:
-    """Store the vectors of file (JSON Lines, CSV or .npy + keys) in table's vector column for
-    column, creating and indexing it as encode does. Returns what was done.
+    """Store the vectors of file (JSON Lines, CSV, Parquet, or .npy + keys) in table's vector
+    column for column, creating and indexing it as encode does. Returns what was done.
+
+    A file written by export-vectors carries its column's record: table, column, vector column,
+    keys file, metric and the model record (model, prefixes, label, change tracking, full text)
+    then default to what it says, so the column is restored as it was exported.
 
     ``fulltext`` also adds a generated tsvector of the text (``language``: its configuration) and
     its index, for hybrid search, as encode does. ``index``: 'after' builds the indexes once the
@@ -579,13 +905,25 @@ def import_vectors(
     """
     if index not in ("after", "now", "skip"):
         raise BadInput(f"index must be 'after', 'now' or 'skip', not {index!r}")
+    from .exporter import recorded  # the exporter reads this module's progress classes
+
     phases = Phases(progress)
     with spooled(file) as path:
+        record = recorded(path) if file != "-" else None
+        restored = Restored.of(record, column, vector_column, keys_file, path)
+        table = table or (record or {}).get("table")
+        if not table:
+            raise BadInput("Missing option '--table' (the file carries no export record naming its table)")
+        if not restored.sources:
+            raise BadInput("Missing option '--column' (the file carries no export record naming its column)")
         info = db.find_table(table, schema)
-        check_text_column(info, column)
+        for source in restored.sources:
+            check_text_column(info, source)
         key_columns = list(info.primary_key)
-        dimension, load = file_loader(path, keys_file, key_columns, phases)
-        target = import_target(db, info, column, vector_column, metric, model_name, dimension, fulltext, language)
+        dimension, load = file_loader(path, restored.keys_file, key_columns, phases)
+        target = import_target(
+            db, info, restored, vector_column, metric, model_name, dimension, fulltext, language
+        )  # fmt: skip
         has_index = target.column_exists and indexes_exist(db, target)
         started = time.monotonic()
         ensure_extension(db)
@@ -602,6 +940,8 @@ def import_vectors(
             check_keys(db, target, staging, result, strict, phases, path.name)
             with phases.phase("writing", result.records - result.missing) as tell:
                 write_columns(db, target, result)
+                if target.track_changes:
+                    tracking.install(db, target)
                 if index == "now" and not has_index:  # then the UPDATE maintains them
                     build_indexes(db, target, result, index_memory, on_index)
                 result.updated = update_in_batches(db, target, staging, tell)
@@ -615,12 +955,39 @@ def import_vectors(
         return result
 
 
+@dataclass
+class Restored:
+    """What an export record says of the column, under what the options say instead."""
+
+    sources: tuple[str, ...]
+    vector_column: str | None = None
+    keys_file: str | None = None
+    column: dict | None = None  # the exported column's record (model, metric, prefixes, ...)
+
+    @classmethod
+    def of(cls, record: dict | None, column, vector_column, keys_file, path: Path) -> Restored:
+        if record is None:
+            return cls((column,) if column else (), vector_column, keys_file)
+        recorded = record["column"]
+        keys = record.get("keys")
+        return cls(
+            (column,) if column else tuple(recorded.get("source") or ()),
+            vector_column or record.get("vector_column"),
+            keys_file or (str(path.parent / keys) if keys else None),
+            recorded,
+        )
+
+
 def file_loader(path: Path, keys_file: str | None, key_columns: list[str], phases) -> tuple[int, Callable]:
     """The vectors' dimension (from the .npy header, or the first record) and load(db, staging),
     which checks and copies the file into the scratch tables and returns its records."""
-    if path.suffix.lower() != ".npy":
-        lines, records, dimension = text_records(path, key_columns)
-        return dimension, partial(load_text, lines=lines, records=records, phases=phases)
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        source = parquet_source(path, key_columns)
+        return source.dimension, partial(load_blocks, source=source, phases=phases)
+    if suffix != ".npy":
+        source = text_source(path, key_columns)
+        return source.dimension, partial(load_text, source=source, path=path, key_columns=key_columns, phases=phases)
     if keys_file is None:
         raise BadInput(f"{path.name}: a .npy file needs --keys FILE (JSON Lines or CSV of the key columns)")
     if not Path(keys_file).is_file():
@@ -682,35 +1049,51 @@ class spooled:
 
 
 def import_target(
-    db, info: Table, column, vector_column, metric, model_name, dimension, fulltext=False, language=None
+    db, info: Table, restored: Restored, vector_column, metric, model_name, dimension, fulltext=False, language=None
 ) -> VectorTarget:
-    vector_column = vector_column or default_vector_column(column)
-    check_vector_column_name(info, vector_column, (column,))
+    """The column to fill: a new or imported one's record, or the exported column's restored."""
+    sources, recorded = restored.sources, restored.column or {}
+    if recorded and recorded.get("dimension") not in (None, dimension):
+        raise BadVectorFile(
+            f"the file's vectors have {dimension} dimensions; its export record says {recorded['dimension']}"
+        )
+    model = EXTERNAL if not recorded or recorded.get("external") else recorded["model"]
+    prefix = recorded.get("prefix", "") if recorded else None
+    vector_column = restored.vector_column or default_vector_column(sources[0])
+    check_vector_column_name(info, vector_column, sources)
     existing = info.columns.get(vector_column)
     meta = existing.metadata if existing else None
+    metric = metric or recorded.get("metric")
     if meta is not None:
-        check_same_fill(meta, info.display, vector_column, (column,), EXTERNAL, metric, None)
+        check_same_fill(meta, info.display, vector_column, sources, model, metric, prefix)
         metric = meta.get("metric")
         model_name = model_name or meta.get("label")
     if existing is not None:
         check_vector_column(existing, info.display, dimension, "the file's vectors have")
     metric = metric or "cosine"
     db.dialect.check_metric(metric)
+    if recorded.get("fulltext") and not fulltext:
+        fulltext, language = True, language or recorded["fulltext"]["language"]
+    track_changes = bool(recorded.get("track_changes") or (meta or {}).get("track_changes"))
     index_name, pending_index_name = index_names(db, info, vector_column, meta)
     return VectorTarget(
         table=info,
-        sources=(column,),
+        sources=sources,
         vector_column=vector_column,
-        model=EXTERNAL,
+        model=model,
         dimension=dimension,
         metric=metric,
         column_exists=existing is not None,
         existing_metadata=meta,
-        label=model_name or "",
+        prefix=prefix or "",
+        query_prefix=recorded.get("query_prefix", ""),
+        track_changes=track_changes,
+        label=model_name or recorded.get("label") or "",
         index_name=index_name,
         pending_index_name=pending_index_name,
         index_type=db.dialect.index_type(dimension),
-        fulltext=resolve_fulltext(db, info, (column,), meta, fulltext, language),
+        watched=watched_columns(info, sources) if track_changes else (),
+        fulltext=resolve_fulltext(db, info, sources, meta, fulltext, language),
     )
 
 
