@@ -55,7 +55,7 @@ def test_generated_source_with_tracking_keeps_its_vectors(run_cli, url, generate
     assert all(v is not None for v in vectors(generated).values())
     generated.execute("UPDATE doc SET title = 'a new title' WHERE id = 2")  # what the text is made of
     assert vectors(generated)[2] is None and sum(v is None for v in vectors(generated).values()) == 1
-    assert "Encoded 1 rows" in run_cli(*base).stdout
+    assert "Encoded 1 row of" in run_cli(*base).stdout
     assert_vectors_match_texts(generated)
     assert "Nothing to do" in run_cli(*base).stdout
 
@@ -106,7 +106,7 @@ def test_renaming_a_tracked_source_never_breaks_the_application(run_cli, url, tr
     # encode under the new name finds the vector column, records the rename and catches up.
     repaired = run_cli("encode", "--url", url, "-t", "t", "-c", "content", "-m", "words")
     assert repaired.exit_code == 0, repaired.output
-    assert "Encoded 1 rows" in repaired.stdout and "into body_vector" in repaired.stdout
+    assert "Encoded 1 row of" in repaired.stdout and "into body_vector" in repaired.stdout
     assert_vectors_match_texts(tracked, "t", "content", "body_vector")
     (column,), _ = status(run_cli, url)
     assert column["problem"] is None and column["tracking"] is True and column["columns"] == ["content"]
@@ -244,7 +244,7 @@ def test_adopt_keeps_the_vectors_and_records_the_model(run_cli, url, inhouse, wo
 def test_reencode_replaces_every_vector(run_cli, url, inhouse, words):
     result = run_cli("encode", "--url", url, "-t", "doc", "-c", "doc", "-m", "words", "--reencode")
     assert result.exit_code == 0, result.output
-    assert "Cleared 1 vectors" in result.stdout
+    assert "Cleared 1 vector of" in result.stdout
     assert_vectors_match_texts(inhouse)
 
 
@@ -276,7 +276,7 @@ def picky(conn):
 def test_skip_leaves_only_the_refused_row_pending(run_cli, url, conn, picky):
     result = run_cli("encode", "--url", url, "-t", "doc", "-c", "doc", "-m", "picky", "--on-error", "skip")
     assert result.exit_code == 0, result.output
-    assert "1 rows could not be encoded" in result.stderr and "id=3" in result.stderr
+    assert "1 row could not be encoded" in result.stderr and "id=3" in result.stderr
     stored = vectors(conn)
     assert stored[3] is None and all(stored[k] is not None for k in (1, 2, 4))
 
@@ -433,7 +433,7 @@ def test_unicode_white_space_is_no_text(run_cli, url, conn, words):
     conn.execute("INSERT INTO doc VALUES (1, %s), (2, %s), (3, 'real text')", ("\u00a0\u00a0", "\u2003\u3000\u000b"))
     result = run_cli("encode", "--url", url, "-t", "doc", "-c", "doc", "-m", "words")
     assert result.exit_code == 0, result.output
-    assert "Encoded 1 rows" in result.stdout and "2 rows with only empty or whitespace text" in result.stdout
+    assert "Encoded 1 row of" in result.stdout and "2 rows with only empty or whitespace text" in result.stdout
     assert words.batches == [["real text"]]
     (s,), _ = status(run_cli, url)
     assert s["pending"] == 0 and s["no_text"] == 2

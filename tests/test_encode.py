@@ -167,7 +167,7 @@ def test_row_edited_between_read_and_write_stays_pending(run_cli, url, conn, wor
     words.before_encode = edit_row_3
     result = run_cli("encode", "--url", url, "-t", "t", "-c", "body", "-m", "words")
     assert result.exit_code == 0, result.output
-    assert "1 rows changed while encoding" in result.stdout
+    assert "1 row changed while encoding" in result.stdout
     assert conn.execute("SELECT body_vector FROM t WHERE id = 3").fetchone()[0] is None
 
     words.before_encode = None

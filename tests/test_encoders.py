@@ -118,7 +118,7 @@ def test_openai_failure_with_on_error_skip_leaves_those_rows_pending(
     args = ("encode", "--url", url, "-t", "passage", "-c", "passage", "-m", "openai:local-minilm", "--on-error", "skip")
     result = run_cli(*args)
     assert result.exit_code == 0, result.output
-    assert "1 rows could not be encoded" in result.stderr and "id=4" in result.stderr
+    assert "1 row could not be encoded" in result.stderr and "id=4" in result.stderr
     vectors = stored(conn)
     assert vectors[4] is None and all(vectors[i] is not None for i in (1, 2, 3))
 
@@ -208,4 +208,4 @@ def test_long_text_is_reported_as_truncated(run_cli, url, conn):
     conn.execute("INSERT INTO t VALUES (1, %s), (2, 'short')", (" ".join(["word"] * 400),))
     result = run_cli("encode", "--url", url, "-t", "t", "-c", "body")
     assert result.exit_code == 0, result.output
-    assert "1 rows were longer than the model reads" in result.stdout
+    assert "1 row was longer than the model reads" in result.stdout

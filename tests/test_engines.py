@@ -101,7 +101,7 @@ def test_what_only_a_live_server_settles(run_cli, engine_url, engine_conn, words
     assert engine_conn.execute("SELECT count(*) FROM t WHERE body_vector IS NULL").fetchone()[0] == 0
     engine_conn.execute("UPDATE t SET body = 'edited' WHERE id = 1")
     assert engine_conn.execute("SELECT body_vector IS NULL FROM t WHERE id = 1").fetchone()[0]
-    assert "Encoded 1 rows" in run_cli(*base).stdout
+    assert "Encoded 1 row of" in run_cli(*base).stdout
 
     found = run_cli("search", "--url", engine_url, "w 3", "-k", "5", "--where", '{"views": 1}', "--json")
     assert found.exit_code == 0 and len(json.loads(found.stdout)) == 5

@@ -52,7 +52,7 @@ def test_track_changes_resets_only_the_vectors_of_changed_sources(run_cli, url, 
     result = run_cli(
         "encode", "--url", url, "-t", "articles", "-c", "body", "-m", "words", "--vector-column", "body_vec"
     )
-    assert "Encoded 1 rows" in result.stdout
+    assert "Encoded 1 row of" in result.stdout
     body_vec = articles.execute("SELECT body_vec::text FROM articles WHERE id = 2").fetchone()[0]
     assert json.loads(body_vec)[:2] == [4, 5]  # 'new body'
 

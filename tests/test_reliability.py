@@ -277,7 +277,7 @@ def test_a_one_megabyte_row(run_cli, url, conn):
     conn.execute("INSERT INTO t VALUES (1, repeat('lorem ipsum ', 90000)), (2, 'short')")
     result = run_cli("encode", "--url", url, "-t", "t", "-c", "body", "--batch-size", "2")
     assert result.exit_code == 0, result.output
-    assert "1 rows were longer than the model reads" in result.stdout
+    assert "1 row was longer than the model reads" in result.stdout
     assert conn.execute("SELECT count(body_vector) FROM t").fetchone()[0] == 2
 
 

@@ -106,9 +106,10 @@ def test_every_key_type(run_cli, url, types, words, key_type, keys, json_keys):
 
     words.before_encode = edit_once
     first = encode(run_cli, url, "--track-changes")
-    assert f"Encoded {n - 1} rows" in first.stdout and "1 rows changed while encoding" in first.stdout
+    assert f"Encoded {n - 1} row{'s' if n > 2 else ''} of" in first.stdout
+    assert "1 row changed while encoding and stays pending" in first.stdout
     words.before_encode = None
-    assert "Encoded 1 rows" in encode(run_cli, url).stdout
+    assert "Encoded 1 row of" in encode(run_cli, url).stdout
     assert_every_vector_is_the_models(types)
     assert "Nothing to do" in encode(run_cli, url).stdout
 
@@ -117,7 +118,7 @@ def test_every_key_type(run_cli, url, types, words, key_type, keys, json_keys):
     assert all(v is not None for _, v in vectors_by_text(types))
     types.execute("UPDATE k SET body = 'changed text here' WHERE body = %s", (TEXTS[1],))
     assert sum(v is None for _, v in vectors_by_text(types)) == 1
-    assert "Encoded 1 rows" in encode(run_cli, url).stdout
+    assert "Encoded 1 row of" in encode(run_cli, url).stdout
     assert_every_vector_is_the_models(types)
 
     # A filter on the key column finds exactly that row, compared in its own type.
@@ -173,15 +174,15 @@ def test_every_text_source_type(run_cli, url, types, words, source_type):
 
     words.before_encode = edit_once
     first = encode(run_cli, url, "--track-changes")
-    assert "Encoded 2 rows" in first.stdout and "1 rows changed while encoding" in first.stdout
+    assert "Encoded 2 rows" in first.stdout and "1 row changed while encoding" in first.stdout
     words.before_encode = None
-    assert "Encoded 1 rows" in encode(run_cli, url).stdout
+    assert "Encoded 1 row of" in encode(run_cli, url).stdout
     assert_every_vector_is_the_models(types)
 
     types.execute("UPDATE k SET other = 1")
     assert all(v is not None for _, v in vectors_by_text(types))
     types.execute("UPDATE k SET body = 'new words' WHERE id = 3")
-    assert "Encoded 1 rows" in encode(run_cli, url).stdout
+    assert "Encoded 1 row of" in encode(run_cli, url).stdout
     assert_every_vector_is_the_models(types)
 
     found = run_cli("search", "--url", url, "x", "--where", '{"body": "new words"}', "--json")
