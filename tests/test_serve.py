@@ -211,7 +211,8 @@ def test_bad_input_is_400_with_the_cli_line(server, run_cli, db_url, body, args)
     assert cli.exit_code == 2 and cli.stderr.count("\n") == 1, cli.stderr
     response = post(server, body)
     assert response.status_code == 400, response.text
-    assert response.json() == {"error": cli.stderr.removeprefix("Error: ").rstrip("\n")}
+    # The CLI's line, its options named as the API's fields (--where is "where").
+    assert response.json() == {"error": core.api_wording(cli.stderr.removeprefix("Error: ").rstrip("\n"))}
 
 
 @pytest.mark.parametrize(
@@ -222,7 +223,7 @@ def test_bad_input_is_400_with_the_cli_line(server, run_cli, db_url, body, args)
         ({**COSINE, "query": "x", "k": "5"}, "k: Input should be a valid integer"),
         ({**COSINE, "query": "x", "limit": 5}, "limit: Extra inputs are not permitted"),
         ({**COSINE, "query_vector": [1, True]}, "query_vector.1: Input should be a valid number"),
-        ({**COSINE}, "give either a query text or --query-vector"),
+        ({**COSINE}, 'give either a query text or "query_vector"'),
         (["query"], 'the request body must be a JSON object, like {"query": "a sentence", "k": 5}'),
     ],
 )
@@ -253,7 +254,7 @@ def test_unknown_table_or_column_is_404_with_the_cli_line(server, run_cli, db_ur
         cli = run_cli("search", "--url", db_url, "x", *args)
         response = post(server, body)
         assert response.status_code == 404
-        assert response.json() == {"error": cli.stderr.removeprefix("Error: ").rstrip("\n")}
+        assert response.json() == {"error": core.api_wording(cli.stderr.removeprefix("Error: ").rstrip("\n"))}
 
 
 def test_curl_d_form_content_type_is_read_as_json(server):
