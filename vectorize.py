@@ -14,7 +14,7 @@ import sys
 
 import click
 
-from vectorize_core.output import json_value, one_line
+from vectorize_core.output import json_value, one_line, plural
 
 DEBUG_ENV = "VECTORIZE_DEBUG"
 # search -k: a bound any server takes as a LIMIT, and more rows than anyone reads.
@@ -191,6 +191,19 @@ def list_models(name, as_json):
 )  # fmt: skip
 @click.option("--reencode", is_flag=True, help="Clear every vector of the column and encode all rows again.")
 @apply(fulltext_options)
+@click.option(
+    "--chunk", is_flag=True,
+    help="Long texts: split each row into chunks the model reads whole, one vector each (in a table beside "
+    "this one); search ranks rows by their nearest chunk.",
+)  # fmt: skip
+@click.option(
+    "--chunk-tokens", type=click.IntRange(min=8), metavar="N",
+    help="With --chunk: the most tokens of the model in one chunk  [default: 128, or what the model reads if less]",
+)  # fmt: skip
+@click.option(
+    "--chunk-overlap", type=click.IntRange(min=0), metavar="N",
+    help="With --chunk: tokens a chunk shares with the one before  [default: 0]",
+)  # fmt: skip
 @click.option("--follow", is_flag=True, help="Keep running: encode new and changed rows as they come.")
 @click.option(
     "--max-idle",
@@ -205,8 +218,8 @@ def list_models(name, as_json):
 @apply(index_options)
 @click.option("--dry-run", is_flag=True, help="Print the SQL it would run; change nothing.")
 def encode(url, table, schema, columns, model, vector_column, metric, prefix, query_prefix, backend, dimension,
-           on_error, prefix_columns, track_changes, adopt, reencode, fulltext, language, follow, max_idle, shard,
-           batch_size, limit, index_mode, index_memory, dry_run):  # fmt: skip
+           on_error, prefix_columns, track_changes, adopt, reencode, fulltext, language, chunk, chunk_tokens,
+           chunk_overlap, follow, max_idle, shard, batch_size, limit, index_mode, index_memory, dry_run):  # fmt: skip
     """Add, fill and index a vector column for a text column.
 
     Only rows whose vector is NULL and whose text is not are encoded, so a rerun continues
@@ -220,6 +233,7 @@ def encode(url, table, schema, columns, model, vector_column, metric, prefix, qu
       vectorize.py encode -t passage -c passage --shard 1/4      # on machine 1 of 4
       vectorize.py encode -t passage -c passage --adopt -m minilm  # keep vectors made elsewhere
       vectorize.py encode -t passage -c passage --fulltext          # and full text, for search --hybrid
+      vectorize.py encode -t article -c title -c body --chunk      # every word of long texts searchable
       vectorize.py encode -t passage -c passage --backend torch     # torch, not OpenVINO (the default on a CPU)
       vectorize.py encode -t article -c title -c body -m st:intfloat/e5-small-v2 \\
           --prefix "passage: " --query-prefix "query: "
@@ -255,6 +269,9 @@ def encode(url, table, schema, columns, model, vector_column, metric, prefix, qu
             reencode=reencode,
             fulltext=fulltext,
             language=language,
+            chunk=chunk,
+            chunk_tokens=chunk_tokens,
+            chunk_overlap=chunk_overlap,
             shard=shard,
             batch_size=batch_size,
             limit=limit,
@@ -321,7 +338,8 @@ def report_round(written: int, result) -> None:
     import time
 
     click.echo(
-        f"{time.strftime('%H:%M:%S')} {written} rows encoded into {result.target.display} ({result.written} in all)",
+        f"{time.strftime('%H:%M:%S')} {plural(written, 'row')} encoded into {result.target.display} "
+        f"({result.written} in all)",
         err=True,
     )
 
@@ -330,7 +348,7 @@ def encode_failures(result) -> str:
     from vectorize_core.pipeline import describe_keys
 
     return (
-        f"{result.failed} rows could not be encoded and stay pending "
+        f"{plural(result.failed, 'row')} could not be encoded and {'stays' if result.failed == 1 else 'stay'} pending "
         f"({describe_keys(result.target, result.failed_keys)}): {result.failure}"
     )
 
@@ -345,28 +363,36 @@ def encode_summary(result) -> str:
         )
     parts = []
     if result.cleared:
-        parts.append(f"Cleared {result.cleared} vectors of {t.display} to encode them again")
+        parts.append(f"Cleared {plural(result.cleared, 'vector')} of {t.display} to encode them again")
     parts += [
-        f"Encoded {result.written} rows of {t.table.display}.{sources} into {t.vector_column} "
+        f"Encoded {plural(result.written, 'row')} of {t.table.display}.{sources} into {t.vector_column} "
         f"with {t.model} in {result.seconds:.1f}s ({result.rows_per_second:.0f} rows/s)"
     ]
     if result.skipped:
-        parts.append(f"{result.skipped} rows changed while encoding and stay pending (run again)")
+        parts.append(
+            f"{plural(result.skipped, 'row changed', 'rows changed')} while encoding and "
+            f"{'stays' if result.skipped == 1 else 'stay'} pending (run again)"
+        )
     if result.failed:
-        parts.append(f"{result.failed} rows failed to encode and stay pending")
+        parts.append(
+            f"{plural(result.failed, 'row')} failed to encode and {'stays' if result.failed == 1 else 'stay'} pending"
+        )
     left = result.pending_before - result.written - result.skipped - result.failed
     if left > 0:
-        parts.append(f"{left} rows still pending (run again to continue)")
+        parts.append(f"{plural(left, 'row')} still pending (run again to continue)")
     if result.blank:
-        parts.append(f"{result.blank} rows with only empty or whitespace text skipped")
+        parts.append(f"{plural(result.blank, 'row')} with only empty or whitespace text skipped")
     if result.truncated:
-        parts.append(f"{result.truncated} rows were longer than the model reads and were truncated")
+        parts.append(
+            f"{plural(result.truncated, 'row was', 'rows were')} longer than the model reads and "
+            f"{'was' if result.truncated == 1 else 'were'} truncated"
+        )
     if result.tracking_installed:
         parts.append(f"change tracking is on: a trigger re-queues rows whose {sources} changes")
     parts += fulltext_and_index_parts(result)
     if result.pending_elsewhere:
         parts.append(
-            f"index not built yet: {result.pending_elsewhere} rows are pending in other shards; "
+            f"index not built yet: {plural(result.pending_elsewhere, 'row is', 'rows are')} pending in other shards; "
             "the last shard to finish builds it"
         )
     return "; ".join(parts) + "."
@@ -569,8 +595,10 @@ def search(url, query, table, schema, column, vector_column, k, as_json, metric,
 @cli.command("import-vectors")
 @url_option
 @apply(table_options)
-@click.option("--column", "-c", required=True, metavar="COLUMN", help="Text column the vectors belong to.")
-@click.option("--file", "-f", "file", required=True, metavar="FILE", help="JSON Lines, CSV or .npy; - for stdin.")
+@click.option("--column", "-c", metavar="COLUMN", help="Text column the vectors belong to  [default: an export's own]")
+@click.option(
+    "--file", "-f", "file", required=True, metavar="FILE", help="JSON Lines, CSV, Parquet or .npy; - for stdin."
+)
 @click.option("--keys", "keys_file", metavar="FILE", help="For .npy: the key columns, as JSON Lines or CSV.")
 @click.option("--vector-column", metavar="NAME", help="Vector column to fill  [default: <column>_vector]")
 @click.option("--metric", type=click.Choice(["cosine", "l2", "ip"]), help="Distance metric  [default: cosine]")
@@ -584,18 +612,19 @@ def import_vectors(url, table, schema, column, file, keys_file, vector_column, m
 
     JSON Lines hold one object per line with the primary-key column(s) by name and 'vector'
     (an array of numbers); CSV has a header with the key columns and 'vector' (a JSON array);
-    .npy needs --keys. The whole file is checked before the table is written.
+    Parquet has the key columns and 'vector' (a list of float32 or float64); .npy needs --keys.
+    The whole file is checked before the table is written. A file from export-vectors needs no
+    other option: its table, column, keys and model record come with it.
 
     \b
     Example:
       vectorize.py import-vectors --table passage --column passage --file vectors.jsonl --model-name my-model
       vectorize.py import-vectors -t passage -c passage -f vectors.npy --keys keys.jsonl --fulltext
+      vectorize.py import-vectors --url postgresql://root@crdb:26257/app --file passage.parquet
     """
     from vectorize_core import connect
     from vectorize_core.importer import import_vectors as run_import
 
-    if not table:
-        raise click.UsageError("Missing option '--table'.")
     with connect(url) as db, phase_reporter() as progress, index_reporter() as on_index:
         result = run_import(
             db, table=table, schema=schema, column=column, file=file, keys_file=keys_file,
@@ -608,13 +637,49 @@ def import_vectors(url, table, schema, column, file, keys_file, vector_column, m
 def import_summary(result) -> str:
     t = result.target
     parts = [
-        f"Imported {result.updated} vectors of {t.dimension} dimensions into {t.display} "
+        f"Imported {plural(result.updated, 'vector')} of {t.dimension} dimensions into {t.display} "
         f"in {result.seconds:.1f}s ({result.rows_per_second:.0f} rows/s)"
     ]
     if result.missing:
-        parts.append(f"{result.missing} keys of the file are not in the table")
+        parts.append(f"{plural(result.missing, 'key of the file is', 'keys of the file are')} not in the table")
     parts += fulltext_and_index_parts(result)
     return "; ".join(parts) + "."
+
+
+@cli.command("export-vectors")
+@url_option
+@apply(table_options)
+@click.option("--column", "-c", metavar="COLUMN", help="Source column of the vectors.")
+@click.option("--vector-column", metavar="NAME", help="Vector column, when the column has several.")
+@click.option(
+    "--file", "-f", "file", required=True, metavar="FILE", help="Where to: .jsonl, .csv, .npy or .parquet (by suffix)."
+)
+@click.option("--keys", "keys_file", metavar="FILE", help="For .npy: where the keys go  [default: <name>.keys.jsonl]")
+def export_vectors(url, table, schema, column, vector_column, file, keys_file):
+    """Export a column's vectors with their keys, in key order, and its model record.
+
+    The record (model, metric, prefixes, source column, label) goes inside a Parquet file and
+    beside the others (FILE.vectorize.json), so `import-vectors --file FILE` into another
+    database restores the same vectors, bit for bit, and `search "text"` works there.
+
+    \b
+    Example:
+      vectorize.py export-vectors --table passage --column passage --file passage.parquet
+      vectorize.py import-vectors --url postgresql://root@crdb:26257/app --file passage.parquet
+    """
+    from vectorize_core import connect
+    from vectorize_core.exporter import export_vectors as run_export
+
+    with connect(url) as db, phase_reporter() as progress:
+        result = run_export(
+            db, table=table, schema=schema, column=column, vector_column=vector_column, file=file,
+            keys_file=keys_file, progress=progress,
+        )  # fmt: skip
+    files = ", ".join(str(f) for f in result.files)
+    click.echo(
+        f"Exported {result.rows} vectors of {result.dimension} dimensions from {result.target.display} "
+        f"in {result.seconds:.1f}s ({result.rows_per_second:.0f} rows/s): {files}."
+    )
 
 
 def fulltext_and_index_parts(result) -> list[str]:
@@ -661,7 +726,7 @@ class phase_reporter:
             if self.said:
                 rate = f" ({progress.done / progress.seconds:.0f} rows/s)" if progress.seconds > 0 else ""
                 click.echo(
-                    f"{time.strftime('%H:%M:%S')} {progress.phase} done: {progress.done} rows "
+                    f"{time.strftime('%H:%M:%S')} {progress.phase} done: {plural(progress.done, 'row')} "
                     f"in {progress.seconds:.1f}s{rate}",
                     err=True,
                 )
@@ -733,7 +798,8 @@ def eval_command(url, table, schema, column, queries, qrels, vector_columns, id_
     print_table(["vector_column", "ranking", "model", "queries", *metrics, "index recall@10"], table_rows)
     if rows and rows[0]["judged_queries_left_out"]:
         click.echo(
-            f"Note: {rows[0]['judged_queries_left_out']} judged queries are not in {queries} and were left out.",
+            f"Note: {plural(rows[0]['judged_queries_left_out'], 'judged query is', 'judged queries are')} "
+            f"not in {queries} and {'was' if rows[0]['judged_queries_left_out'] == 1 else 'were'} left out.",
             err=True,
         )
 
@@ -804,6 +870,8 @@ def status(url, table, schema, as_json):
     for c in columns:
         if c["problem"]:
             click.echo(f"Warning: {c['table']}.{c['vector_column']}: {c['problem']}", err=True)
+        if c["index_serves_search_note"]:
+            click.echo(f"Note: {c['table']}.{c['vector_column']}: index not used: {c['index_serves_search_note']}.")
 
 
 @cli.command()
@@ -833,11 +901,16 @@ def drop(url, table, schema, column, vector_column, yes):
             return True
         if not sys.stdin.isatty():
             raise click.UsageError(f"refusing to drop {plan.display} without --yes (no terminal to ask on)")
-        return click.confirm(f"Drop {plan.display} (vectors of {', '.join(plan.sources)}) and its index?")
+        fulltext = f" and its full-text column {plan.fulltext_column}" if plan.fulltext_column else ""
+        return click.confirm(f"Drop {plan.display} (vectors of {', '.join(plan.sources)}), its index{fulltext}?")
 
     with connect(url) as db:
         plan = ops.drop(db, table=table, schema=schema, column=column, vector_column=vector_column, confirm=confirm)
-    click.echo(f"Dropped {plan.display}." if plan else "Nothing dropped.")
+    if plan is None:
+        click.echo("Nothing dropped.")
+        return
+    fulltext = f" and its full-text column {plan.fulltext_column}" if plan.fulltext_column else ""
+    click.echo(f"Dropped {plan.display}{fulltext}.")
 
 
 @cli.command()

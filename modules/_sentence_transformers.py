@@ -8,6 +8,7 @@ OpenVINO on a CPU that can run the model and torch otherwise, saying why in one 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import threading
@@ -91,6 +92,17 @@ class SentenceTransformerEncoder:
             self._metric = {"cosine": "cosine", "dot": "ip", "euclidean": "l2"}.get(str(name), "cosine")
         return self._metric
 
+    def peek(self) -> bool:
+        """Read the dimension and metric from the model's files where they are on this machine (a
+        local folder, the Hugging Face cache, a conversion kept for OpenVINO), loading nothing:
+        what a dry run needs. False when they are not there (load() then finds out)."""
+        found = declared(self.source)
+        if found is None:
+            return False
+        self._dimension = self._dimension or found[0]
+        self._metric = self._metric or found[1]
+        return True
+
     def load(self):
         """The model, on the backend asked for: a SentenceTransformer, or an OpenVINOModel that
         answers the same calls."""
@@ -118,6 +130,29 @@ class SentenceTransformerEncoder:
         limit = model.max_seq_length
         lengths = model.tokenizer(list(texts), add_special_tokens=True, truncation=False, return_length=True)["length"]
         return sum(1 for n in lengths if n > limit)
+
+    def token_counter(self):
+        """(count, special tokens, longest token in characters) for splitting texts into chunks the
+        model reads whole: count(text) is the tokens the model makes of text, before truncation
+        and without the special tokens it adds (of which there are `special tokens`)."""
+        from tokenizers import Tokenizer
+
+        model = self.load()
+        if isinstance(model, _openvino.OpenVINOModel):
+            backend, lowercase = model.tokenizer, model.layout.lowercase
+        else:
+            backend = model.tokenizer.backend_tokenizer
+            lowercase = bool(getattr(model[0], "do_lower_case", False))
+        tokenizer = Tokenizer.from_str(backend.to_str())  # a copy: truncation off, padding off
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        specials = len(tokenizer.encode("").ids)
+        longest = max((len(token) for token in tokenizer.get_vocab()), default=None)
+
+        def count(text: str) -> int:
+            return len(tokenizer.encode(text.lower() if lowercase else text, add_special_tokens=False).ids)
+
+        return count, specials, longest
 
     def planned_backend(self) -> str:
         """The backend load() would use, with why, loading nothing: for list-models."""
@@ -159,6 +194,7 @@ def read_model(source: str, backend: str = "torch"):
 def open_model(name: str, source: str, backend: str):
     """The model for source on its backend: an OpenVINOModel, or a SentenceTransformer on torch.
     auto falls back to torch with one line saying why; openvino asked for by name fails instead."""
+    locate(source)
     if backend == "torch":
         return load_model(source, "torch")
     folder = _openvino.cache_dir(source)
@@ -173,6 +209,8 @@ def open_model(name: str, source: str, backend: str):
             with contextlib.suppress(OSError):  # remembered when the cache can be written
                 _openvino.remember_unconvertible(folder, str(exc))
         except OSError as exc:  # a cache that cannot be written: torch needs none
+            if not str(getattr(exc, "filename", None) or "").startswith(str(folder.parent)):
+                raise  # the model's own files (a download cut short): not the cache's fault
             reason = f"the converted model cannot be kept in {folder}: {exc.strerror or exc}"
     if backend == "openvino":
         raise RuntimeError(f"--backend openvino: {reason}")
@@ -210,3 +248,90 @@ def cuda_device_present() -> bool:
         return False
     gpus = Path("/proc/driver/nvidia/gpus")
     return gpus.is_dir() and any(gpus.iterdir())
+
+
+class ModelNotFound(LookupError):
+    """The model is neither a local folder nor a model this machine has or can fetch."""
+
+
+def locate(source: str) -> None:
+    """Raise ModelNotFound, in one line and at once, when source is not a local folder and not a
+    model in the Hugging Face cache that the hub can still be asked for: loading would find out
+    after minutes of retried requests. A model the hub has is left to load (and download)."""
+    if Path(source).expanduser().is_dir():
+        return
+    if source.startswith(("/", "./", "../", "~")) or source.count("/") > 1:  # a path; hub names have one /
+        raise ModelNotFound(f"no model folder {source}")
+    from huggingface_hub import constants, model_info, try_to_load_from_cache
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    try:
+        if isinstance(try_to_load_from_cache(source, "config.json"), str):
+            return  # cached here: loading needs no hub
+    except ValueError:  # HFValidationError: not a repository name
+        raise ModelNotFound(f"{source!r} is neither a folder nor a Hugging Face model name") from None
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise ModelNotFound(f"{source} is not a local folder nor in the Hugging Face cache, and HF_HUB_OFFLINE is set")
+    try:
+        model_info(source, timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    except GatedRepoError:
+        return  # it exists; loading says what access it needs
+    except RepositoryNotFoundError:
+        raise ModelNotFound(f"no model {source} on the Hugging Face hub, nor a local folder of that name") from None
+    except Exception as exc:  # noqa: BLE001 - no network, DNS, proxy, timeout: httpx and the hub fail in many ways
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelNotFound(
+            f"{source} is not a local folder nor in the Hugging Face cache, and the hub cannot be reached ({reason})"
+        ) from None
+
+
+def declared(source: str) -> tuple[int, str] | None:
+    """(dimension, metric) from a model's files on this machine, loading nothing: a local folder or
+    the Hugging Face cache (modules.json, the Pooling and Dense configs), else the layout of its
+    OpenVINO conversion; None when neither is here or the layout is not one read here."""
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(source, "modules.json")
+        except ValueError:
+            return None
+        folder = Path(cached).parent if isinstance(cached, str) else None
+    if folder is not None:
+        found = declared_in(folder)
+        if found is not None:
+            return found
+    layout = _openvino.cache_dir(source) / _openvino.LAYOUT_FILE
+    if layout.exists() and _openvino.is_cached(layout.parent):
+        data = json.loads(layout.read_text())
+        return int(data["dimension"]), METRICS.get(str(data.get("similarity")), "cosine")
+    return None
+
+
+METRICS = {"cosine": "cosine", "dot": "ip", "euclidean": "l2"}
+
+
+def declared_in(folder: Path) -> tuple[int, str] | None:
+    """(dimension, metric) of the sentence-transformers model in folder, from its files: the
+    Pooling module's width (one pooling mode), or the last Dense module's out_features."""
+    try:
+        modules = json.loads((folder / "modules.json").read_text())
+        dimension = None
+        for module in modules:
+            kind = str(module.get("type", "")).rsplit(".", 1)[-1]
+            config = folder / module.get("path", "") / "config.json"
+            if kind == "Pooling":
+                pooling = json.loads(config.read_text())
+                if _openvino.pooling_mode(pooling) not in _openvino.POOLINGS:
+                    return None  # several modes are concatenated: let the model say
+                dimension = int(pooling["word_embedding_dimension"])
+            elif kind == "Dense":
+                dimension = int(json.loads(config.read_text())["out_features"])
+            elif kind not in ("Transformer", "Normalize"):
+                return None
+        settings = folder / "config_sentence_transformers.json"
+        similarity = json.loads(settings.read_text()).get("similarity_fn_name") if settings.exists() else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return (dimension, METRICS.get(str(similarity), "cosine")) if dimension else None

@@ -25,6 +25,8 @@ OPCLASSES = {"cosine": "vector_cosine_ops", "l2": "vector_l2_ops", "ip": "vector
 DEFAULT_EF_SEARCH = 100
 # CockroachDB, filter on non-prefix columns: candidates fetched from the index per result wanted.
 OVERFETCH = 10
+# A chunked column: nearest chunks asked of the index per row wanted (a row has several).
+CHUNK_FANOUT = 10
 # The values CockroachDB accepts for vector_search_beam_size.
 BEAM_SIZE_RANGE = (1, 2048)
 
@@ -81,6 +83,14 @@ class SearchSpec:
     # that name (then ORDER BY distance would be ambiguous).
     distance_name: str = "distance"
     follower_read: bool = False  # CockroachDB: read from the nearest replica, a few seconds stale
+    # A chunked column: its chunk table (chunks.ChunkTable), the output names of the best chunk's
+    # number, start and end, the filter on the chunk table's prefix columns (alias c), and how
+    # many nearest chunks the index is asked for (None: k times CHUNK_FANOUT).
+    chunks: object | None = None
+    chunk_names: tuple[str, str, str] = ("chunk", "chunk_start", "chunk_end")
+    chunk_filter: sql.Composable | None = None
+    chunk_filter_params: list = field(default_factory=list)
+    candidates: int | None = None
 
     @property
     def select(self) -> list[sql.Composable]:
@@ -91,13 +101,34 @@ class SearchSpec:
         return sql.Identifier(self.distance_name)
 
 
-def fulltext_document(language: str, sources: list[str]) -> sql.Composed:
-    # Immutable, as a generated column needs: || of texts (concat_ws is only stable), a literal
-    # configuration, casts of string-category types to text.
+# --fulltext indexes the first FULLTEXT_MAX_CHARS characters of the text, so that its generated
+# column is valid for every text and never fails the application's INSERT or UPDATE. PostgreSQL
+# refuses a tsvector whose lexemes and positions pass 1,048,575 bytes. Its parser puts a character
+# in at most two tokens (a hyphenated word and its part; a URL and its host or path), a lexeme
+# takes at most 4 bytes a character (UTF-8), and a token at most 5 more (alignment, the position
+# count, one position), paid for by the character that ends it: under 8 bytes a character (7.96
+# measured, on hyphenated words of 4-byte characters; tests/test_issue24_fulltext.py). 100,000
+# characters make at most 800,000 bytes, with room left for case mappings that lengthen a
+# character. Built-in configurations; dictionaries that expand words (synonyms, thesaurus,
+# unaccent) are the user's to bound.
+FULLTEXT_MAX_CHARS = 100_000
+# CockroachDB keeps words of any length and then refuses to store a lexeme over 16,383 bytes: runs
+# of letters and digits (its parser's words) are cut every 1,000 characters (RE2's largest repeat
+# count), 4,000 bytes at most.
+CRDB_WORD_CHARS = 1000
+
+
+def fulltext_text(sources: list[str]) -> sql.Composed:
+    # Immutable, as a generated column needs: || of texts (concat_ws is only stable), casts of
+    # string-category types to text, left() (counting characters, not bytes).
     parts = sql.SQL(" || ' ' || ").join(
         sql.SQL("coalesce(CAST({} AS text), '')").format(sql.Identifier(c)) for c in sources
     )
-    return sql.SQL("to_tsvector({}, {})").format(sql.Literal(language), parts)
+    return sql.SQL("left({}, {})").format(parts, sql.Literal(FULLTEXT_MAX_CHARS))
+
+
+def fulltext_document(language: str, text: sql.Composable) -> sql.Composed:
+    return sql.SQL("to_tsvector({}, {})").format(sql.Literal(language), text)
 
 
 def watched_changed(watched: list[str]) -> sql.Composed:
@@ -327,6 +358,45 @@ class Dialect:
         """Session settings for a COPY into the staging table (run on the COPY's connection)."""
         return []
 
+    # COPY options by form: text (the default), csv, and binary.
+    copy_forms = {"text": "", "csv": " (FORMAT csv)", "binary": " (FORMAT binary)"}
+
+    def copy_from(self, table: sql.Composable, columns: list[sql.Composable], form: str = "text") -> sql.Composed:
+        """COPY table (columns) FROM STDIN, in text, csv or binary form (import-vectors' scratch tables)."""
+        return sql.SQL("COPY {} ({}) FROM STDIN{}").format(
+            table, sql.SQL(", ").join(columns), sql.SQL(self.copy_forms[form])
+        )
+
+    # Vectors are read back in pgvector's binary form: float4 bytes, nothing to parse.
+    binary_vector_read = True
+
+    def exported_vector(self, column: sql.Composable) -> sql.Composable:
+        """The vector as export-vectors selects it (binary results on PostgreSQL)."""
+        return column
+
+    def export_page(
+        self, table: sql.Composable, keys: list[sql.Composable], key_types: list[str], vector: sql.Composable,
+        after: bool,
+    ) -> sql.Composed:  # fmt: skip
+        """One page of export-vectors in key order: the keys as text, then the vector; rows with
+        no vector left out. Parameters: the last page's keys (as text, compared in their own
+        types) when after, then the page size."""
+        # Qualified (t.k): in ORDER BY a bare name would be the text output column of that name.
+        t_keys = sql.SQL(", ").join(sql.SQL("t.{}").format(k) for k in keys)
+        t_vector = sql.SQL("t.{}").format(vector)
+        bound = sql.SQL("")
+        if after:
+            typed = sql.SQL(", ").join(sql.SQL("CAST(%s AS {})").format(sql.SQL(t)) for t in key_types)
+            bound = sql.SQL(" AND ({}) > ({})").format(t_keys, typed)
+        return sql.SQL("SELECT {}, {} FROM {} AS t WHERE {} IS NOT NULL{} ORDER BY {} LIMIT %s").format(
+            sql.SQL(", ").join(sql.SQL("CAST(t.{} AS text)").format(k) for k in keys),
+            self.exported_vector(t_vector),
+            table,
+            t_vector,
+            bound,
+            t_keys,
+        )
+
     # DDL is transactional in PostgreSQL: the trigger is swapped with no moment without one.
     ddl_in_transaction = True
 
@@ -363,11 +433,42 @@ class Dialect:
     # -- full text (hybrid search) -----------------------------------------------------------
 
     def fulltext_column(self, table: sql.Composable, column: str, language: str, sources: list[str]) -> sql.Composed:
-        """A stored generated tsvector of the source text: rows inserted or edited are searchable
-        by their new words at once, with no trigger and no second fill."""
+        """A stored generated tsvector of the source text (its first FULLTEXT_MAX_CHARS
+        characters): rows inserted or edited are searchable by their new words at once, with no
+        trigger and no second fill."""
         return sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {} GENERATED ALWAYS AS ({}) STORED").format(
-            table, sql.Identifier(column), sql.SQL(self.tsvector_type), fulltext_document(language, sources)
+            table, sql.Identifier(column), sql.SQL(self.tsvector_type), self.fulltext_expression(language, sources)
         )
+
+    def fulltext_expression(self, language: str, sources: list[str]) -> sql.Composed:
+        return fulltext_document(language, fulltext_text(sources))
+
+    def fulltext_bounded(self, expression: str | None) -> bool:
+        """Whether a full-text column's generation expression, as the catalog prints it, has the
+        bound (earlier versions indexed whole texts)."""
+        text = (expression or "").replace('"', "").lower()
+        return "left(" in text and str(FULLTEXT_MAX_CHARS) in text
+
+    def fulltext_upgrade(self, table, fulltext: dict | None, sources: list[str]) -> list[sql.Composable]:
+        """Statements that bound the full-text column an earlier version made over whole texts
+        (none when it is bounded or absent). PostgreSQL 17+ replaces the expression in place (a
+        rewrite of the table, its GIN index rebuilt); earlier ones drop and add the column."""
+        column = table.columns.get(fulltext["column"]) if fulltext else None
+        if column is None or self.fulltext_bounded(column.expression):
+            return []
+        if self.version >= (17,):
+            return [
+                sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET EXPRESSION AS ({})").format(
+                    table.ident,
+                    sql.Identifier(fulltext["column"]),
+                    self.fulltext_expression(fulltext["language"], sources),
+                )
+            ]
+        return [
+            sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(table.ident, sql.Identifier(fulltext["column"])),
+            self.fulltext_column(table.ident, fulltext["column"], fulltext["language"], sources),
+            self.fulltext_index(table.ident, fulltext["index"], fulltext["column"]),
+        ]
 
     tsvector_type = "tsvector"
 
@@ -403,6 +504,8 @@ class Dialect:
     def search_statement(self, spec: SearchSpec, query_vector: str) -> tuple[sql.Composed, list]:
         """The ranked query and its parameters. 'index' lets the HNSW index serve it; 'exact'
         fences the scan (OFFSET 0) so every matching row is ranked."""
+        if spec.chunks is not None:
+            return self.chunk_search_statement(spec, query_vector)
         dist = self.ranked_distance(spec, sql.Identifier("t", spec.vector_column))
         where = sql.SQL("t.{} IS NOT NULL").format(sql.Identifier(spec.vector_column))
         if spec.filter is not None:
@@ -421,6 +524,65 @@ class Dialect:
 
     def search_mode(self, spec: SearchSpec) -> str:
         return "index" if self.index_type(spec.dimension) else "exact"
+
+    def chunk_search_statement(self, spec: SearchSpec, query_vector: str) -> tuple[sql.Composed, list]:
+        """The rows of a chunked column ranked by their nearest chunk, each row once, with that
+        chunk's number, start and end. 'exact' ranks every chunk of every matching row; otherwise
+        the vector index gives the nearest `candidates` chunks, from a query with no filter but
+        the prefix columns' (CockroachDB turns its vector index off for any other), and the rows
+        are found and filtered outside it: when they are k, they are the true top k."""
+        ct = spec.chunks
+        dist = self.ranked_distance(spec, sql.Identifier("c", ct.vector))
+        c_keys = [sql.Identifier("c", k) for k in ct.keys]
+        near_columns = sql.SQL(", ").join([*c_keys, *(sql.Identifier("c", n) for n in (ct.chunk, ct.start, ct.end))])
+        live = sql.SQL("t.{} IS NOT NULL").format(sql.Identifier(spec.vector_column))
+        if spec.filter is not None:
+            live = sql.SQL("{} AND {}").format(live, spec.filter)
+        match = sql.SQL(" AND ").join(sql.SQL("t.{0} = c.{0}").format(sql.Identifier(k)) for k in ct.keys)
+        if spec.mode == "exact":
+            near = sql.SQL("SELECT {}, {} AS vectorize_distance FROM {} AS c JOIN {} AS t ON {} WHERE {}").format(
+                near_columns, dist, ct.ident, spec.table, match, live
+            )
+            near_params = [query_vector, *spec.filter_params]
+            outer, outer_params = sql.SQL(""), []
+        else:
+            inner_filter, inner_params = sql.SQL(""), []
+            if spec.chunk_filter is not None:
+                inner_filter, inner_params = sql.SQL(" WHERE {}").format(spec.chunk_filter), spec.chunk_filter_params
+            near = sql.SQL("SELECT {}, {} AS vectorize_distance FROM {} AS c{} ORDER BY {} LIMIT %s").format(
+                near_columns, dist, ct.ident, inner_filter, dist
+            )
+            candidates = spec.candidates or spec.k * CHUNK_FANOUT
+            near_params = [query_vector, *inner_params, query_vector, candidates]
+            outer, outer_params = sql.SQL(" AND {}").format(live), list(spec.filter_params)
+        n_keys = sql.SQL(", ").join(sql.Identifier("near", k) for k in ct.keys)
+        b_keys = sql.SQL(", ").join(sql.Identifier("best", k) for k in ct.keys)
+        back = sql.SQL(" AND ").join(sql.SQL("t.{0} = best.{0}").format(sql.Identifier(k)) for k in ct.keys)
+        names = [sql.Identifier(n) for n in spec.chunk_names]
+        query = sql.SQL(
+            "SELECT {select}, best.vectorize_distance AS {alias}, best.{chunk} AS {chunk_name},"
+            " best.{start} AS {start_name}, best.{end} AS {end_name}"
+            " FROM (SELECT near.*, row_number() OVER (PARTITION BY {n_keys}"
+            " ORDER BY near.vectorize_distance, near.{chunk}) AS vectorize_pick FROM ({near}) AS near) AS best"
+            " JOIN {table} AS t ON {back} WHERE best.vectorize_pick = 1{outer}"
+            " ORDER BY best.vectorize_distance, {b_keys} LIMIT %s"
+        ).format(
+            select=sql.SQL(", ").join(spec.select),
+            alias=spec.alias,
+            chunk=sql.Identifier(ct.chunk),
+            start=sql.Identifier(ct.start),
+            end=sql.Identifier(ct.end),
+            chunk_name=names[0],
+            start_name=names[1],
+            end_name=names[2],
+            n_keys=n_keys,
+            near=near,
+            table=spec.table,
+            back=back,
+            outer=outer,
+            b_keys=b_keys,
+        )
+        return query, [*near_params, *outer_params, spec.k]
 
     def text_ranking(self, spec: SearchSpec, fulltext: dict, text: str, candidates: int) -> tuple[sql.Composed, list]:
         """Keys of the rows matching the query's words and the filter, ranked by ts_rank, with
@@ -462,14 +624,24 @@ class Dialect:
         same = sql.SQL(" AND ").join(sql.SQL("dense.{0} = sparse.{0}").format(k) for k in keys)
         back = sql.SQL(" AND ").join(sql.SQL("t.{0} = fused.{0}").format(k) for k in keys)
         out = {name: sql.Identifier(alias) for name, alias in names.items()}
+        # A chunked column's best chunk, from the vector leg (none for a row only the text found).
+        chunk_names = [sql.Identifier(n) for n in spec.chunk_names] if spec.chunks is not None else []
+        carried = [sql.Identifier(f"vectorize_chunk{i}") for i in range(len(chunk_names))]
+        dense_chunk = sql.SQL("").join(
+            sql.SQL(", d.{} AS {}").format(n, c) for n, c in zip(chunk_names, carried, strict=True)
+        )
+        fused_chunk = sql.SQL("").join(sql.SQL(", dense.{}").format(c) for c in carried)
+        out_chunk = sql.SQL("").join(
+            sql.SQL(", fused.{} AS {}").format(c, n) for n, c in zip(chunk_names, carried, strict=True)
+        )
         query = sql.SQL(
-            "WITH dense AS (SELECT {d_keys}, d.{alias} AS vectorize_distance,"
+            "WITH dense AS (SELECT {d_keys}, d.{alias} AS vectorize_distance{dense_chunk},"
             " row_number() OVER (ORDER BY d.{alias}) AS vectorize_rank FROM ({dense_query}) AS d),"
             " sparse AS ({text_query})"
             " SELECT {select}, fused.vectorize_score AS {score}, fused.dense_rank AS {dense_rank},"
-            " fused.text_rank AS {text_rank}, fused.vectorize_distance AS {distance}"
+            " fused.text_rank AS {text_rank}, fused.vectorize_distance AS {distance}{out_chunk}"
             " FROM (SELECT {either}, dense.vectorize_rank AS dense_rank, sparse.vectorize_rank AS text_rank,"
-            " dense.vectorize_distance,"
+            " dense.vectorize_distance{fused_chunk},"
             " coalesce(CAST(%s AS float8) / (CAST(%s AS float8) + dense.vectorize_rank), 0)"
             " + coalesce(CAST(%s AS float8) / (CAST(%s AS float8) + sparse.vectorize_rank), 0) AS vectorize_score"
             " FROM dense FULL OUTER JOIN sparse ON {same}) AS fused"
@@ -485,6 +657,9 @@ class Dialect:
             same=same,
             back=back,
             table=spec.table,
+            dense_chunk=dense_chunk,
+            fused_chunk=fused_chunk,
+            out_chunk=out_chunk,
             **out,
         )
         params = [*dense_params, *text_params, weights[0], fusion_k, weights[1], fusion_k, spec.k]
@@ -607,6 +782,16 @@ class CockroachDialect(Dialect):
         # (before 25.3.6 / 25.4.1). The staging table is scratch, so commit it in pieces.
         return [sql.SQL("SET copy_from_atomic_enabled = false")]
 
+    # CockroachDB's COPY options are the unparenthesised kind (WITH CSV); binary VECTOR is not
+    # read on v25.2 (binary_vector_copy), so only keys and text go this way.
+    copy_forms = {"text": "", "csv": " WITH CSV", "binary": " WITH BINARY"}
+
+    # Binary VECTOR results need v25.3+ (#147844): read the text form, which every version writes.
+    binary_vector_read = False
+
+    def exported_vector(self, column: sql.Composable) -> sql.Composable:
+        return sql.SQL("CAST({} AS text)").format(column)
+
     def hash_text(self, text: sql.Composable) -> sql.Composed:
         return sql.SQL("fnv64({})").format(text)
 
@@ -703,8 +888,32 @@ class CockroachDialect(Dialect):
     def fulltext_column(self, table: sql.Composable, column: str, language: str, sources: list[str]) -> sql.Composed:
         # A stored computed column (CockroachDB spells it AS (...) STORED).
         return sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} TSVECTOR AS ({}) STORED").format(
-            table, sql.Identifier(column), fulltext_document(language, sources)
+            table, sql.Identifier(column), self.fulltext_expression(language, sources)
         )
+
+    def fulltext_expression(self, language: str, sources: list[str]) -> sql.Composed:
+        # Words cut to CRDB_WORD_CHARS: regexp_replace is immutable there, \pL and \pN are the
+        # letters and numbers its parser reads as words.
+        words = sql.SQL("regexp_replace({}, {}, {}, 'g')").format(
+            fulltext_text(sources), sql.Literal(f"([\\pL\\pN]{{{CRDB_WORD_CHARS}}})"), sql.Literal("\\1 ")
+        )
+        return fulltext_document(language, words)
+
+    def fulltext_bounded(self, expression: str | None) -> bool:
+        return super().fulltext_bounded(expression) and "regexp_replace(" in (expression or "").lower()
+
+    def fulltext_upgrade(self, table, fulltext: dict | None, sources: list[str]) -> list[sql.Composable]:
+        # No SET EXPRESSION: the column is dropped (its inverted index with it), added and indexed
+        # again, one statement each; a run cut short between them adds the column and the index on
+        # the next run.
+        column = table.columns.get(fulltext["column"]) if fulltext else None
+        if column is None or self.fulltext_bounded(column.expression):
+            return []
+        return [
+            sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(table.ident, sql.Identifier(fulltext["column"])),
+            self.fulltext_column(table.ident, fulltext["column"], fulltext["language"], sources),
+            self.fulltext_index(table.ident, fulltext["index"], fulltext["column"]),
+        ]
 
     def fulltext_index(self, table: sql.Composable, name: str, column: str) -> sql.Composed:
         # GIN on tsvector is an inverted index (v23.1+).
@@ -736,6 +945,8 @@ class CockroachDialect(Dialect):
         return "prefix" if spec.filter_on_prefix else "overfetch"
 
     def search_statement(self, spec: SearchSpec, query_vector: str) -> tuple[sql.Composed, list]:
+        if spec.chunks is not None:
+            return self.chunk_search_statement(spec, query_vector)
         t_vector = sql.Identifier("t", spec.vector_column)
         q = self.vector_param(spec.dimension)
         dist = self.distance(t_vector, spec.metric, q)

@@ -19,7 +19,8 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-from . import tracking
+from . import chunks, tracking
+from .chunks import chunk_table_of
 from .db import Database, index_exists
 from .dialects import is_blank
 from .errors import BadInput, DatabaseError, EncoderError, Interrupted
@@ -42,6 +43,7 @@ class EncodeResult:
     failure: str = ""  # the first encoder error
     blank: int = 0  # rows whose text is empty or only whitespace: skipped, not sent to the model
     truncated: int = 0  # rows longer than the model's input limit
+    chunks: int = 0  # chunks written or replaced (encode --chunk)
     column_created: bool = False
     index_created: bool = False
     index_note: str = ""  # why there is no vector index (too wide), or that the build outgrew its memory
@@ -50,6 +52,7 @@ class EncodeResult:
     pending_elsewhere: int = 0  # --shard: rows other shards still have to do (index not built yet)
     tracking_installed: bool = False  # this run (re)installed the change-tracking trigger
     cleared: int = 0  # --reencode: vectors cleared before the fill
+    stale_chunks: int = 0  # chunks of deleted or re-queued rows removed at the start
     fulltext_added: bool = False  # --fulltext made the tsvector column this run
     statements: list[str] = field(default_factory=list)  # --dry-run only
 
@@ -76,16 +79,26 @@ class FillQueries:
     back exactly (a real, a char(5), an enum, a domain, a user-defined type alike). Keys are
     compared in the key column's own type, so the primary key index finds the row; the source is
     compared as the text that was read, which is what the model saw.
+
+    ``cut``: each source is read as its first ``cut`` characters (what the model can read of it,
+    generously), so a long text costs neither transfer nor tokenizing; the write then compares
+    that prefix. ``chunks``: whole texts are read (they are split), pages bounded by their bytes,
+    and a row's chunks are written with its vector.
     """
 
-    def __init__(self, target: VectorTarget, dialect, shard: tuple[int, int] | None = None):
+    def __init__(self, target: VectorTarget, dialect, shard: tuple[int, int] | None = None, *, cut: int | None = None):
         t = target
         table = t.table
+        self.dialect = dialect
+        self.table = table
+        self.cut = None if t.chunks else cut
+        self.chunk_table = chunk_table_of(table, t.chunks) if t.chunks else None
         self.keys = [sql.Identifier(k) for k in table.primary_key]
         self.sources = [sql.Identifier(c) for c in t.sources]
         self.key_list = sql.SQL(", ").join(self.keys)
         self.vector = sql.Identifier(t.vector_column)
         key_types = [sql.SQL(table.columns[k].type_sql) for k in table.primary_key]
+        self.key_types = key_types
         t_keys = [sql.Identifier("t", k) for k in table.primary_key]
         # NULL, empty or only white space is no text: such rows are not sent to the model and
         # not pending, so a finished table stays finished.
@@ -101,18 +114,30 @@ class FillQueries:
         self.blank = sql.SQL("SELECT count(*) FROM {} WHERE {} IS NULL AND ({}) AND NOT coalesce({}, false)").format(
             table.ident, self.vector, any_value, any_text
         )
-        as_text = [
-            sql.SQL("CAST({} AS text)").format(c) for c in [*t_keys, *(sql.Identifier("t", s) for s in t.sources)]
-        ]
-        select = sql.SQL("SELECT {} FROM {} AS t WHERE {}").format(sql.SQL(", ").join(as_text), table.ident, pending)
-        # Ordered by the key columns themselves (qualified: not the text columns of the same name).
-        order = sql.SQL(" ORDER BY {} LIMIT %s").format(sql.SQL(", ").join(t_keys))
-        self.first_page = select + order
+        t_sources = [self.read_text(sql.Identifier("t", s)) for s in t.sources]
+        as_text = [sql.SQL("CAST({} AS text)").format(c) for c in t_keys] + t_sources
         after = sql.SQL(" AND ({}) > ({})").format(
             sql.SQL(", ").join(t_keys),
             sql.SQL(", ").join(sql.SQL("CAST(%s AS {})").format(kt) for kt in key_types),
         )
-        self.next_page = select + after + order
+        # Ordered by the key columns themselves (qualified: not the text columns of the same name).
+        order = sql.SQL(" ORDER BY {} LIMIT %s").format(sql.SQL(", ").join(t_keys))
+        if self.chunk_table is None:
+            select = sql.SQL("SELECT {} FROM {} AS t WHERE {}").format(
+                sql.SQL(", ").join(as_text), table.ident, pending
+            )
+            self.first_page = select + order
+            self.next_page = select + after + order
+        else:
+            self.first_page = self.page_by_bytes(table, pending, t_keys, t.sources, order, sql.SQL(""))
+            self.next_page = self.page_by_bytes(table, pending, t_keys, t.sources, order, after)
+        self.by_key = sql.SQL("SELECT {} FROM {} AS t WHERE {}").format(
+            sql.SQL(", ").join(sql.SQL("CAST({} AS text)").format(sql.Identifier("t", s)) for s in t.sources),
+            table.ident,
+            sql.SQL(" AND ").join(
+                sql.SQL("{} = CAST(%s AS {})").format(k, kt) for k, kt in zip(t_keys, key_types, strict=True)
+            ),
+        )
 
         key_aliases = [sql.Identifier(f"k{i}") for i in range(len(self.keys))]
         source_aliases = [sql.Identifier(f"s{i}") for i in range(len(self.sources))]
@@ -123,7 +148,10 @@ class FillQueries:
         ]
         # The conditional write: the text is still what was encoded, the vector still NULL.
         unchanged = [
-            sql.SQL("CAST(t.{} AS text) IS NOT DISTINCT FROM {}").format(column, sql.Composed([d, sql.SQL("."), alias]))
+            sql.SQL("{} IS NOT DISTINCT FROM {}").format(
+                self.read_text(sql.SQL("t.{}").format(column)),
+                sql.Composed([d, sql.SQL("."), alias]),
+            )
             for column, alias in zip(self.sources, source_aliases, strict=True)
         ]
         # Every array parameter says its type: an all-NULL column of a page is otherwise an
@@ -142,10 +170,67 @@ class FillQueries:
             matches=sql.SQL(" AND ").join(matches),
             unchanged=sql.SQL(" AND ").join(unchanged),
         )
+        if self.chunk_table is not None:
+            # The rows that took their vector: only their chunks are replaced.
+            self.write = self.write + sql.SQL(" RETURNING {}").format(
+                sql.SQL(", ").join(sql.SQL("CAST({} AS text)").format(k) for k in t_keys)
+            )
+            self.delete_chunks = chunks.delete_rows(self.chunk_table)
+            self.insert_chunks = chunks.insert_chunks(self.chunk_table, table, dialect)
+            self.delete_stale = chunks.delete_stale(self.chunk_table, table, t.vector_column)
+
+    def read_text(self, column: sql.Composable) -> sql.Composable:
+        """A source column as the fill reads it: its text, or the first `cut` characters of it."""
+        text = sql.SQL("CAST({} AS text)").format(column)
+        if self.cut is None:
+            return text
+        return sql.SQL("left({}, {})").format(text, sql.Literal(int(self.cut)))
+
+    def page_by_bytes(self, table, pending, t_keys, sources, order, after) -> sql.Composed:
+        """Pending rows in key order, at most n (a parameter) and as many as fit `budget` bytes of
+        text (the next parameter), the first row always; each row ends with how many rows the
+        page could have held, so the reader knows whether the table has more."""
+        originals = [sql.SQL("{} AS {}").format(k, sql.Identifier(f"o{i}")) for i, k in enumerate(t_keys)]
+        texts = [
+            sql.SQL("{} AS {}").format(sql.Identifier("t", s), sql.Identifier(f"x{i}")) for i, s in enumerate(sources)
+        ]
+        inner = sql.SQL("SELECT {} FROM {} AS t WHERE {}").format(
+            sql.SQL(", ").join(originals + texts), table.ident, pending
+        )
+        inner = inner + after + order
+        o = [sql.Identifier("p", f"o{i}") for i in range(len(t_keys))]
+        x = [sql.Identifier("p", f"x{i}") for i in range(len(sources))]
+        size = sql.SQL(" + ").join(sql.SQL("coalesce(octet_length(CAST({} AS text)), 0)").format(c) for c in x)
+        keys_order = sql.SQL(", ").join(o)
+        middle = sql.SQL(
+            "SELECT {keys}, {texts}, {o}, sum({size}) OVER (ORDER BY {order}) AS vectorize_bytes,"
+            " {size} AS vectorize_row_bytes, count(*) OVER () AS vectorize_rows FROM ({inner}) AS p"
+        ).format(
+            keys=sql.SQL(", ").join(
+                sql.SQL("CAST({} AS text) AS {}").format(c, sql.Identifier(f"k{i}")) for i, c in enumerate(o)
+            ),
+            texts=sql.SQL(", ").join(
+                sql.SQL("CAST({} AS text) AS {}").format(c, sql.Identifier(f"s{i}")) for i, c in enumerate(x)
+            ),
+            o=sql.SQL(", ").join(o),
+            size=size,
+            order=keys_order,
+            inner=inner,
+        )
+        return sql.SQL(
+            "SELECT {keys}, {texts}, m.vectorize_rows FROM ({middle}) AS m"
+            " WHERE m.vectorize_bytes - m.vectorize_row_bytes < %s ORDER BY {order}"
+        ).format(
+            keys=sql.SQL(", ").join(sql.Identifier("m", f"k{i}") for i in range(len(t_keys))),
+            texts=sql.SQL(", ").join(sql.Identifier("m", f"s{i}") for i in range(len(sources))),
+            middle=middle,
+            order=sql.SQL(", ").join(sql.Identifier("m", f"o{i}") for i in range(len(t_keys))),
+        )
 
 
 class PageReader:
-    """Pending rows in key order, page by page; remembers where it stopped."""
+    """Pending rows in key order, page by page; remembers where it stopped. A chunked fill's
+    pages also stop at PAGE_BYTES of text (one row at least)."""
 
     def __init__(self, db: Database, queries: FillQueries, page_size: int, limit: int | None):
         self.db = db
@@ -154,16 +239,22 @@ class PageReader:
         self.remaining = limit
         self.last_key: tuple | None = None
         self.done = False
+        self.by_bytes = queries.chunk_table is not None
 
     def next_page(self) -> list[tuple]:
         if self.done or self.remaining == 0:
             return []
         n = self.page_size if self.remaining is None else min(self.page_size, self.remaining)
+        budget = (chunks.PAGE_BYTES,) if self.by_bytes else ()
         if self.last_key is None:
-            rows = self.db.fetchall(self.q.first_page, (n,))
+            rows = self.db.fetchall(self.q.first_page, (n, *budget))
         else:
-            rows = self.db.fetchall(self.q.next_page, (*self.last_key, n))
-        if len(rows) < n:
+            rows = self.db.fetchall(self.q.next_page, (*self.last_key, n, *budget))
+        seen = len(rows)
+        if self.by_bytes and rows:
+            seen = rows[0][-1]  # rows the page could have held, before the byte budget
+            rows = [row[:-1] for row in rows]
+        if seen < n:
             self.done = True
         if rows:
             self.last_key = tuple(rows[-1][: len(self.q.keys)])
@@ -178,9 +269,55 @@ def write_page(db: Database, queries: FillQueries, dialect, rows: list[tuple], v
     return db.run(lambda conn: conn.execute(queries.write, params).rowcount)
 
 
+@dataclass
+class PageChunks:
+    """A page's chunks: whose row (index into the page), number, start, end, and the vectors."""
+
+    owners: list[int]
+    numbers: list[int]
+    starts: list[int]
+    ends: list[int]
+    vectors: np.ndarray
+
+
+def write_chunked_page(
+    db: Database, queries: FillQueries, dialect, rows: list[tuple], vectors: np.ndarray, page: PageChunks
+) -> int:
+    """The rows' vectors and their chunks, in one transaction: only rows whose text is still the
+    text that was split and whose vector is still NULL take theirs, and only their old chunks are
+    replaced by the new. Retried whole on a transient failure (it is all or nothing)."""
+    nkeys = len(queries.keys)
+    columns = [[row[i] for row in rows] for i in range(nkeys + len(queries.sources))]
+    params = (*columns, dialect.vectors_array(vectors))
+
+    def write(conn) -> int:
+        with conn.transaction():
+            won = {tuple(r) for r in conn.execute(queries.write, params).fetchall()}
+            if not won:
+                return 0
+            keys = [tuple(row[:nkeys]) for row in rows]
+            done = [key for key in keys if key in won]
+            conn.execute(queries.delete_chunks, [[key[i] for key in done] for i in range(nkeys)])
+            chosen = [c for c, owner in enumerate(page.owners) if keys[owner] in won]
+            if chosen:
+                conn.execute(
+                    queries.insert_chunks,
+                    (
+                        *([keys[page.owners[c]][i] for c in chosen] for i in range(nkeys)),
+                        [page.numbers[c] for c in chosen],
+                        [page.starts[c] for c in chosen],
+                        [page.ends[c] for c in chosen],
+                        dialect.vectors_array(page.vectors[chosen]),
+                    ),
+                )
+            return len(won)
+
+    return db.run(write)
+
+
 def document_text(target: VectorTarget, parts) -> str:
     """What the model reads for a row: the prefix, then the source texts that hold any."""
-    return target.prefix + " ".join(part for part in parts if not is_blank(part))
+    return target.prefix + joined_text(parts)
 
 
 class ChunkFailed(Exception):
@@ -258,14 +395,18 @@ def column_statements(db: Database, target: VectorTarget) -> list[sql.Composable
                 target.table.ident, target.fulltext["column"], target.fulltext["language"], list(target.sources)
             )
         )
+    statements += dialect.fulltext_upgrade(target.table, target.fulltext, list(target.sources))  # bound an old one
+    if target.chunks:
+        statements.append(chunks.create_table(chunk_table_of(target.table, target.chunks), target.dimension))
     if target.needs_comment:
         statements.append(dialect.comment_on_column(target.table.ident, target.vector_column, target.metadata_json()))
     return statements
 
 
-def named_indexes(db: Database, target: VectorTarget, queries: FillQueries) -> list[tuple[sql.Composable, str]]:
-    """(CREATE INDEX statement, index name): the pending-rows index, then the vector index when
-    an index can hold vectors of this size. The first does not wait on the second."""
+def named_indexes(db: Database, target: VectorTarget, queries: FillQueries) -> list[tuple[sql.Composable, str, str]]:
+    """(CREATE INDEX statement, index name, table name): the pending-rows index, then the vector
+    index when an index can hold vectors of this size (a chunked column's is on its chunk table).
+    The first does not wait on the second."""
     indexes = [
         # Pending rows, by key: finding them costs in proportion to them, not to the table.
         (
@@ -273,6 +414,7 @@ def named_indexes(db: Database, target: VectorTarget, queries: FillQueries) -> l
                 sql.Identifier(target.pending_index_name), target.table.ident, queries.key_list, queries.pending
             ),
             target.pending_index_name,
+            target.table.name,
         )
     ]
     if target.fulltext:
@@ -280,23 +422,21 @@ def named_indexes(db: Database, target: VectorTarget, queries: FillQueries) -> l
             (
                 db.dialect.fulltext_index(target.table.ident, target.fulltext["index"], target.fulltext["column"]),
                 target.fulltext["index"],
+                target.table.name,
             )
         )
     if target.index_type is not None:
+        vectors = target.index_table
+        column = queries.chunk_table.vector if queries.chunk_table else target.vector_column
         statement = db.dialect.create_index(
-            target.table.ident,
-            target.index_name,
-            target.vector_column,
-            target.metric,
-            target.prefix_columns,
-            target.dimension,
+            vectors.ident, target.index_name, column, target.metric, target.prefix_columns, target.dimension
         )
-        indexes.append((statement, target.index_name))
+        indexes.append((statement, target.index_name, vectors.name))
     return indexes
 
 
 def index_statements(db: Database, target: VectorTarget, queries: FillQueries) -> list[sql.Composable]:
-    return [*db.dialect.index_build_settings(), *(s for s, _ in named_indexes(db, target, queries))]
+    return [*db.dialect.index_build_settings(), *(s for s, _, _ in named_indexes(db, target, queries))]
 
 
 # Memory for an HNSW build when the graph's size is not known, and the most "auto" asks for (an
@@ -317,6 +457,9 @@ class IndexProgress:
 
 
 def rows_with_vectors(db: Database, target: VectorTarget) -> int:
+    """The vectors the index will hold: rows with one, or a chunked column's chunks."""
+    if target.chunks:
+        return db.fetchone(sql.SQL("SELECT count(*) FROM {}").format(target.index_table.ident))[0]
     return db.fetchone(
         sql.SQL("SELECT count(*) FROM {} WHERE {} IS NOT NULL").format(
             target.table.ident, sql.Identifier(target.vector_column)
@@ -383,8 +526,8 @@ def create_indexes(
         conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
         for statement in settings:
             conn.execute(statement)
-        for statement, name in named:
-            if index_exists(conn, target.table.schema, target.table.name, name):
+        for statement, name, table_name in named:
+            if index_exists(conn, target.table.schema, table_name, name):
                 continue
             try:
                 if on_index is None:
@@ -395,7 +538,7 @@ def create_indexes(
             except psycopg.errors.UniqueViolation:
                 # Another encoder on this table created the same index a moment before us: its
                 # catalog row won the race (it has committed by the time this error is raised).
-                if not index_exists(conn, target.table.schema, target.table.name, name):
+                if not index_exists(conn, target.table.schema, table_name, name):
                     raise
 
     try:
@@ -404,9 +547,11 @@ def create_indexes(
         raise DatabaseError(f"{exc} (while creating the indexes of {target.display})") from None
     # IF NOT EXISTS succeeds quietly when the name belongs to another table's index: never claim
     # an index this table does not have.
-    for _, name in named:
-        if not db.index_exists(target.table, name):
-            raise DatabaseError(f"index {name} was not created on {target.table.display}: the name is taken")
+    for _, name, table_name in named:
+        if not db.run(lambda conn, n=name, t=table_name: index_exists(conn, target.table.schema, t, n)):
+            raise DatabaseError(
+                f"index {name} was not created on {target.table.schema}.{table_name}: the name is taken"
+            )
     outgrown = [n for n in notices if "no longer fits" in n]
     if outgrown and memory:
         rows_fitted = outgrown[0]
@@ -462,6 +607,9 @@ def encode(
     reencode: bool = False,
     fulltext: bool = False,
     language: str | None = None,
+    chunk: bool = False,
+    chunk_tokens: int | None = None,
+    chunk_overlap: int | None = None,
     shard: tuple[int, int] | None = None,
     batch_size: int | None = None,
     limit: int | None = None,
@@ -485,6 +633,9 @@ def encode(
     not make, keeping its vectors; ``reencode`` clears every vector of the column first.
     ``fulltext`` also adds a generated tsvector of the text (``language``: its text search
     configuration, default english) and its index, for hybrid search.
+    ``chunk`` splits each row's text into chunks of at most ``chunk_tokens`` tokens of the model
+    (``chunk_overlap`` shared with the next), one vector each, in a table beside this one; search
+    then ranks rows by their nearest chunk.
     ``shard=(i, n)`` encodes shard i of n (1-based). ``follow`` keeps polling for pending rows
     until ``stop`` is set or nothing was written for ``max_idle`` seconds;
     ``on_round(written, result)`` is called after every poll that wrote rows. Setting ``stop``
@@ -518,8 +669,12 @@ def encode(
         reencode=reencode,
         fulltext=fulltext,
         language=language,
+        chunk=chunk,
+        chunk_tokens=chunk_tokens,
+        chunk_overlap=chunk_overlap,
+        dry_run=dry_run,
     )
-    queries = FillQueries(target, db.dialect, shard)
+    queries = FillQueries(target, db.dialect, shard, cut=model_cut(encoder))
     page_size = batch_size or db.dialect.default_batch_size
     result = EncodeResult(target)
     has_index = target.column_exists and indexes_exist(db, target)
@@ -527,10 +682,14 @@ def encode(
     if dry_run:
         statements = [*db.dialect.setup_statements(), *column_statements(db, target)]
         if target.reencode:
-            statements.append(clear_vectors(target))
+            statements += clear_vectors(target)
         if target.track_changes:
             statements += tracking.install_statements(db, target)
+        if queries.chunk_table is not None:
+            statements.append(queries.delete_stale)
         statements += [queries.first_page, queries.next_page, queries.write]
+        if queries.chunk_table is not None:
+            statements += [queries.delete_chunks, queries.insert_chunks]
         if not has_index:
             statements += index_statements(db, target, queries)
         result.statements = [db.as_string(s) for s in statements]
@@ -542,9 +701,11 @@ def encode(
     result.column_created = not target.column_exists
     result.fulltext_added = bool(target.fulltext) and target.fulltext["column"] not in target.table.columns
     if target.reencode:
-        result.cleared = db.command(clear_vectors(target), retry=True)
+        result.cleared = run_in_transaction(db, clear_vectors(target))[0]
     if target.track_changes:
         result.tracking_installed = tracking.install(db, target)
+    if queries.chunk_table is not None:
+        result.stale_chunks = db.command(queries.delete_stale, retry=True)
 
     if index == "now" and not has_index:
         build_indexes_when_done(db, target, queries, result, None, on_index, index_memory)
@@ -552,7 +713,8 @@ def encode(
     result.pending_before = db.fetchone(queries.count)[0]
     result.blank = db.fetchone(queries.blank)[0]
     total = result.pending_before if limit is None else min(limit, result.pending_before)
-    fill = Fill(db, target, encoder, queries, result, skip_failures=on_error == "skip", stop=stop)
+    splitter = chunk_splitter(encoder, target) if target.chunks else None
+    fill = Fill(db, target, encoder, queries, result, skip_failures=on_error == "skip", stop=stop, splitter=splitter)
     started = time.monotonic()
     try:
         fill.run(page_size, limit, total, progress)
@@ -570,16 +732,39 @@ def encode(
     return result
 
 
+def chunk_splitter(encoder, target: VectorTarget) -> chunks.Splitter:
+    counting = chunks.counting_for(encoder)
+    record = target.chunks
+    return chunks.Splitter(counting.count, record["tokens"], record["overlap"], counting.max_token_chars)
+
+
+def run_in_transaction(db: Database, statements: list[sql.Composable]) -> list[int]:
+    """Statements in one transaction, retried whole: each one's row count."""
+
+    def run(conn):
+        with conn.transaction():
+            return [conn.execute(statement).rowcount for statement in statements]
+
+    return db.run(run)
+
+
 def indexes_exist(db: Database, target: VectorTarget) -> bool:
-    names = [target.pending_index_name] + ([target.index_name] if target.index_type else [])
-    names += [target.fulltext["index"]] if target.fulltext else []
-    return all(db.index_exists(target.table, name) for name in names)
+    names = [(target.pending_index_name, target.table)]
+    names += [(target.index_name, target.index_table)] if target.index_type else []
+    names += [(target.fulltext["index"], target.table)] if target.fulltext else []
+    return all(db.index_exists(table, name) for name, table in names)
 
 
-def clear_vectors(target: VectorTarget) -> sql.Composed:
-    return sql.SQL("UPDATE {} SET {} = NULL WHERE {} IS NOT NULL").format(
-        target.table.ident, sql.Identifier(target.vector_column), sql.Identifier(target.vector_column)
-    )
+def clear_vectors(target: VectorTarget) -> list[sql.Composed]:
+    """--reencode: every vector of the column to NULL, and a chunked column's chunks gone."""
+    statements = [
+        sql.SQL("UPDATE {} SET {} = NULL WHERE {} IS NOT NULL").format(
+            target.table.ident, sql.Identifier(target.vector_column), sql.Identifier(target.vector_column)
+        )
+    ]
+    if target.chunks:
+        statements.append(sql.SQL("DELETE FROM {}").format(target.index_table.ident))
+    return statements
 
 
 def build_indexes_when_done(
@@ -603,6 +788,8 @@ def build_indexes_when_done(
 
 # Polling backoff of --follow: quick after activity, at most POLL_MAX seconds apart when idle.
 POLL_MIN, POLL_MAX = 0.2, 2.0
+# --follow on a chunked column: how often the chunks of deleted rows are removed.
+SWEEP_SECONDS = 60.0
 
 
 def keep_following(db, fill, queries, page_size, max_idle, stop, on_round, started) -> None:
@@ -611,9 +798,13 @@ def keep_following(db, fill, queries, page_size, max_idle, stop, on_round, start
     activity: the poll backs off."""
     stop = stop or threading.Event()
     result = fill.result
-    idle_since = time.monotonic()
+    idle_since = swept = time.monotonic()
     wait = POLL_MIN
     while not stop.is_set():
+        if queries.chunk_table is not None and time.monotonic() - swept >= SWEEP_SECONDS:
+            # Chunks of rows deleted (or re-queued) meanwhile: hidden from search, and removed.
+            result.stale_chunks += db.command(queries.delete_stale, retry=True)
+            swept = time.monotonic()
         before = result.written
         pending = db.fetchone(queries.count)[0]
         if pending:
@@ -634,7 +825,15 @@ class Fill:
     """One run of the encode loop: read ahead, encode, write behind."""
 
     def __init__(
-        self, db: Database, target: VectorTarget, encoder, queries: FillQueries, result, skip_failures=False, stop=None
+        self,
+        db: Database,
+        target: VectorTarget,
+        encoder,
+        queries: FillQueries,
+        result,
+        skip_failures=False,
+        stop=None,
+        splitter=None,
     ):
         self.db = db
         self.stop = stop
@@ -643,7 +842,9 @@ class Fill:
         self.queries = queries
         self.result = result
         self.skip_failures = skip_failures
+        self.splitter = splitter  # chunks.Splitter for a chunked column
         self.count_truncated = getattr(encoder, "count_truncated", None)
+        self.max_length = getattr(encoder, "max_length", None)
         # Rows the encoder refused, by key, with the text it refused: not sent again (--follow
         # polls) until their text changes.
         self.refused: dict[tuple, str] = {}
@@ -670,12 +871,12 @@ class Fill:
         try:
             while (rows := next_page.result()) and not (self.stop and self.stop.is_set()):
                 next_page = reads.submit(reader.next_page)  # read ahead while the model works
-                rows, vectors = self.encode(rows)
+                rows, payload = self.encode(rows)
                 if last_write is not None:
                     self.account(last_write.result(), last_rows)
                     last_write = None
                 if rows:
-                    last_write = writes.submit(write_page, writer_db, self.queries, self.db.dialect, rows, vectors)
+                    last_write = writes.submit(self.write, writer_db, rows, payload)
                     last_rows = len(rows)
             if last_write is not None:
                 self.account(last_write.result(), last_rows)
@@ -691,29 +892,121 @@ class Fill:
         finally:
             next_page.cancel()
 
-    def encode(self, rows: list[tuple]) -> tuple[list[tuple], np.ndarray]:
-        """The rows the encoder managed, with their vectors."""
+    def write(self, db: Database, rows: list[tuple], payload) -> int:
+        if self.splitter is None:
+            return write_page(db, self.queries, self.db.dialect, rows, payload)
+        vectors, page = payload
+        return write_chunked_page(db, self.queries, self.db.dialect, rows, vectors, page)
+
+    def texts(self, rows: list[tuple]) -> list[list[str | None]]:
+        """Each row's source texts as the model reads them: a prefix cut short where the whole
+        text would be read past it (so few words in so many characters that the model might read
+        beyond the cut: then the whole text, read again)."""
         nkeys = len(self.queries.keys)
-        texts = [document_text(self.target, row[nkeys:]) for row in rows]
+        parts = [list(row[nkeys:]) for row in rows]
+        cut = self.queries.cut
+        if cut is None or not self.max_length:
+            return parts
+        for i, row_parts in enumerate(parts):
+            if may_read_past_cut(row_parts, cut, self.max_length):
+                whole = self.db.fetchone(self.queries.by_key, rows[i][:nkeys])
+                if whole is not None:
+                    parts[i] = list(whole)
+        return parts
+
+    def model_text(self, parts) -> str:
+        """What the model reads of a row whose whole text is at hand (a chunked fill): the same
+        text a plain fill gives it, cut where the model stops reading."""
+        cut = model_cut(self.encoder)
+        if cut is not None and not may_read_past_cut(parts, cut, self.max_length):
+            parts = [None if p is None else p[:cut] for p in parts]
+        return document_text(self.target, parts)
+
+    def encode(self, rows: list[tuple]) -> tuple[list[tuple], object]:
+        """The rows the encoder managed, with what their write needs (vectors; with chunks too)."""
+        nkeys = len(self.queries.keys)
+        parts = self.texts(rows)
+        if self.splitter is None:
+            texts = [document_text(self.target, p) for p in parts]
+        else:
+            texts = [self.model_text(p) for p in parts]
         if self.refused:
             fresh = [i for i, row in enumerate(rows) if self.refused.get(row[:nkeys]) != texts[i]]
             self.report(len(rows) - len(fresh))
-            rows, texts = [rows[i] for i in fresh], [texts[i] for i in fresh]
+            rows, texts, parts = [rows[i] for i in fresh], [texts[i] for i in fresh], [parts[i] for i in fresh]
+        if self.splitter is not None:
+            return self.encode_chunked(rows, parts, texts)
         if self.count_truncated is not None:
             self.result.truncated += self.count_truncated(texts)
-        try:
-            vectors, failed, error = encode_page(self.encoder, self.target, texts, self.report, self.skip_failures)
-        except ChunkFailed as exc:
-            keys = [rows[i][:nkeys] for i in exc.indices]
-            raise EncoderError(f"{exc.error} (rows {describe_keys(self.target, keys)})") from None
+        vectors, failed = self.encode_texts(rows, texts, list(range(len(texts))), self.report)
         if not failed:
             return rows, vectors
+        keep = self.forget(rows, texts, failed)
+        return [rows[i] for i in keep], vectors[keep]
+
+    def encode_chunked(self, rows, parts, texts) -> tuple[list[tuple], object]:
+        """Split each row's text, encode its chunks and its own (model-truncated) text; a row one
+        of whose texts the encoder refuses is left pending whole."""
+        prefix = self.target.prefix
+        page = PageChunks([], [], [], [], np.zeros((0, self.target.dimension), np.float32))
+        inputs: list[str] = []
+        owner_of_input: list[int] = []
+        row_input: list[int] = []  # where each row's own text is among the inputs
+        chunk_input: list[int] = []
+        for i, row_parts in enumerate(parts):
+            document = joined_text(row_parts)
+            spans = self.splitter.spans(document)
+            self.result.chunks += len(spans)
+            # A text that is one chunk is encoded once, for the row and its chunk.
+            whole = len(spans) == 1 and prefix + document[spans[0][0] : spans[0][1]] == texts[i]
+            if not whole:
+                row_input.append(len(inputs))
+                inputs.append(texts[i])
+                owner_of_input.append(i)
+            for number, (start, end) in enumerate(spans):
+                if whole:
+                    row_input.append(len(inputs))
+                chunk_input.append(len(inputs))
+                inputs.append(prefix + document[start:end])
+                owner_of_input.append(i)
+                page.owners.append(i)
+                page.numbers.append(number)
+                page.starts.append(start)
+                page.ends.append(end)
+        vectors, failed = self.encode_texts(rows, inputs, owner_of_input, None)
+        self.report(len(rows))
+        failed_rows = sorted({owner_of_input[i] for i in failed})
+        keep = self.forget(rows, texts, failed_rows) if failed_rows else list(range(len(rows)))
+        renumber = {old: new for new, old in enumerate(keep)}
+        chosen = [c for c, owner in enumerate(page.owners) if owner in renumber]
+        page = PageChunks(
+            owners=[renumber[page.owners[c]] for c in chosen],
+            numbers=[page.numbers[c] for c in chosen],
+            starts=[page.starts[c] for c in chosen],
+            ends=[page.ends[c] for c in chosen],
+            vectors=vectors[[chunk_input[c] for c in chosen]],
+        )
+        return [rows[i] for i in keep], (vectors[[row_input[i] for i in keep]], page)
+
+    def encode_texts(self, rows, texts: list[str], owner: list[int], on_chunk) -> tuple[np.ndarray, list[int]]:
+        """Vectors of texts; the indices of those the encoder refused (with --on-error skip)."""
+        nkeys = len(self.queries.keys)
+        try:
+            vectors, failed, error = encode_page(self.encoder, self.target, texts, on_chunk, self.skip_failures)
+        except ChunkFailed as exc:
+            keys = list(dict.fromkeys(rows[owner[i]][:nkeys] for i in exc.indices))
+            raise EncoderError(f"{exc.error} (rows {describe_keys(self.target, keys)})") from None
+        if failed:
+            self.result.failure = self.result.failure or str(error)
+        return vectors, failed
+
+    def forget(self, rows, texts, failed: list[int]) -> list[int]:
+        """Count the rows the encoder refused, remember them, and return the others' indices."""
+        nkeys = len(self.queries.keys)
         self.result.failed += len(failed)
-        self.result.failure = self.result.failure or str(error)
         self.result.failed_keys += [rows[i][:nkeys] for i in failed][: 10 - len(self.result.failed_keys)]
         self.refused.update((rows[i][:nkeys], texts[i]) for i in failed)
-        keep = sorted(set(range(len(rows))) - set(failed))
-        return [rows[i] for i in keep], vectors[keep]
+        return sorted(set(range(len(rows))) - set(failed))
 
     def report(self, encoded: int) -> None:
         self.encoded += encoded
@@ -723,6 +1016,40 @@ class Fill:
     def account(self, written: int, rows: int) -> None:
         self.result.written += written
         self.result.skipped += rows - written
+
+
+def joined_text(parts) -> str:
+    """A row's text without the encoder's prefix: the source texts that hold any, joined by a
+    space. Chunks' starts and ends count characters of it."""
+    return " ".join(part for part in parts if not is_blank(part))
+
+
+# A source is read as its first CUT_CHARS_PER_TOKEN characters for every token the model reads:
+# more than any tokenizer's longest token, so the cut never changes what the model sees (see
+# may_read_past_cut for the text where it could).
+CUT_CHARS_PER_TOKEN = 16
+
+
+def model_cut(encoder) -> int | None:
+    """How many characters of a source the fill reads for the model (None: all of it)."""
+    max_length = getattr(encoder, "max_length", None)
+    return max_length * CUT_CHARS_PER_TOKEN if max_length else None
+
+
+def may_read_past_cut(parts: list[str | None], cut: int, max_length: int) -> bool:
+    """Whether the model might read past the cut of a source: a cut text with fewer words before
+    it than the model reads tokens (every word is a token at least, and the words before a cut
+    tokenize as in the whole text)."""
+    words = 0
+    for part in parts:
+        if part is None:
+            continue
+        if len(part) >= cut:
+            return words + len(part.split(None, max_length)) <= max_length
+        words += len(part.split(None, max_length))
+        if words > max_length:
+            return False
+    return False
 
 
 def describe_keys(target: VectorTarget, keys: list[tuple], most: int = 5) -> str:

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 from psycopg import sql
 
+from .chunks import chunk_table_of
 from .db import Database
-from .dialects import BEAM_SIZE_RANGE, OVERFETCH, SearchSpec, vector_literal
+from .dialects import BEAM_SIZE_RANGE, CHUNK_FANOUT, OVERFETCH, SearchSpec, vector_literal
 from .errors import BadInput, DatabaseError, DimensionMismatch, EncoderError
 from .filters import BadFilter, compile_filter, parse_filter
 from .target import SearchTarget, load_encoder, resolve_for_search
@@ -29,6 +30,8 @@ class SearchResult:
     notice: str | None = None  # when the vector index did not serve the search, and why
     score_key: str | None = None  # hybrid: the fused score
     rank_keys: tuple[str, str] | None = None  # hybrid: each leg's rank (None where it missed the row)
+    # A chunked column: the names of the best chunk's number, start, end and text in each row.
+    chunk_keys: tuple[str, str, str, str] | None = None
 
 
 def output_columns(target: SearchTarget, show: list[str] | None) -> list[str]:
@@ -77,14 +80,29 @@ def search_spec(
         ef_search=ef_search,
         beam_size=beam_size,
         distance_name=distance_name(target.table),
+        **chunk_options(target.table, meta),
     )
     if where:
         doc = parse_filter(where) if isinstance(where, str) else where
         if doc:
             spec.filter, spec.filter_params = compile_filter(doc, target.table, alias="t")
             spec.filter_on_prefix = pins_prefix_columns(doc, meta.get("prefix_columns") or [])
+            if spec.chunks is not None and spec.filter_on_prefix:
+                # The chunk table carries the prefix columns: the index's own filter.
+                spec.chunk_filter, spec.chunk_filter_params = compile_filter(doc, spec.chunks.as_table(), alias="c")
     spec.mode = "exact" if exact else db.dialect.search_mode(spec)
     return spec
+
+
+def chunk_options(table, meta: dict) -> dict:
+    """SearchSpec's fields for a chunked column (none for another): its chunk table and the
+    output names of the best chunk's number, start and end."""
+    if not meta.get("chunks"):
+        return {}
+    return {
+        "chunks": chunk_table_of(table, meta["chunks"]),
+        "chunk_names": tuple(distance_name(table, n) for n in ("chunk", "chunk_start", "chunk_end")),
+    }
 
 
 def pins_prefix_columns(doc: dict, prefix: list[str]) -> bool:
@@ -212,6 +230,9 @@ def prepare(
         raise BadInput("give either a query text or --query-vector")
     if text is None and query_vector is None and not probe:
         raise BadInput("give either a query text or --query-vector")
+    if text is not None and not text.strip():
+        # Blank text has no words and no meaning: ranking by it returns arbitrary rows.
+        raise BadInput("the query text is empty (or only white space): give the words to search for")
     if isinstance(query_vector, str):
         query_vector = parse_query_vector(query_vector)
     elif query_vector is not None:
@@ -307,11 +328,14 @@ def run_hybrid(db, target, spec, vector, text, *, fusion_k, weights, candidates=
     # The vector leg's settings (ef_search) are those of a search for all its candidates.
     rows = run_ranked(db, replace(spec, k=candidates), query, params)
     columns = [*spec.columns, names["score"], names["dense_rank"], names["text_rank"], names["distance"]]
+    columns += spec.chunk_names if spec.chunks is not None else []
+    result_rows, chunk_keys = with_chunk_text(target, spec, [dict(zip(columns, row, strict=True)) for row in rows])
     return SearchResult(
         target=target,
         key_columns=list(target.table.primary_key),
         text_columns=target.sources,
-        rows=[dict(zip(columns, row, strict=True)) for row in rows],
+        chunk_keys=chunk_keys,
+        rows=result_rows,
         extra_columns=[n for n in spec.columns if n not in (*target.table.primary_key, *target.sources)],
         mode="hybrid",
         distance_key=names["distance"],
@@ -339,7 +363,7 @@ def explain(db: Database, text: str | None = None, **options) -> Explained:
     uses = db.dialect.plan_uses_index(plan, index)
     if uses:
         verdict = f"the vector index {index} serves this search"
-    elif not db.index_exists(target.table, index):
+    elif not db.index_exists(target.index_table, index):
         verdict = f"NOT served by a vector index: {target.display} has none (yet)"
     else:
         verdict = f"NOT served by the vector index {index}: the plan ranks the rows without it"
@@ -365,29 +389,69 @@ def run_search(db: Database, target: SearchTarget, spec: SearchSpec, vector: np.
         rows = ranked_rows(db, spec, literal)
         if len(rows) > 0:
             notice = f"the vector index gave fewer than {spec.k} rows; every matching row was ranked exactly"
-    if asked != "exact" and not db.index_exists(target.table, target.index_name):
+    if asked != "exact" and not db.index_exists(target.index_table, target.index_name):
         notice = f"{target.display} has no vector index (yet): every row was ranked exactly"
     elif asked == "overfetch":
         notice = (
             f"the filter does not pin the vector index's prefix columns: it was applied to the "
             f"{spec.k * OVERFETCH} nearest rows the index gave"
         )
-    names = [*spec.columns, spec.distance_name]
+    names = [*spec.columns, spec.distance_name, *(spec.chunk_names if spec.chunks is not None else ())]
+    result_rows, chunk_keys = with_chunk_text(target, spec, [dict(zip(names, row, strict=True)) for row in rows])
     return SearchResult(
         target=target,
         key_columns=list(target.table.primary_key),
         text_columns=target.sources,
-        rows=[dict(zip(names, row, strict=True)) for row in rows],
-        extra_columns=[n for n in names[:-1] if n not in (*target.table.primary_key, *target.sources)],
+        rows=result_rows,
+        extra_columns=[n for n in spec.columns if n not in (*target.table.primary_key, *target.sources)],
         mode=spec.mode,
         distance_key=spec.distance_name,
         notice=notice,
+        chunk_keys=chunk_keys,
     )
 
 
+def with_chunk_text(target: SearchTarget, spec: SearchSpec, rows: list[dict]) -> tuple[list[dict], tuple | None]:
+    """A chunked column's rows with the text of their best chunk (cut from the row's text, the
+    sources joined as the fill joined them), and the names of the chunk's fields."""
+    if spec.chunks is None:
+        return rows, None
+    from .pipeline import joined_text
+
+    number, start, end = spec.chunk_names
+    text = distance_name(target.table, "chunk_text")
+    sources = target.sources
+    for row in rows:
+        found = row.get(start) is not None
+        row[text] = joined_text([row[c] for c in sources])[row[start] : row[end]] if found else None
+    return rows, (number, start, end, text)
+
+
+# A chunked column: the most nearest chunks asked of the index before every row is ranked
+# exactly (pgvector's HNSW returns at most hnsw.ef_search rows, and it takes 1,000 at most).
+MAX_CHUNK_CANDIDATES = 1000
+
+
 def ranked_rows(db: Database, spec: SearchSpec, literal: str) -> list[tuple]:
+    if spec.chunks is not None and spec.mode != "exact":
+        return ranked_chunked_rows(db, spec, literal)
     query, params = db.dialect.search_statement(spec, literal)
     return run_ranked(db, spec, query, params)
+
+
+def ranked_chunked_rows(db: Database, spec: SearchSpec, literal: str) -> list[tuple]:
+    """Rows by their nearest chunk through the index: more chunks asked for while they hold
+    fewer than k distinct (matching) rows, up to MAX_CHUNK_CANDIDATES; the caller ranks exactly
+    when even those fall short."""
+    candidates = min(MAX_CHUNK_CANDIDATES, max(spec.k * CHUNK_FANOUT, 100))
+    while True:
+        asked = replace(spec, candidates=candidates)
+        query, params = db.dialect.search_statement(asked, literal)
+        # The index's settings (ef_search) are those of a search for all the candidates.
+        rows = run_ranked(db, replace(asked, k=max(spec.k, candidates)), query, params)
+        if len(rows) >= spec.k or candidates >= MAX_CHUNK_CANDIDATES:
+            return rows
+        candidates = min(MAX_CHUNK_CANDIDATES, candidates * 4)
 
 
 def run_ranked(db: Database, spec: SearchSpec, query, params) -> list[tuple]:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from dataclasses import dataclass
 
 import modules
 
-from . import names
+from . import chunks, names
+from .chunks import chunk_table_of
 from .db import METADATA_KEY, Column, Database, Table
 from .errors import (
     AmbiguousVectorColumn,
@@ -26,6 +28,7 @@ from .errors import (
 )
 
 METADATA_VERSION = 1
+log = logging.getLogger("vectorize")
 
 
 def load_encoder(name: str, *, backend: str | None = None, dimension: int | None = None):
@@ -64,6 +67,8 @@ def encoder_dimension(encoder, name: str) -> int:
     """The encoder's dimension; for families this may load the model or ask the endpoint."""
     try:
         return int(encoder.dimension)
+    except LookupError as exc:  # the encoder says the model is nowhere to be had, in its own words
+        raise UnknownModel(f"cannot load model {name!r}: {first_line(exc)}") from None
     except Exception as exc:  # noqa: BLE001 - loaders fail with OSError, HTTP errors, ...
         raise UnknownModel(f"cannot load model {name!r}: {type(exc).__name__}: {first_line(exc)}") from None
 
@@ -109,6 +114,7 @@ class VectorTarget:
     watched: tuple[str, ...] = ()  # the columns whose change re-queues a row (--track-changes)
     reencode: bool = False  # clear every vector first
     fulltext: dict | None = None  # {"column", "index", "language"}: the tsvector for hybrid search
+    chunks: dict | None = None  # encode --chunk: the chunk table's record (see chunks.py)
 
     def __post_init__(self):
         # Targets built without chosen names (library callers) get the names earlier versions used.
@@ -122,6 +128,11 @@ class VectorTarget:
     @property
     def display(self) -> str:
         return f"{self.table.display}.{self.vector_column}"
+
+    @property
+    def index_table(self) -> Table:
+        """The table the vector index is on: this one, or a chunked column's chunk table."""
+        return chunk_table_of(self.table, self.chunks).as_table() if self.chunks else self.table
 
     @property
     def source_attnums(self) -> list[int]:
@@ -156,6 +167,8 @@ class VectorTarget:
             record["prefix_columns"] = list(self.prefix_columns)
         if self.fulltext:
             record["fulltext"] = dict(self.fulltext)
+        if self.chunks:
+            record["chunks"] = dict(self.chunks)
         if self.model == "external":
             record["external"] = True
             if self.label:
@@ -182,6 +195,10 @@ def resolve_for_encode(
     reencode: bool = False,
     fulltext: bool = False,
     language: str | None = None,
+    chunk: bool = False,
+    chunk_tokens: int | None = None,
+    chunk_overlap: int | None = None,
+    dry_run: bool = False,
 ) -> tuple[VectorTarget, object]:
     """Validate an encode request; returns the target and its encoder. Changes nothing."""
     sources = (column,) if isinstance(column, str) else tuple(column)
@@ -191,6 +208,8 @@ def resolve_for_encode(
         raise BadInput(f"--column repeats a column: {', '.join(sources)}")
     if adopt and reencode:
         raise BadInput("--adopt keeps the column's vectors and --reencode replaces them: choose one")
+    # A model that does not exist is named first: advice about the column would not help.
+    load_encoder(model, backend=backend)
     info = db.find_table(table, schema)
     for name in sources:
         check_text_column(info, name)
@@ -217,6 +236,8 @@ def resolve_for_encode(
         if name not in info.columns or info.columns[name].is_vector:
             raise BadInput(f"--prefix-column {name!r} is not a (non-vector) column of {info.display}")
     encoder = load_encoder(model, backend=backend, dimension=dimension)
+    if dry_run and callable(getattr(encoder, "peek", None)):
+        encoder.peek()  # a dry run needs the dimension and metric, not the model: its files tell
     dimension = encoder_dimension(encoder, model)
     if existing is not None:
         check_vector_column(existing, info.display, dimension, f"model {model!r} makes")
@@ -225,6 +246,12 @@ def resolve_for_encode(
     metric = metric or encoder.metric
     db.dialect.check_metric(metric)
     index_name, pending_index_name = index_names(db, info, vector_column, meta)
+    chunk_record = resolve_chunks(
+        db, info, vector_column, meta, encoder, prefix or "", tuple(prefix_columns),
+        wanted=chunk, tokens=chunk_tokens, overlap=chunk_overlap, reencode=reencode, dry_run=dry_run,
+    )  # fmt: skip
+    if chunk_record:
+        index_name = chunk_record["index"]
     target = VectorTarget(
         table=info,
         sources=sources,
@@ -244,8 +271,63 @@ def resolve_for_encode(
         watched=watched_columns(info, sources),
         reencode=reencode,
         fulltext=resolve_fulltext(db, info, sources, meta, fulltext, language),
+        chunks=chunk_record,
     )
     return target, encoder
+
+
+def resolve_chunks(
+    db,
+    info: Table,
+    vector_column: str,
+    meta,
+    encoder,
+    prefix: str,
+    prefix_columns,
+    *,
+    wanted,
+    tokens,
+    overlap,
+    reencode,
+    dry_run,
+) -> dict | None:
+    """The chunk record of the column: as recorded (sizes given again must agree), or a new one
+    when --chunk asks (--reencode may change the sizes); checked, not made."""
+    recorded = (meta or {}).get("chunks")
+    where = f"{info.display}.{vector_column}"
+    if not (wanted or recorded):
+        if tokens is not None or overlap is not None:
+            raise BadInput("--chunk-tokens and --chunk-overlap go with --chunk")
+        return None
+    if meta is not None and not reencode:
+        if not recorded:
+            raise ModelMismatch(
+                f"{where} holds one vector a row, without chunks; --reencode --chunk splits every row, "
+                "or choose another --vector-column"
+            )
+        for given, key, flag in ((tokens, "tokens", "--chunk-tokens"), (overlap, "overlap", "--chunk-overlap")):
+            if given is not None and given != recorded[key]:
+                raise ModelMismatch(
+                    f"{where} is split with {flag} {recorded[key]}, not {given}; --reencode splits it again"
+                )
+        return recorded
+    if dry_run:
+        # The sizes need the model's tokenizer, which a dry run does not load.
+        tokens = tokens or chunks.DEFAULT_CHUNK_TOKENS
+        overlap = overlap or chunks.DEFAULT_OVERLAP
+        how = "tokenizer"
+    else:
+        counting = chunks.counting_for(encoder)
+        tokens, overlap = chunks.chunk_sizes(counting, tokens, overlap, prefix)
+        how = counting.how
+        if how == "characters":
+            log.info(
+                "%s has no tokenizer here: chunks are measured at %d characters a token",
+                getattr(encoder, "name", "the model"), chunks.CHARS_PER_TOKEN,
+            )  # fmt: skip
+    if recorded:
+        return {**recorded, "tokens": tokens, "overlap": overlap, "counting": how}
+    return chunks.new_record(db, info, vector_column, tokens, overlap, how, prefix_columns)
 
 
 def resolve_fulltext(db: Database, info: Table, sources, meta: dict | None, wanted: bool, language: str | None):
@@ -454,6 +536,12 @@ class SearchTarget:
     @property
     def index_name(self) -> str:
         return recorded_index_names(self.table, self.vector_column, self.metadata)[0]
+
+    @property
+    def index_table(self) -> Table:
+        """The table the vector index is on: this one, or a chunked column's chunk table."""
+        chunked = self.metadata.get("chunks")
+        return chunk_table_of(self.table, chunked).as_table() if chunked else self.table
 
     @property
     def sources(self) -> list[str]:

@@ -1,0 +1,258 @@
+"""Long documents: each row's text split into chunks the model reads whole, one vector a chunk.
+
+The chunks live in a table beside the user's: the row's key columns (same names and types), the
+prefix columns of the index (CockroachDB), the chunk's number, its start and end in the row's text
+(the source columns joined by a space, as the model reads them) and its vector; primary key (key...,
+chunk number). The shadow column of the user's table still holds the row's own vector (what a
+plain encode stores) and says whether the row is done: a row whose vector is NULL is pending, and
+its chunks are never returned by search. A row's chunks are replaced in the transaction that sets
+its vector, and only if its text is still the text that was split.
+
+Texts are split with semchunk (paragraphs, then sentences, then words) and measured in the
+encoder's own tokenizer, so a chunk is never longer than the model reads.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from psycopg import sql
+
+from . import names
+from .db import Column, Table
+from .errors import BadInput
+
+# The chunk size and overlap, in the encoder's tokens, when --chunk-tokens / --chunk-overlap are
+# not given: chosen on half of NFCorpus's queries and a long-document set (docs/benchmarks.md).
+DEFAULT_CHUNK_TOKENS = 128
+DEFAULT_OVERLAP = 0
+# Encoders without a tokenizer here (openai:) are measured in characters: about 4 a token, as
+# OpenAI documents for English text.
+CHARS_PER_TOKEN = 4
+# Text read per page of a chunked fill, in bytes: pages are bounded by what they hold, not by rows.
+PAGE_BYTES = 1 << 20
+# Token counts remembered while one text is split (semchunk asks for the same pieces again).
+COUNT_CACHE = 4096
+
+
+@dataclass(frozen=True)
+class ChunkTable:
+    """The chunk table of a vector column: its name, its columns and its vector index."""
+
+    schema: str
+    name: str
+    index: str
+    keys: tuple[str, ...]
+    key_types: tuple[str, ...]
+    prefix_columns: tuple[str, ...]
+    prefix_types: tuple[str, ...]
+    chunk: str  # the chunk's number within its row, from 0
+    start: str  # where it starts in the row's text (characters)
+    end: str  # where it ends (the character after its last)
+    vector: str
+
+    @property
+    def ident(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.name)
+
+    @property
+    def display(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    def as_table(self) -> Table:
+        """The chunk table as a Table (for index checks and filters on its prefix columns)."""
+        columns = {}
+        for number, (name, type_sql) in enumerate(
+            zip((*self.keys, *self.prefix_columns), (*self.key_types, *self.prefix_types), strict=True), 1
+        ):
+            columns[name] = Column(name, number, "", type_sql, -1, None)
+        return Table(self.schema, self.name, 0, columns, self.keys)
+
+
+def column_names(taken: set[str]) -> dict[str, str]:
+    """The chunk table's own columns, named so that none meets a key or prefix column."""
+    chosen = {}
+    for role, name in (("chunk", "chunk"), ("start", "chunk_start"), ("end", "chunk_end"), ("vector", "chunk_vector")):
+        while name in taken:
+            name = f"vectorize_{name}"
+        chosen[role] = name
+        taken = taken | {name}
+    return chosen
+
+
+def chunk_table_of(table: Table, record: dict) -> ChunkTable:
+    """The chunk table a column's metadata record ('chunks') describes."""
+    prefix = tuple(record.get("prefix_columns") or ())
+    columns = record["columns"]
+    return ChunkTable(
+        schema=table.schema,
+        name=record["table"],
+        index=record["index"],
+        keys=tuple(table.primary_key),
+        key_types=tuple(table.columns[k].type_sql for k in table.primary_key),
+        prefix_columns=prefix,
+        prefix_types=tuple(table.columns[c].type_sql for c in prefix),
+        chunk=columns["chunk"],
+        start=columns["start"],
+        end=columns["end"],
+        vector=columns["vector"],
+    )
+
+
+def new_record(db, table: Table, vector_column: str, tokens: int, overlap: int, counting: str, prefix) -> dict:
+    """The 'chunks' record of a column chunked for the first time: a free table name in the schema
+    (never one another table has), its index name, the chunk columns, the sizes."""
+    name = names.fit_identifier(f"{table.name}_{vector_column}", "_chunks")
+    if db.relation_owner(table.schema, name) is not None:
+        name = names.fit_identifier(f"{table.name}_{vector_column}", "_chunks", salt=f"{table.schema}.{table.name}")
+    index = names.fit_identifier(name, "_idx")
+    if db.relation_owner(table.schema, index) is not None:
+        index = names.fit_identifier(name, "_idx", salt=f"{table.schema}.{table.name}")
+    return {
+        "table": name,
+        "index": index,
+        "tokens": tokens,
+        "overlap": overlap,
+        "counting": counting,
+        "columns": column_names({*table.primary_key, *prefix}),
+        **({"prefix_columns": list(prefix)} if prefix else {}),
+    }
+
+
+# -- splitting ------------------------------------------------------------------------------
+
+
+class Splitter:
+    """Splits a text into (start, end) spans the model reads whole, at natural boundaries."""
+
+    def __init__(self, count, tokens: int, overlap: int, max_token_chars: int | None = None):
+        import semchunk
+
+        self.overlap = overlap or None
+        # A bounded cache: semchunk's default remembers every piece of every text it ever counted.
+        self.chunker = semchunk.chunkerify(count, tokens, max_token_chars=max_token_chars, cache_maxsize=COUNT_CACHE)
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        if not text.strip():
+            return []
+        _, offsets = self.chunker(text, offsets=True, overlap=self.overlap)
+        return [(int(s), int(e)) for s, e in offsets]
+
+
+@dataclass(frozen=True)
+class Counting:
+    """How an encoder's tokens are counted for chunking."""
+
+    count: object  # text -> tokens, as the model reads it (no special tokens, no truncation)
+    room: int  # tokens of text the model reads in one input (its limit less its special tokens)
+    how: str  # 'tokenizer' or 'characters'
+    max_token_chars: int | None = None
+
+
+def counting_for(encoder) -> Counting:
+    """The encoder's own tokenizer when it has one; otherwise characters (CHARS_PER_TOKEN a token)."""
+    counter = getattr(encoder, "token_counter", None)
+    if callable(counter):
+        count, specials, max_token_chars = counter()
+        room = (getattr(encoder, "max_length", None) or 512) - specials
+        return Counting(count, room, "tokenizer", max_token_chars)
+    limit = getattr(encoder, "max_length", None) or getattr(encoder, "max_tokens", None) or 512
+    return Counting(lambda text: math.ceil(len(text) / CHARS_PER_TOKEN), limit, "characters")
+
+
+def chunk_sizes(counting: Counting, tokens: int | None, overlap: int | None, prefix: str) -> tuple[int, int]:
+    """--chunk-tokens and --chunk-overlap, checked against what the model reads (its prefix
+    included); defaults where not given."""
+    room = counting.room - (counting.count(prefix) if prefix else 0)
+    if tokens is None:
+        tokens = min(DEFAULT_CHUNK_TOKENS, room)
+    if tokens > room:
+        raise BadInput(
+            f"--chunk-tokens {tokens}: the model reads {room} tokens of text at a time"
+            + (" (after its --prefix)" if prefix else "")
+            + "; a longer chunk would be cut"
+        )
+    overlap = DEFAULT_OVERLAP if overlap is None else overlap
+    if not 0 <= overlap < tokens:
+        raise BadInput(f"--chunk-overlap must be at least 0 and less than --chunk-tokens ({tokens})")
+    return tokens, overlap
+
+
+# -- statements ------------------------------------------------------------------------------
+
+
+def create_table(ct: ChunkTable, dimension: int) -> sql.Composed:
+    columns = [
+        sql.SQL("{} {} NOT NULL").format(sql.Identifier(name), sql.SQL(type_sql))
+        for name, type_sql in zip((*ct.keys, *ct.prefix_columns), (*ct.key_types, *ct.prefix_types), strict=True)
+    ]
+    columns += [
+        sql.SQL("{} INT4 NOT NULL").format(sql.Identifier(ct.chunk)),
+        sql.SQL("{} INT4 NOT NULL").format(sql.Identifier(ct.start)),
+        sql.SQL("{} INT4 NOT NULL").format(sql.Identifier(ct.end)),
+        sql.SQL("{} VECTOR({}) NOT NULL").format(sql.Identifier(ct.vector), sql.Literal(int(dimension))),
+        sql.SQL("PRIMARY KEY ({})").format(sql.SQL(", ").join(sql.Identifier(c) for c in (*ct.keys, ct.chunk))),
+    ]
+    return sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(ct.ident, sql.SQL(", ").join(columns))
+
+
+def key_matches(ct: ChunkTable, alias: str, other: str) -> sql.Composed:
+    return sql.SQL(" AND ").join(
+        sql.SQL("{} = {}").format(sql.Identifier(alias, k), sql.Identifier(other, k)) for k in ct.keys
+    )
+
+
+def keys_from_text(ct: ChunkTable) -> tuple[sql.Composed, sql.Composed]:
+    """unnest() of the keys as text arrays (one parameter each), and the keys cast back to their
+    own types: the form the fill reads keys in."""
+    aliases = [sql.Identifier(f"k{i}") for i in range(len(ct.keys))]
+    source = sql.SQL("unnest({}) AS d({})").format(
+        sql.SQL(", ").join(sql.SQL("CAST(%b AS text[])") for _ in ct.keys), sql.SQL(", ").join(aliases)
+    )
+    typed = sql.SQL(", ").join(
+        sql.SQL("CAST(d.{} AS {})").format(a, sql.SQL(t)) for a, t in zip(aliases, ct.key_types, strict=True)
+    )
+    return source, typed
+
+
+def delete_rows(ct: ChunkTable) -> sql.Composed:
+    """Delete every chunk of the rows whose keys (text arrays) are given."""
+    source, typed = keys_from_text(ct)
+    keys = sql.SQL(", ").join(sql.Identifier(k) for k in ct.keys)
+    return sql.SQL("DELETE FROM {} WHERE ({}) IN (SELECT {} FROM {})").format(ct.ident, keys, typed, source)
+
+
+def insert_chunks(ct: ChunkTable, table: Table, dialect) -> sql.Composed:
+    """Insert chunks given as arrays: the keys (text), chunk numbers, starts, ends, vectors. Prefix
+    columns are copied from the row."""
+    aliases = [sql.Identifier(f"k{i}") for i in range(len(ct.keys))]
+    params = [sql.SQL("CAST(%b AS text[])") for _ in ct.keys] + [sql.SQL("CAST(%b AS int4[])")] * 3
+    params.append(dialect.vectors_param())
+    source = sql.SQL("unnest({}) AS d({}, n, s, e, vec)").format(
+        sql.SQL(", ").join(params), sql.SQL(", ").join(aliases)
+    )
+    typed = [sql.SQL("CAST(d.{} AS {})").format(a, sql.SQL(t)) for a, t in zip(aliases, ct.key_types, strict=True)]
+    columns = sql.SQL(", ").join(
+        sql.Identifier(c) for c in (*ct.keys, *ct.prefix_columns, ct.chunk, ct.start, ct.end, ct.vector)
+    )
+    values = [*typed]
+    join = sql.SQL("")
+    if ct.prefix_columns:
+        values += [sql.Identifier("t", c) for c in ct.prefix_columns]
+        on = sql.SQL(" AND ").join(
+            sql.SQL("t.{} = {}").format(sql.Identifier(k), v) for k, v in zip(ct.keys, typed, strict=True)
+        )
+        join = sql.SQL(" JOIN {} AS t ON {}").format(table.ident, on)
+    values += [sql.SQL("d.n"), sql.SQL("d.s"), sql.SQL("d.e"), dialect.write_vectors_value(sql.SQL("d.vec"))]
+    return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}{}").format(
+        ct.ident, columns, sql.SQL(", ").join(values), source, join
+    )
+
+
+def delete_stale(ct: ChunkTable, table: Table, vector_column: str) -> sql.Composed:
+    """Chunks no search may return: of rows deleted, or re-queued (their vector reset to NULL).
+    A row's new chunks are written with its vector, in one transaction, so none is lost here."""
+    return sql.SQL(
+        "DELETE FROM {ct} AS c WHERE NOT EXISTS (SELECT 1 FROM {table} AS t WHERE {match} AND t.{vector} IS NOT NULL)"
+    ).format(ct=ct.ident, table=table.ident, match=key_matches(ct, "t", "c"), vector=sql.Identifier(vector_column))
