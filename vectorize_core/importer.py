@@ -27,6 +27,7 @@ import io
 import itertools
 import json
 import math
+import os
 import re
 import shutil
 import sys
@@ -138,6 +139,7 @@ NPY_CHUNK_BYTES = 4 << 20
 COPY_BLOCK = 1 << 20
 # JSON Lines and CSV are parsed this many bytes of lines at a time; Parquet this many rows.
 TEXT_BLOCK = 4 << 20
+CSV_BLOCK = 1 << 20
 PARQUET_BATCH = 4096
 # The keys' COPY text is kept in memory up to this size, then in a temporary file.
 KEYS_IN_MEMORY = 64 << 20
@@ -188,7 +190,6 @@ class FileLines:
 
     def __init__(self, path: Path):
         self.path = path
-        self.size = path.stat().st_size
         self.bytes_read = 0
 
     def __iter__(self) -> Iterator[tuple[int, str]]:
@@ -200,12 +201,6 @@ class FileLines:
                     yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")
                 except UnicodeDecodeError:
                     raise BadVectorFile(f"{self.path.name} line {number}: not valid UTF-8") from None
-
-    def estimated_total(self, done: int) -> int:
-        """Records in the whole file, judged by the share of its bytes that held `done`."""
-        if not self.bytes_read:
-            return 0
-        return max(done, round(done * self.size / self.bytes_read))
 
 
 def csv_reader(lines: FileLines) -> csv.DictReader:
@@ -252,9 +247,9 @@ UTF8_BOM = b"\xef\xbb\xbf"
 class Blocks:
     """Gathers checked records into Blocks; the first record sets the dimension."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, dimension: int | None = None):
         self.name = name
-        self.dimension: int | None = None
+        self.dimension = dimension
         self.lines, self.keys, self.vectors = array("q"), [], []
 
     def add(self, line: int, keys: list[str], vector: list) -> None:
@@ -300,32 +295,91 @@ def record_decoder(key_columns: list[str]) -> msgspec.json.Decoder:
 
 
 def jsonl_blocks(path: Path, key_columns: list[str]) -> Iterator[Block]:
-    """The records of a JSON Lines file, TEXT_BLOCK bytes of lines at a time. A line msgspec
-    refuses is read again by json and parse_vector, which name what is wrong (or accept it)."""
+    """The records of a JSON Lines file, TEXT_BLOCK bytes of lines at a time, parsed in worker
+    processes when the file is large (see parsed)."""
+
+    def chunks():
+        number = 1
+        with open(path, "rb") as f:
+            while lines := f.readlines(TEXT_BLOCK):
+                yield number, lines
+                number += len(lines)
+
+    return parsed(chunks(), partial(jsonl_block, name=path.name, key_columns=key_columns), workers_for(path))
+
+
+def jsonl_block(
+    chunk: tuple[int, list[bytes]], dimension: int | None, name: str, key_columns: list[str]
+) -> Block | None:
+    """The records of some lines of a JSON Lines file (the first numbered chunk[0]). A line
+    msgspec refuses is read again by json and parse_vector, which name what is wrong (or accept it)."""
+    first, lines = chunk
     decode = record_decoder(key_columns).decode
     fields = [(f"k{i}", c) for i, c in enumerate(key_columns)]
-    blocks, number = Blocks(path.name), 0
-    with open(path, "rb") as f:
-        while lines := f.readlines(TEXT_BLOCK):
-            for raw in lines:
-                number += 1
-                where = f"{path.name} line {number}"
-                if number == 1 and raw.startswith(UTF8_BOM):
-                    raw = raw[3:]  # spreadsheets and some tools start files with a BOM
-                if not raw.isascii():
-                    check_utf8(raw, where)
-                try:
-                    record = decode(raw)
-                    if len(record.v) != blocks.dimension:
-                        raise ValueError
-                    keys, vector = [key_text(getattr(record, f), where, c) for f, c in fields], record.v
-                except (msgspec.MsgspecError, ValueError):
-                    if not raw.strip():
-                        continue
-                    keys, vector = exact_jsonl_record(raw, where, key_columns, blocks)
-                blocks.add(number, keys, vector)
-            if block := blocks.take(sum(map(len, lines))):
+    blocks = Blocks(name, dimension)
+    for number, raw in enumerate(lines, first):
+        where = f"{name} line {number}"
+        if number == 1 and raw.startswith(UTF8_BOM):
+            raw = raw[3:]  # spreadsheets and some tools start files with a BOM
+        if not raw.isascii():
+            check_utf8(raw, where)
+        try:
+            record = decode(raw)
+            if len(record.v) != blocks.dimension:
+                raise ValueError
+            keys, vector = [key_text(getattr(record, f), where, c) for f, c in fields], record.v
+        except (msgspec.MsgspecError, ValueError):
+            if not raw.strip():
+                continue
+            keys, vector = exact_jsonl_record(raw, where, key_columns, blocks)
+        blocks.add(number, keys, vector)
+    return blocks.take(sum(map(len, lines)))
+
+
+# Files this large are parsed by worker processes (parsing is the cost of JSON Lines and CSV:
+# about 25 us a line of 384 numbers on one core); smaller ones are not worth starting them.
+PARALLEL_BYTES = 64 << 20
+MAX_WORKERS = 4
+
+
+def workers_for(path: Path) -> int:
+    """Worker processes for a file: forked (a spawned one would run the caller's main module
+    again, which a script calling import_vectors need not guard), so on Linux only."""
+    if sys.platform != "linux" or path.stat().st_size < PARALLEL_BYTES:
+        return 1
+    return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
+
+
+def parsed(chunks: Iterator, parse: Callable, workers: int) -> Iterator[Block]:
+    """parse(chunk, dimension) of each chunk, in order: in this process until a first record has
+    set the dimension, then in `workers` processes with a few chunks in flight (memory stays
+    bounded). A worker's BadVectorFile is raised here, as the first bad chunk's."""
+    chunks = iter(chunks)
+    dimension = None
+    for chunk in chunks:
+        if block := parse(chunk, dimension):
+            dimension = block.vectors.shape[1]
+            yield block
+            break
+    if workers <= 1:
+        yield from filter(None, (parse(chunk, dimension) for chunk in chunks))
+        return
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    try:
+        window = deque()
+        for chunk in chunks:
+            window.append(pool.submit(parse, chunk, dimension))
+            if len(window) > 2 * workers and (block := window.popleft().result()):
                 yield block
+        while window:
+            if block := window.popleft().result():
+                yield block
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def check_utf8(raw: bytes, where: str) -> None:
@@ -371,16 +425,27 @@ def csv_header(path: Path, key_columns: list[str]) -> list[str]:
     return header
 
 
-def csv_record(blocks: Blocks, number: int, key_values, vector_text: str, key_columns: list[str]) -> None:
-    where = f"{blocks.name} line {number}"
-    keys = [key_text(v, where, c) if v else missing_key(where, c) for v, c in zip(key_values, key_columns, strict=True)]
-    blocks.add(number, keys, blocks.vector(vector_text, where))
+def csv_block(chunk: tuple[int, list[tuple]], dimension: int | None, name: str, key_columns: list[str]) -> Block | None:
+    """The records of some rows of a CSV file: (line, key values..., vector text) each; rows of
+    nothing but empty values are blank lines."""
+    _, rows = chunk
+    blocks = Blocks(name, dimension)
+    for number, *key_values, vector_text in rows:
+        if not (vector_text or any(key_values)):
+            continue
+        where = f"{name} line {number}"
+        keys = [
+            key_text(v, where, c) if v else missing_key(where, c) for v, c in zip(key_values, key_columns, strict=True)
+        ]
+        blocks.add(number, keys, blocks.vector(vector_text, where))
+    return blocks.take(chunk[0])
 
 
 def csv_blocks(path: Path, key_columns: list[str]) -> Iterator[Block]:
     """The records of a CSV file: fields split by pyarrow's reader (one row a line: blank lines
-    kept as empty rows, so row i is line i + 2), a block of rows at a time. A value with a line
-    break, or a file pyarrow cannot read, raises FastPathRefused before any of its rows is used."""
+    kept as empty rows, so row i is line i + 2), a block of rows at a time, parsed in worker
+    processes when the file is large. A value with a line break, or a file pyarrow cannot read,
+    raises FastPathRefused."""
     import pyarrow as pa
     import pyarrow.csv as pa_csv
 
@@ -388,7 +453,8 @@ def csv_blocks(path: Path, key_columns: list[str]) -> Iterator[Block]:
     try:
         reader = pa_csv.open_csv(
             path,
-            read_options=pa_csv.ReadOptions(block_size=TEXT_BLOCK),
+            # pyarrow holds about 40 blocks at a time: 1 MB ones keep that to 40 MB.
+            read_options=pa_csv.ReadOptions(block_size=CSV_BLOCK, use_threads=False),
             parse_options=pa_csv.ParseOptions(
                 delimiter=csv_delimiter(path), newlines_in_values=False, ignore_empty_lines=False
             ),
@@ -398,23 +464,24 @@ def csv_blocks(path: Path, key_columns: list[str]) -> Iterator[Block]:
         )
     except (pa.ArrowInvalid, OSError) as exc:
         raise FastPathRefused(str(exc)) from None
-    blocks, number = Blocks(path.name), 1
-    while True:
-        try:
-            batch = reader.read_next_batch()
-        except StopIteration:
-            return
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise FastPathRefused(str(exc)) from None
-        columns = [batch.column(c).to_pylist() for c in [*key_columns, "vector"]]
-        for *key_values, vector_text in zip(*columns, strict=True):
-            number += 1
-            if "\n" in vector_text or "\r" in vector_text or any("\n" in k or "\r" in k for k in key_values):
-                raise FastPathRefused(f"line {number}: a value spans lines")
-            if vector_text or any(key_values):
-                csv_record(blocks, number, key_values, vector_text, key_columns)
-        if block := blocks.take(batch.nbytes):
-            yield block
+
+    def chunks():
+        number = 2
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                return
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise FastPathRefused(str(exc)) from None
+            columns = [batch.column(c).to_pylist() for c in [*key_columns, "vector"]]
+            for values in columns:
+                if any("\n" in v or "\r" in v for v in values):
+                    raise FastPathRefused("a value spans lines")
+            yield batch.nbytes, list(zip(range(number, number + len(batch)), *columns, strict=True))
+            number += len(batch)
+
+    return parsed(chunks(), partial(csv_block, name=path.name, key_columns=key_columns), workers_for(path))
 
 
 def exact_csv_blocks(path: Path, key_columns: list[str]) -> Iterator[Block]:
@@ -423,17 +490,17 @@ def exact_csv_blocks(path: Path, key_columns: list[str]) -> Iterator[Block]:
     csv_header(path, key_columns)
     lines = FileLines(path)
     reader = csv_reader(lines)
-    blocks, taken = Blocks(path.name), 0
-    for row in reader:
-        values = [row.get(c) or "" for c in key_columns]
-        vector_text = row.get("vector") or ""
-        if vector_text or any(values):
-            csv_record(blocks, reader.line_num, values, vector_text, key_columns)
-        if lines.bytes_read - taken >= TEXT_BLOCK and (block := blocks.take(lines.bytes_read - taken)):
-            taken = lines.bytes_read
-            yield block
-    if block := blocks.take(lines.bytes_read - taken):
-        yield block
+
+    def chunks():
+        rows, taken = [], 0
+        for row in reader:
+            rows.append((reader.line_num, *[row.get(c) or "" for c in key_columns], row.get("vector") or ""))
+            if lines.bytes_read - taken >= TEXT_BLOCK:
+                yield lines.bytes_read - taken, rows
+                rows, taken = [], lines.bytes_read
+        yield lines.bytes_read - taken, rows
+
+    return parsed(chunks(), partial(csv_block, name=path.name, key_columns=key_columns), 1)
 
 
 def read_keys(path: Path, key_columns: list[str]) -> Iterator[tuple[int, list[str]]]:
@@ -801,8 +868,10 @@ def parquet_source(path: Path, key_columns: list[str]) -> Source:
             raise BadVectorFile(f"{path.name}: no column {column!r} (it has {', '.join(schema.names)})")
     kind = schema.field("vector").type
     is_list = pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
-    if not is_list or kind.value_type not in (pa.float32(), pa.float64()):
-        raise BadVectorFile(f"{path.name} row 1: 'vector' holds {kind}, not a list of float32 or float64")
+    if not is_list:
+        raise BadVectorFile(f"{path.name} row 1: 'vector' is {kind}, not a list of float32 or float64")
+    if kind.value_type not in (pa.float32(), pa.float64()):
+        raise BadVectorFile(f"{path.name} row 1: 'vector' is a list of {kind.value_type}, not of float32 or float64")
     rows = parquet.metadata.num_rows
     batches = parquet.iter_batches(batch_size=PARQUET_BATCH, columns=[*key_columns, "vector"])
     dimension = kind.list_size if pa.types.is_fixed_size_list(kind) else None
@@ -1108,7 +1177,8 @@ def check_keys_unique_in_their_type(db: Database, staging: Staging) -> None:
         if repeated is None:
             raise
         line, first, key = repeated
-        raise BadVectorFile(f"{staging.lines_name} line {line}: key {key} repeats line {first}") from None
+        unit = staging.unit
+        raise BadVectorFile(f"{staging.lines_name} {unit} {line}: key {key} repeats {unit} {first}") from None
 
 
 def first_repeated_key(db: Database, staging: Staging) -> tuple[int, int, str] | None:
