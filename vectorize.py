@@ -583,6 +583,10 @@ def search(url, query, table, schema, column, vector_column, k, as_json, metric,
     for rank, row in enumerate(result.rows, 1):
         key = ", ".join(f"{c}={cell(row[c])}" for c in result.key_columns)
         text = " ".join(" ".join(cell(row[c]) for c in result.text_columns).split())
+        if result.chunk_keys and row[result.chunk_keys[3]] is not None:
+            # The chunk that matched, so that a user sees why the row did.
+            number, _, _, chunk_text = result.chunk_keys
+            text = f"[chunk {row[number]}] " + " ".join(row[chunk_text].split())
         extra = "".join(f"  {c}={cell(row[c])}" for c in result.extra_columns)
         if result.score_key:
             dense, words = (cell(row[k]) or "-" for k in result.rank_keys)
@@ -866,6 +870,8 @@ def status(url, table, schema, as_json):
         return
     headers = ["table", "column", "vector_column", "model", "metric", "rows", "embedded", "pending", "no_text",
                "index", "index_serves_search", "tracking"]  # fmt: skip
+    if any(c["chunks"] is not None for c in columns):
+        headers.insert(headers.index("embedded") + 1, "chunks")
     print_table(headers, columns)
     for c in columns:
         if c["problem"]:
@@ -901,16 +907,23 @@ def drop(url, table, schema, column, vector_column, yes):
             return True
         if not sys.stdin.isatty():
             raise click.UsageError(f"refusing to drop {plan.display} without --yes (no terminal to ask on)")
-        fulltext = f" and its full-text column {plan.fulltext_column}" if plan.fulltext_column else ""
-        return click.confirm(f"Drop {plan.display} (vectors of {', '.join(plan.sources)}), its index{fulltext}?")
+        return click.confirm(
+            f"Drop {plan.display} (vectors of {', '.join(plan.sources)}), its index{dropped_too(plan)}?"
+        )
 
     with connect(url) as db:
         plan = ops.drop(db, table=table, schema=schema, column=column, vector_column=vector_column, confirm=confirm)
     if plan is None:
         click.echo("Nothing dropped.")
         return
-    fulltext = f" and its full-text column {plan.fulltext_column}" if plan.fulltext_column else ""
-    click.echo(f"Dropped {plan.display}{fulltext}.")
+    click.echo(f"Dropped {plan.display}{dropped_too(plan)}.")
+
+
+def dropped_too(plan) -> str:
+    """What goes with a vector column: its full-text column, its chunk table."""
+    parts = [f"its full-text column {plan.fulltext_column}"] if plan.fulltext_column else []
+    parts += [f"its chunk table {plan.chunk_table}"] if plan.chunk_table else []
+    return "".join(f" and {part}" for part in parts)
 
 
 @cli.command()

@@ -12,7 +12,7 @@ import pytest
 from psycopg import sql
 
 import modules
-from conftest import cosine, stored_vectors
+from conftest import stored_vectors
 
 
 class CountingEncoder:
@@ -137,3 +137,296 @@ def test_search_finds_a_word_deep_in_a_row_that_a_plain_column_cannot(run_cli, u
     assert len({row["id"] for row in found}) == 3  # each row once
     unchunked = run_cli("search", "--url", url, query, "-t", "doc", "--vector-column", "plain_vector", "--json")
     assert json.loads(unchunked.stdout)[0]["id"] != 5  # the plain column reads the first 12 words
+
+
+def chunk_keys(conn, table="doc_body_vector_chunks") -> dict[int, int]:
+    rows = conn.execute(sql.SQL("SELECT id, count(*) FROM {} GROUP BY id").format(sql.Identifier(table))).fetchall()
+    return dict(rows)
+
+
+def assert_chunks_match_texts(conn, table="doc", column="body", chunk_table="doc_body_vector_chunks"):
+    """Every row with a vector has chunks that split exactly its current text, each with the
+    model's vector of its own text; no chunk belongs to a row without a vector."""
+    texts = dict(
+        conn.execute(
+            sql.SQL("SELECT id, {} FROM {} WHERE {} IS NOT NULL").format(
+                sql.Identifier(column), sql.Identifier(table), sql.Identifier(f"{column}_vector")
+            )
+        )
+    )
+    by_row: dict[int, list] = {}
+    for key, number, start, end, vector in chunks_of(conn, chunk_table):
+        by_row.setdefault(key, []).append((number, start, end, vector))
+    assert set(by_row) == {k for k, t in texts.items() if t and t.strip()}
+    for key, found in by_row.items():
+        text = texts[key]
+        assert [f[0] for f in found] == list(range(len(found)))
+        assert " ".join(text[s:e] for _, s, e, _ in found).split() == text.split()
+        for _, s, e, vector in found:
+            np.testing.assert_allclose(json.loads(vector), CountingEncoder.vector(text[s:e]), rtol=1e-6, atol=1e-6)
+
+
+def test_a_row_edited_while_it_is_encoded_stays_pending_with_no_chunks(run_cli, url, conn, docs, counting):
+    def edit_row_3(batch):
+        if any("title 3" in text for text in batch) or any(text.startswith(body3[:40]) for text in batch):
+            conn.execute("UPDATE doc SET body = 'a new text for row three' WHERE id = 3")
+
+    body3 = conn.execute("SELECT body FROM doc WHERE id = 3").fetchone()[0]
+    counting.before_encode = edit_row_3
+    result = encode_chunked(run_cli, url)
+    assert result.exit_code == 0, result.output
+    assert "1 row changed while encoding" in result.stdout
+    assert conn.execute("SELECT body_vector IS NULL FROM doc WHERE id = 3").fetchone()[0]
+    assert 3 not in chunk_keys(conn)  # none of the old text's chunks was written
+    counting.before_encode = None
+    assert encode_chunked(run_cli, url).exit_code == 0
+    assert_chunks_match_texts(conn)
+
+
+def test_changed_row_is_requeued_and_its_old_chunks_are_never_found(run_cli, url, conn, docs, counting):
+    assert encode_chunked(run_cli, url, "--track-changes").exit_code == 0
+    conn.execute("UPDATE doc SET body = 'plain words about nothing in particular at all' WHERE id = 5")
+    found = run_cli("search", "--url", url, "zebra crossed frozen river", "-t", "doc", "--json", "-k", "8")
+    assert found.exit_code == 0, found.output
+    assert 5 not in [row["id"] for row in json.loads(found.stdout)]  # its old chunk is not found
+    assert encode_chunked(run_cli, url).exit_code == 0  # the change re-queued it
+    assert_chunks_match_texts(conn)
+    assert chunk_keys(conn)[5] == 1
+
+
+def test_deleted_rows_are_never_returned_and_their_chunks_go(run_cli, url, conn, docs, counting):
+    assert encode_chunked(run_cli, url).exit_code == 0
+    conn.execute("DELETE FROM doc WHERE id = 5")
+    found = json.loads(
+        run_cli("search", "--url", url, "zebra crossed frozen river", "-t", "doc", "--json", "-k", "8").stdout
+    )
+    assert [row["id"] for row in found] and 5 not in [row["id"] for row in found]
+    assert 5 in chunk_keys(conn)
+    assert encode_chunked(run_cli, url).exit_code == 0  # the next run removes them
+    assert 5 not in chunk_keys(conn)
+    assert_chunks_match_texts(conn)
+
+
+def test_rerun_does_nothing_and_doubles_nothing(run_cli, url, conn, docs, counting):
+    assert encode_chunked(run_cli, url).exit_code == 0
+    before = chunks_of(conn)
+    result = encode_chunked(run_cli, url)
+    assert result.exit_code == 0
+    assert "Nothing to do" in result.stdout
+    assert chunks_of(conn) == before
+
+
+def test_limit_shard_and_skip_on_a_chunked_column(run_cli, url, conn, docs, counting):
+    assert encode_chunked(run_cli, url, "--limit", "3", "--index", "skip").exit_code == 0
+    assert len(chunk_keys(conn)) == 3
+    assert encode_chunked(run_cli, url, "--shard", "1/2").exit_code == 0
+    assert encode_chunked(run_cli, url, "--shard", "2/2").exit_code == 0
+    assert len(chunk_keys(conn)) == 8
+    assert_chunks_match_texts(conn)
+    indexes = [
+        r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'doc_body_vector_chunks'")
+    ]
+    assert "doc_body_vector_chunks_idx" in indexes  # the last shard built it
+
+
+def test_on_error_skip_leaves_the_whole_row_pending(run_cli, url, conn, docs, counting):
+    real = counting.encode
+
+    def picky(batch):
+        if any("zebra" in text for text in batch):
+            raise ValueError("refused")
+        return real(batch)
+
+    counting.encode = picky
+    result = encode_chunked(run_cli, url, "--on-error", "skip")
+    assert result.exit_code == 0, result.output
+    assert "1 row failed" in result.stdout or "1 row could not" in result.stderr
+    assert conn.execute("SELECT body_vector IS NULL FROM doc WHERE id = 5").fetchone()[0]
+    assert 5 not in chunk_keys(conn)  # all or none: none of its chunks
+    assert len(chunk_keys(conn)) == 7
+
+
+def test_dry_run_prints_the_chunk_table_and_changes_nothing(run_cli, url, conn, docs, counting):
+    from conftest import table_checksum
+
+    before = table_checksum(conn, "doc")
+    result = encode_chunked(run_cli, url, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert 'CREATE TABLE IF NOT EXISTS "public"."doc_body_vector_chunks"' in result.stdout
+    assert '"id" integer NOT NULL' in result.stdout
+    assert 'PRIMARY KEY ("id", "chunk")' in result.stdout
+    assert 'USING hnsw ("chunk_vector" vector_cosine_ops)' in result.stdout
+    assert table_checksum(conn, "doc") == before
+    assert conn.execute("SELECT to_regclass('doc_body_vector_chunks')").fetchone()[0] is None
+
+
+def test_index_skip_then_index_command_status_and_drop(run_cli, url, conn, docs, counting):
+    assert encode_chunked(run_cli, url, "--index", "skip").exit_code == 0
+    status = json.loads(run_cli("status", "--url", url, "--json").stdout)[0]
+    assert status["chunks"] == sum(chunk_keys(conn).values()) > 8
+    assert status["chunk_table"] == "public.doc_body_vector_chunks"
+    assert status["index"] is None and status["pending"] == 0
+    assert status["chunk_bytes"] > 0
+    built = run_cli("index", "--url", url, "-t", "doc", "-c", "body")
+    assert built.exit_code == 0, built.output
+    status = json.loads(run_cli("status", "--url", url, "--json").stdout)[0]
+    assert status["index"] == "doc_body_vector_chunks_idx"
+    human = run_cli("status", "--url", url)
+    assert "chunks" in human.stdout.splitlines()[0]
+    dropped = run_cli("drop", "--url", url, "-t", "doc", "-c", "body", "--yes")
+    assert dropped.exit_code == 0, dropped.output
+    assert "chunk table public.doc_body_vector_chunks" in dropped.stdout
+    assert conn.execute("SELECT to_regclass('doc_body_vector_chunks')").fetchone()[0] is None
+    assert conn.execute("SELECT count(*) FROM doc").fetchone()[0] == 8
+
+
+def test_bad_chunk_options_exit_2_and_change_nothing(run_cli, url, conn, docs, counting):
+    from conftest import table_checksum
+
+    before = table_checksum(conn, "doc")
+    for args, message in (
+        (["--chunk-tokens", "13"], "reads 12 tokens"),
+        (["--chunk-tokens", "8", "--chunk-overlap", "8"], "--chunk-overlap must be"),
+    ):
+        result = encode_chunked(run_cli, url, *args)
+        assert result.exit_code == 2, result.output
+        assert message in result.stderr
+    plain = run_cli("encode", "--url", url, "-t", "doc", "-c", "body", "-m", "chunkwords", "--chunk-tokens", "8")
+    assert plain.exit_code == 2 and "go with --chunk" in plain.stderr
+    assert table_checksum(conn, "doc") == before
+    assert run_cli("encode", "--url", url, "-t", "doc", "-c", "body", "-m", "chunkwords").exit_code == 0
+    again = encode_chunked(run_cli, url)
+    assert again.exit_code == 2 and "--reencode --chunk" in again.stderr
+    switched = encode_chunked(run_cli, url, "--reencode")
+    assert switched.exit_code == 0, switched.output
+    assert_chunks_match_texts(conn)
+    resized = encode_chunked(run_cli, url, "--chunk-tokens", "10")
+    assert resized.exit_code == 2 and "--reencode splits it again" in resized.stderr
+
+
+def test_search_where_hybrid_query_vector_explain_and_emit_sql(run_cli, url, conn, docs, counting):
+    conn.execute("ALTER TABLE doc ADD COLUMN lang text")
+    conn.execute("UPDATE doc SET lang = CASE WHEN id % 2 = 0 THEN 'en' ELSE 'fr' END")
+    assert encode_chunked(run_cli, url, "--fulltext").exit_code == 0
+    query = "zebra crossed frozen river"
+    # --where: the true top k among the matching rows, each once.
+    where = run_cli("search", "--url", url, query, "-t", "doc", "--where", '{"lang": "en"}', "--json", "-k", "3")
+    assert where.exit_code == 0, where.output
+    rows = json.loads(where.stdout)
+    assert [r["id"] % 2 for r in rows] == [0, 0, 0] and len({r["id"] for r in rows}) == 3
+    exact = run_cli("search", "--url", url, query, "-t", "doc", "--where", '{"lang": "en"}', "--json", "-k", "3",
+                    "--exact")  # fmt: skip
+    assert [r["id"] for r in json.loads(exact.stdout)] == [r["id"] for r in rows]
+    # --hybrid: fused per row, with the best chunk of the vector leg.
+    hybrid = run_cli("search", "--url", url, query, "-t", "doc", "--hybrid", "--json", "-k", "3")
+    assert hybrid.exit_code == 0, hybrid.output
+    top = json.loads(hybrid.stdout)[0]
+    assert top["id"] == 5 and "zebra" in top["chunk_text"]
+    # --query-vector: the model's vector of the needle finds its row.
+    vector = CountingEncoder.vector("the zebra crossed the frozen river.").tolist()
+    by_vector = run_cli("search", "--url", url, "--query-vector", json.dumps(vector), "-t", "doc", "--json")
+    assert json.loads(by_vector.stdout)[0]["id"] == 5
+    human = run_cli("search", "--url", url, query, "-t", "doc", "-k", "1")
+    assert "[chunk" in human.stdout and "zebra" in human.stdout
+    emitted = run_cli("search", "--url", url, "--emit-sql", "-t", "doc")
+    assert emitted.exit_code == 0, emitted.output
+    assert '"doc_body_vector_chunks"' in emitted.stdout and "row_number() OVER (PARTITION BY" in emitted.stdout
+    explained = run_cli("search", "--url", url, query, "-t", "doc", "--explain")
+    assert explained.exit_code == 0, explained.output
+    assert "doc_body_vector_chunks" in explained.stdout
+
+
+def test_several_source_columns_are_all_read(run_cli, url, conn, docs, counting):
+    conn.execute("UPDATE doc SET title = 'walrus walrus walrus walrus walrus' WHERE id = 2")
+    result = run_cli("encode", "--url", url, "-t", "doc", "-c", "body", "-c", "title", "-m", "chunkwords", "--chunk")
+    assert result.exit_code == 0, result.output
+    found = json.loads(run_cli("search", "--url", url, "walrus", "-t", "doc", "--json", "-k", "1").stdout)
+    assert found[0]["id"] == 2  # the title comes after 200 words of body: only a chunk holds it
+    assert found[0]["chunk_text"].endswith("walrus")
+    # Starts and ends count characters of the sources joined by a space, as the model reads them.
+    body, title = conn.execute("SELECT body, title FROM doc WHERE id = 2").fetchone()
+    spans = [(s, e) for key, _, s, e, _ in chunks_of(conn) if key == 2]
+    assert " ".join((body + " " + title)[s:e] for s, e in spans).split() == (body + " " + title).split()
+
+
+def test_key_columns_named_like_the_chunk_columns(run_cli, url, conn, counting):
+    conn.execute("CREATE TABLE odd (chunk text, chunk_start int, body text, PRIMARY KEY (chunk, chunk_start))")
+    conn.execute(
+        "INSERT INTO odd VALUES ('a', 1, %s), ('b', 2, %s)", (long_text(60, 1), long_text(60, 2, "zebra here", 30))
+    )
+    result = run_cli("encode", "--url", url, "-t", "odd", "-c", "body", "-m", "chunkwords", "--chunk")
+    assert result.exit_code == 0, result.output
+    columns = [r[0] for r in conn.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = 'odd_body_vector_chunks'::regclass AND attnum > 0 ORDER BY attnum"
+    )]  # fmt: skip
+    assert columns == ["chunk", "chunk_start", "vectorize_chunk", "vectorize_chunk_start", "chunk_end", "chunk_vector"]
+    found = json.loads(run_cli("search", "--url", url, "zebra", "-t", "odd", "--json", "-k", "1").stdout)
+    assert (found[0]["chunk"], found[0]["chunk_start"]) == ("b", 2)
+    assert "zebra" in found[0]["chunk_text"]
+
+
+def test_follow_chunks_new_rows(run_cli, url, conn, docs, counting):
+    assert encode_chunked(run_cli, url).exit_code == 0
+
+    def insert_later():
+        import time
+
+        import psycopg
+
+        time.sleep(0.5)
+        with psycopg.connect(url, autocommit=True) as other:
+            other.execute("INSERT INTO doc VALUES (9, 'late', %s)", (long_text(100, 9, "a late okapi arrived", 50),))
+
+    writer = threading.Thread(target=insert_later)
+    writer.start()
+    result = encode_chunked(run_cli, url, "--follow", "--max-idle", "2")
+    writer.join()
+    assert result.exit_code == 0, result.output
+    assert 9 in chunk_keys(conn)
+    assert_chunks_match_texts(conn)
+
+
+def test_pages_bounded_by_bytes_still_reach_every_row(run_cli, url, conn, docs, counting, monkeypatch):
+    from vectorize_core import chunks
+
+    monkeypatch.setattr(chunks, "PAGE_BYTES", 3000)  # about two rows a page
+    result = encode_chunked(run_cli, url)
+    assert result.exit_code == 0, result.output
+    assert "Encoded 8 rows" in result.stdout
+    assert len(chunk_keys(conn)) == 8
+    assert_chunks_match_texts(conn)
+
+
+def test_kill_9_then_rerun_finishes_with_nothing_doubled_or_lost(url, conn):
+    """A real process killed mid-run (the tiny plugin: no tokenizer, so chunks are counted in
+    characters), then run again."""
+    import signal
+
+    import vectorize_tiny
+    from test_reliability import running, start_encode, wait_until, written
+
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY, body text)")
+    conn.execute(
+        "INSERT INTO t SELECT g, repeat('row ' || g || ' has words and more words. ', 40 + g % 13)"
+        " FROM generate_series(1, 600) g"
+    )
+    with running(start_encode(url, "--chunk", "--batch-size", "20", VECTORIZE_TINY_DELAY="0.05")) as proc:
+        wait_until(lambda: written(conn) >= 100)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    done = conn.execute("SELECT count(body_vector) FROM t").fetchone()[0]
+    assert 0 < done < 600
+    finished = start_encode(url, "--chunk")
+    out, err = finished.communicate(timeout=300)
+    assert finished.returncode == 0, err
+    texts = dict(conn.execute("SELECT id, body FROM t WHERE body_vector IS NOT NULL"))
+    assert len(texts) == 600
+    spans: dict[int, list] = {}
+    for key, number, start, end, vector in conn.execute(
+        "SELECT id, chunk, chunk_start, chunk_end, chunk_vector::text FROM t_body_vector_chunks ORDER BY 1, 2"
+    ):
+        spans.setdefault(key, []).append(number)
+        assert json.loads(vector) == vectorize_tiny.vector(texts[key][start:end])
+        assert len(texts[key][start:end]) <= 128 * 4  # 128 tokens of 4 characters
+    assert set(spans) == set(texts)
+    assert all(numbers == list(range(len(numbers))) for numbers in spans.values())  # none doubled or missing

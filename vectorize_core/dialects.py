@@ -695,6 +695,10 @@ class Dialect:
     def vector_bytes_note(self) -> str | None:
         return None
 
+    def table_bytes(self, db, table: sql.Composable) -> int | None:
+        """A table's bytes with its indexes and TOAST, or None where the engine does not tell."""
+        return db.fetchone("SELECT pg_total_relation_size(%s::regclass)", (db.as_string(table),))[0]
+
 
 @dataclass(frozen=True)
 class CockroachDialect(Dialect):
@@ -937,6 +941,9 @@ class CockroachDialect(Dialect):
 
     def vector_bytes_note(self) -> str | None:
         return "CockroachDB keeps no per-column sizes: the vectors are part of the table's primary index"
+
+    def table_bytes(self, db, table: sql.Composable) -> int | None:
+        return None  # range statistics need admin; status says sizes are unavailable
 
     def search_mode(self, spec: SearchSpec) -> str:
         """The vector index serves only filters that pin every prefix column (cockroach #146145)."""

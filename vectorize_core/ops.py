@@ -7,8 +7,11 @@ from dataclasses import dataclass
 from psycopg import sql
 
 from . import names, tracking
+from .chunks import chunk_table_of
 from .db import Database, Table
+from .dialects import FULLTEXT_MAX_CHARS
 from .errors import BadInput, NoVectorizedColumn
+from .output import plural
 from .target import current_sources, default_vector_column, recorded_index_names
 
 
@@ -32,9 +35,14 @@ class ColumnStatus:
     problem: str | None = None  # a renamed or dropped source, a broken trigger: and the repair
     index_serves_search: bool | None = None  # from the plan of a probe search (None: no index)
     sizes_note: str | None = None  # why a size is null
+    index_serves_search_note: str | None = None  # why the index does not serve search (yet)
     fulltext: dict | None = None  # --fulltext: {"column", "index", "language"}
     schema: str = ""  # the table's schema and name apart (table is "schema.name")
     table_name: str = ""
+    chunks: int | None = None  # encode --chunk: the chunks stored (None: not chunked)
+    chunk_table: str | None = None
+    chunk_bytes: int | None = None  # the chunk table with its indexes
+    chunk_tokens: int | None = None
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -85,16 +93,20 @@ def column_status(db: Database, info: Table, vector_column: str, meta: dict, tri
         rows, embedded, pending, no_text, vector_bytes = db.fetchone(query)
         pending, no_text = int(pending or 0), int(no_text or 0)
     index, _ = recorded_index_names(info, vector_column, meta)
-    index = index if db.index_exists(info, index) else None
-    trouble = tracking.problem(db, info, vector_column, meta, triggers)
-    index_bytes, index_note = db.dialect.index_bytes(db, info, index) if index else (None, None)
+    chunked = chunk_table_of(info, meta["chunks"]) if meta.get("chunks") else None
+    index_table = chunked.as_table() if chunked else info
+    index = index if db.index_exists(index_table, index) else None
+    chunk_count, chunk_bytes = chunk_sizes(db, chunked) if chunked else (None, None)
+    trouble = tracking.problem(db, info, vector_column, meta, triggers) or fulltext_problem(db, info, meta, sources)
+    index_bytes, index_note = db.dialect.index_bytes(db, index_table, index) if index else (None, None)
     notes = [n for n in (db.dialect.vector_bytes_note(), index_note) if n]
+    serves = index_verdict(db, info, vector_column) if index and None not in sources else None
     return ColumnStatus(
         table=info.display,
         column=",".join(c or "?" for c in sources),
         columns=list(meta["source"]),
         vector_column=vector_column,
-        model=meta.get("model"),
+        model=model_label(meta),
         dimension=meta.get("dimension"),
         metric=meta.get("metric"),
         rows=rows,
@@ -106,12 +118,63 @@ def column_status(db: Database, info: Table, vector_column: str, meta: dict, tri
         vector_bytes=int(vector_bytes) if vector_bytes is not None else None,
         index_bytes=index_bytes,
         problem=trouble,
-        index_serves_search=index_verdict(db, info, vector_column) if index and None not in sources else None,
+        index_serves_search=serves,
         sizes_note="; ".join(notes) or None,
+        index_serves_search_note=None if serves is not False else not_serving_note(rows),
         fulltext=meta.get("fulltext"),
         schema=info.schema,
         table_name=info.name,
+        chunks=chunk_count,
+        chunk_table=chunked.display if chunked else None,
+        chunk_bytes=chunk_bytes,
+        chunk_tokens=meta["chunks"]["tokens"] if chunked else None,
     )
+
+
+def chunk_sizes(db: Database, chunked) -> tuple[int | None, int | None]:
+    """A chunk table's chunks and bytes (table, indexes and TOAST; None where the engine keeps no
+    sizes); (None, None) when the table is gone."""
+    if db.relation_owner(chunked.schema, chunked.name) is None:
+        return None, None
+    count = db.fetchone(sql.SQL("SELECT count(*) FROM {}").format(chunked.ident))[0]
+    return count, db.dialect.table_bytes(db, chunked.ident)
+
+
+def fulltext_problem(db: Database, info: Table, meta: dict, sources) -> str | None:
+    """A full-text column an earlier version made over whole texts, and the run that bounds it."""
+    fulltext = meta.get("fulltext")
+    column = info.columns.get(fulltext["column"]) if fulltext else None
+    if column is None or None in sources or db.dialect.fulltext_bounded(column.expression):
+        return None
+    return (
+        f"full-text column {column.name!r} indexes whole texts (made by an earlier version), so a write whose words "
+        "pass the engine's tsvector limit fails; `vectorize.py encode -t "
+        f"{info.display} {' '.join('-c ' + c for c in sources)}` bounds it to the first "
+        f"{FULLTEXT_MAX_CHARS:,} characters (rewriting the table once)"
+    )
+
+
+def model_label(meta: dict) -> str | None:
+    """The model, or for imported vectors the --model-name they were imported with."""
+    if meta.get("external") and meta.get("label"):
+        return f"{meta['label']} (imported)"
+    return meta.get("model")
+
+
+# Below this many rows a planner commonly finds ranking every row cheaper than walking the index
+# (PostgreSQL 18 + pgvector 0.8, k = 10, measured: a sequential scan up to 2,000 rows of 384
+# dimensions and 1,000 of 8; the HNSW index from 5,000 and 2,000).
+SMALL_TABLE_ROWS = 10_000
+
+
+def not_serving_note(rows: int) -> str:
+    """Why the plan of a plain search does not use the vector index that exists."""
+    if rows < SMALL_TABLE_ROWS:
+        return (
+            f"with {plural(rows, 'row')} the planner ranks every row exactly, which costs less than the index "
+            "on a table this small; it turns to the index as the table grows"
+        )
+    return "the planner ranks the rows without the index; `vectorize.py search --explain` shows its plan"
 
 
 def index_verdict(db: Database, info: Table, vector_column: str) -> bool:
@@ -131,6 +194,8 @@ class DropPlan:
     vector_column: str
     sources: list[str]
     statements: list[sql.Composable]
+    fulltext_column: str | None = None  # the full-text column dropped with it (no other column uses it)
+    chunk_table: str | None = None  # encode --chunk: the chunk table dropped with it
 
     @property
     def display(self) -> str:
@@ -183,16 +248,22 @@ def plan_drop(
         if db.index_exists(info, name):
             statements.append(sql.SQL("DROP INDEX {}").format(sql.Identifier(info.schema, name)))
     statements.append(sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(info.ident, sql.Identifier(vector_column)))
+    if meta.get("chunks"):
+        # The chunk table, with its index: nothing else refers to it.
+        statements.append(sql.SQL("DROP TABLE IF EXISTS {}").format(chunk_table_of(info, meta["chunks"]).ident))
     fulltext = meta.get("fulltext")
     shared = any(
         (c.metadata or {}).get("fulltext") == fulltext for c in info.columns.values() if c.name != vector_column
     )
+    dropped_fulltext = None
     if fulltext and not shared and fulltext["column"] in info.columns:
         # Its GIN index goes with it.
         statements.append(
             sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(info.ident, sql.Identifier(fulltext["column"]))
         )
-    return DropPlan(info, vector_column, list(meta["source"]), statements)
+        dropped_fulltext = fulltext["column"]
+    chunked = chunk_table_of(info, meta["chunks"]).display if meta.get("chunks") else None
+    return DropPlan(info, vector_column, list(meta["source"]), statements, dropped_fulltext, chunked)
 
 
 def drop(

@@ -250,11 +250,12 @@ class PageReader:
             rows = self.db.fetchall(self.q.first_page, (n, *budget))
         else:
             rows = self.db.fetchall(self.q.next_page, (*self.last_key, n, *budget))
-        seen = len(rows)
-        if self.by_bytes and rows:
-            seen = rows[0][-1]  # rows the page could have held, before the byte budget
+        # The table has no more pending rows when it gave fewer than asked for: before the byte
+        # budget of a chunked fill, and the budget kept none of them back.
+        seen = rows[0][-1] if self.by_bytes and rows else len(rows)
+        if self.by_bytes:
             rows = [row[:-1] for row in rows]
-        if seen < n:
+        if seen < n and len(rows) == seen:
             self.done = True
         if rows:
             self.last_key = tuple(rows[-1][: len(self.q.keys)])
@@ -1095,6 +1096,7 @@ def build_index(
         pending_index_name=pending_index_name,
         index_type=db.dialect.index_type(dimension),
         fulltext=meta.get("fulltext"),
+        chunks=meta.get("chunks"),
     )
     result = EncodeResult(target)
     if not indexes_exist(db, target):

@@ -379,9 +379,11 @@ def check_query_vector(vector: np.ndarray, metric: str) -> None:
 def run_search(db: Database, target: SearchTarget, spec: SearchSpec, vector: np.ndarray) -> SearchResult:
     literal = vector_literal(vector)
     asked = spec.mode
-    rows = ranked_rows(db, spec, literal)
+    rows, spec.mode = ranked(db, spec, literal)
     notice = None
-    if len(rows) < spec.k and spec.mode != "exact":
+    if asked != "exact" and spec.mode == "exact" and rows:
+        notice = f"the vector index gave fewer than {spec.k} rows; every matching row was ranked exactly"
+    elif len(rows) < spec.k and spec.mode != "exact":
         # The approximate path found fewer than k rows (a filter, NULL vectors ranked first by a
         # plan without the index): rank exactly, so that whenever k rows have vectors (and match),
         # k rows come back.
@@ -433,24 +435,32 @@ MAX_CHUNK_CANDIDATES = 1000
 
 
 def ranked_rows(db: Database, spec: SearchSpec, literal: str) -> list[tuple]:
+    return ranked(db, spec, literal)[0]
+
+
+def ranked(db: Database, spec: SearchSpec, literal: str) -> tuple[list[tuple], str]:
+    """The ranked rows, and how they were ranked in the end (a chunked column's search through
+    the index ranks exactly when the index's nearest chunks hold fewer than k rows)."""
     if spec.chunks is not None and spec.mode != "exact":
         return ranked_chunked_rows(db, spec, literal)
     query, params = db.dialect.search_statement(spec, literal)
-    return run_ranked(db, spec, query, params)
+    return run_ranked(db, spec, query, params), spec.mode
 
 
-def ranked_chunked_rows(db: Database, spec: SearchSpec, literal: str) -> list[tuple]:
+def ranked_chunked_rows(db: Database, spec: SearchSpec, literal: str) -> tuple[list[tuple], str]:
     """Rows by their nearest chunk through the index: more chunks asked for while they hold
-    fewer than k distinct (matching) rows, up to MAX_CHUNK_CANDIDATES; the caller ranks exactly
-    when even those fall short."""
+    fewer than k distinct (matching) rows, up to MAX_CHUNK_CANDIDATES; then every chunk of every
+    matching row is ranked exactly."""
     candidates = min(MAX_CHUNK_CANDIDATES, max(spec.k * CHUNK_FANOUT, 100))
     while True:
         asked = replace(spec, candidates=candidates)
         query, params = db.dialect.search_statement(asked, literal)
         # The index's settings (ef_search) are those of a search for all the candidates.
         rows = run_ranked(db, replace(asked, k=max(spec.k, candidates)), query, params)
-        if len(rows) >= spec.k or candidates >= MAX_CHUNK_CANDIDATES:
-            return rows
+        if len(rows) >= spec.k:
+            return rows, spec.mode
+        if candidates >= MAX_CHUNK_CANDIDATES:
+            return ranked(db, replace(spec, mode="exact"), literal)
         candidates = min(MAX_CHUNK_CANDIDATES, candidates * 4)
 
 

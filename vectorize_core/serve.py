@@ -120,6 +120,11 @@ class Ranking(BaseModel):
     distance_key: str = Field(description="The rows' distance field: 'distance' unless the table has such a column.")
     score_key: str | None = Field(description="Hybrid: the fused score's field.")
     rank_keys: list[str] | None = Field(description="Hybrid: the vector and text ranks' fields.")
+    chunk_keys: list[str] | None = Field(
+        None,
+        description="A chunked column (encode --chunk): the fields of the best chunk's number, start, end and "
+        "text (start and end count characters of the source columns joined by a space).",
+    )
 
 
 class SearchResponse(BaseModel):
@@ -417,6 +422,7 @@ def run_search(pool: Pool, options: dict, encoders) -> dict:
             "distance_key": result.distance_key,
             "score_key": result.score_key,
             "rank_keys": list(result.rank_keys) if result.rank_keys else None,
+            "chunk_keys": list(result.chunk_keys) if result.chunk_keys else None,
         },
         "took_ms": round((time.perf_counter() - started) * 1000, 2),
     }

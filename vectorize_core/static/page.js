@@ -152,7 +152,12 @@ function panel(c, result, error) {
     cell(tr, "td", value === null ? "" : Number(value).toFixed(4), "num");
     r.key_columns.forEach((k) => cell(tr, "td", show(row[k]), "num"));
     r.extra_columns.forEach((k) => cell(tr, "td", show(row[k]), "extra"));
-    cell(tr, "td", r.text_columns.map((t) => show(row[t])).join(" "), "text");
+    // A chunked column: the chunk that matched, so that the reader sees why the row did.
+    const chunk = r.chunk_keys ? row[r.chunk_keys[3]] : null;
+    const text = chunk === null || chunk === undefined
+      ? r.text_columns.map((t) => show(row[t])).join(" ")
+      : `[chunk ${row[r.chunk_keys[0]]}] ${chunk}`;
+    cell(tr, "td", text, "text");
   });
   if (!result.rows.length) {
     const tr = body.insertRow();
