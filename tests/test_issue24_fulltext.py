@@ -14,11 +14,11 @@ import random
 import psycopg
 import pytest
 
-from vectorize_core.dialects import FULLTEXT_MAX_CHARS
+from vectorize_core import dialects
 
 TSVECTOR_MAX = 1_048_575  # PostgreSQL's MAXSTRPOS: bytes of lexemes and positions in one tsvector
 BYTES_PER_CHAR = 8  # the bound argued in dialects.py
-N = FULLTEXT_MAX_CHARS
+N = 100_000  # the characters indexed, as the README states them
 
 
 def cjk(i: int) -> str:
@@ -91,6 +91,10 @@ ADVERSARIAL = {
     "random mixture 1": lambda: fuzz(1),
     "random mixture 2": lambda: fuzz(2),
 }
+
+
+def test_the_bound_is_the_one_the_readme_states():
+    assert getattr(dialects, "FULLTEXT_MAX_CHARS", None) == N
 
 
 @pytest.fixture
