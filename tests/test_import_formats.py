@@ -99,37 +99,25 @@ def jsonl_with(bad_line: str, at: int = 20) -> str:
     return "\n".join(lines) + "\n"
 
 
-@pytest.mark.parametrize(
-    "line, fragment",
-    [
-        ('{"id": 20, "vector": [1, 2, 3]}', "line 20: vector has 3 numbers; the first had 4"),
-        ('{"id": 20, "vector": [1, 2, "x", 4]}', 'line 20: vector holds "x", not a number'),
-        ('{"id": 20, "vector": [1, 2, true, 4]}', "line 20: vector holds true, not a number"),
-        ('{"id": 20, "vector": [1, 2, null, 4]}', "line 20: vector holds null, not a number"),
-        ('{"id": 20, "vector": [1, NaN, 3, 4]}', "line 20: vector holds nan, not a finite number"),
-        ('{"id": 20, "vector": [1, -Infinity, 3, 4]}', "line 20: vector holds -inf, not a finite number"),
-        ('{"id": 20, "vector": [1, 1e39, 3, 4]}', "line 20: vector holds 1e+39, beyond what a float4 holds"),
-        ('{"id": 20, "vector": [1, 1e400, 3, 4]}', "line 20: vector holds inf, not a finite number"),
-        ('{"id": 20, "vector": []}', "line 20: empty vector"),
-        ('{"id": 20, "vector": [[1, 2], [3, 4]]}', "line 20: vector holds [1, 2], not a number"),
-        ('{"id": 20}', "line 20: 'vector' must be an array of numbers"),
-        ('{"vector": [1, 2, 3, 4]}', "line 20: missing key column 'id'"),
-        ('{"id": null, "vector": [1, 2, 3, 4]}', "line 20: key column 'id' is null"),
-        ('{"id": 3, "vector": [1, 2, 3, 4]}', "line 20: key 3 repeats line 3"),
-        ('{"id": "x", "vector": [1, 2, 3, 4]}', "line 20: invalid input syntax for type integer"),
-        ('{"id": 20, "vector": [1, 2', "line 20: not valid JSON"),
-        ("[1, 2, 3, 4]", "line 20: expected a JSON object"),
-    ],
-)
-def test_jsonl_validation_names_the_line_and_writes_nothing(run_cli, url, items, tmp_path, parsing, line, fragment):
-    path = tmp_path / "v.jsonl"
-    path.write_text(jsonl_with(line))
-    before = table_checksum(items, "items")
-    result = import_file(run_cli, url, path)
-    assert result.exit_code == 2, result.output
-    assert f"v.jsonl {fragment}" in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert table_checksum(items, "items") == before
-    assert items.execute("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'vectorize_import%'").fetchone()[0] == 0
+JSONL_CASES = [
+    ('{"id": 20, "vector": [1, 2, 3]}', "line 20: vector has 3 numbers; the first had 4"),
+    ('{"id": 20, "vector": [1, 2, "x", 4]}', 'line 20: vector holds "x", not a number'),
+    ('{"id": 20, "vector": [1, 2, true, 4]}', "line 20: vector holds true, not a number"),
+    ('{"id": 20, "vector": [1, 2, null, 4]}', "line 20: vector holds null, not a number"),
+    ('{"id": 20, "vector": [1, NaN, 3, 4]}', "line 20: vector holds nan, not a finite number"),
+    ('{"id": 20, "vector": [1, -Infinity, 3, 4]}', "line 20: vector holds -inf, not a finite number"),
+    ('{"id": 20, "vector": [1, 1e39, 3, 4]}', "line 20: vector holds 1e+39, beyond what a float4 holds"),
+    ('{"id": 20, "vector": [1, 1e400, 3, 4]}', "line 20: vector holds inf, not a finite number"),
+    ('{"id": 20, "vector": []}', "line 20: empty vector"),
+    ('{"id": 20, "vector": [[1, 2], [3, 4]]}', "line 20: vector holds [1, 2], not a number"),
+    ('{"id": 20}', "line 20: 'vector' must be an array of numbers"),
+    ('{"vector": [1, 2, 3, 4]}', "line 20: missing key column 'id'"),
+    ('{"id": null, "vector": [1, 2, 3, 4]}', "line 20: key column 'id' is null"),
+    ('{"id": 3, "vector": [1, 2, 3, 4]}', "line 20: key 3 repeats line 3"),
+    ('{"id": "x", "vector": [1, 2, 3, 4]}', "line 20: invalid input syntax for type integer"),
+    ('{"id": 20, "vector": [1, 2', "line 20: not valid JSON"),
+    ("[1, 2, 3, 4]", "line 20: expected a JSON object"),
+]
 
 
 def test_jsonl_invalid_utf8_blank_lines_and_a_bom(run_cli, url, items, tmp_path, parsing):
@@ -172,29 +160,36 @@ def csv_with(bad_row: str, at: int = 20, delimiter: str = ",") -> str:
     return "\n".join(rows) + "\n"
 
 
+CSV_CASES = [
+    ('20,"[1, 2, 3]"', "line 21: vector has 3 numbers; the first had 4"),
+    ('20,"[1, 2, ""x"", 4]"', 'line 21: vector holds "x", not a number'),
+    ('20,"[1, 2, true, 4]"', "line 21: vector holds true, not a number"),
+    ('20,"[1, NaN, 3, 4]"', "line 21: vector holds nan, not a finite number"),
+    ('20,"[1, 1e39, 3, 4]"', "line 21: vector holds 1e+39, beyond what a float4 holds"),
+    ("20,", "line 21: 'vector' must be an array of numbers"),
+    ('20,"[1, 2"', "line 21: 'vector' is not a JSON array"),
+    (',"[1, 2, 3, 4]"', "line 21: missing key column 'id'"),
+    ('3,"[1, 2, 3, 4]"', "line 21: key 3 repeats line 4"),
+    ('x,"[1, 2, 3, 4]"', "line 21: invalid input syntax for type integer"),
+]
+
+
 @pytest.mark.parametrize(
-    "row, fragment",
-    [
-        ('20,"[1, 2, 3]"', "line 21: vector has 3 numbers; the first had 4"),
-        ('20,"[1, 2, ""x"", 4]"', 'line 21: vector holds "x", not a number'),
-        ('20,"[1, 2, true, 4]"', "line 21: vector holds true, not a number"),
-        ('20,"[1, NaN, 3, 4]"', "line 21: vector holds nan, not a finite number"),
-        ('20,"[1, 1e39, 3, 4]"', "line 21: vector holds 1e+39, beyond what a float4 holds"),
-        ("20,", "line 21: 'vector' must be an array of numbers"),
-        ('20,"[1, 2"', "line 21: 'vector' is not a JSON array"),
-        (',"[1, 2, 3, 4]"', "line 21: missing key column 'id'"),
-        ('3,"[1, 2, 3, 4]"', "line 21: key 3 repeats line 4"),
-        ('x,"[1, 2, 3, 4]"', "line 21: invalid input syntax for type integer"),
-    ],
+    "name, content, fragment",
+    [("v.jsonl", jsonl_with(line), fragment) for line, fragment in JSONL_CASES]
+    + [("v.csv", csv_with(row), fragment) for row, fragment in CSV_CASES],
+    ids=[f"jsonl-{i}" for i in range(len(JSONL_CASES))] + [f"csv-{i}" for i in range(len(CSV_CASES))],
 )
-def test_csv_validation_names_the_line_and_writes_nothing(run_cli, url, items, tmp_path, parsing, row, fragment):
-    path = tmp_path / "v.csv"
-    path.write_text(csv_with(row))
+def test_text_validation_names_the_line_and_writes_nothing(run_cli, url, items, tmp_path, parsing, name, content,
+                                                           fragment):  # fmt: skip
+    path = tmp_path / name
+    path.write_text(content)
     before = table_checksum(items, "items")
     result = import_file(run_cli, url, path)
     assert result.exit_code == 2, result.output
-    assert f"v.csv {fragment}" in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert f"{name} {fragment}" in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert table_checksum(items, "items") == before
+    assert items.execute("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'vectorize_import%'").fetchone()[0] == 0
 
 
 def test_csv_header_delimiters_blank_lines_and_invalid_utf8(run_cli, url, items, tmp_path, parsing):

@@ -54,10 +54,10 @@ from .errors import BadInput, DatabaseError
 from .pipeline import (
     FillQueries,
     build_indexes_when_done,
-    column_statements,
     ensure_extension,
     indexes_exist,
     run_ddl,
+    set_up_columns,
 )
 from .target import (
     VectorTarget,
@@ -218,13 +218,17 @@ def json_objects(lines: FileLines) -> Iterator[tuple[int, str, dict, str]]:
         if not line.strip():
             continue
         where = f"{lines.path.name} line {number}"
-        try:
-            obj = json.loads(line)
-        except ValueError as exc:
-            raise BadVectorFile(f"{where}: not valid JSON ({exc.msg})") from None
-        if not isinstance(obj, dict):
-            raise BadVectorFile(f"{where}: expected a JSON object")
-        yield number, where, obj, line
+        yield number, where, json_object(line, where), line
+
+
+def json_object(line: str | bytes, where: str) -> dict:
+    try:
+        obj = json.loads(line)
+    except ValueError as exc:
+        raise BadVectorFile(f"{where}: not valid JSON ({getattr(exc, 'msg', exc)})") from None
+    if not isinstance(obj, dict):
+        raise BadVectorFile(f"{where}: expected a JSON object")
+    return obj
 
 
 def object_keys(obj: dict, where: str, key_columns: list[str]) -> list[str]:
@@ -391,12 +395,7 @@ def check_utf8(raw: bytes, where: str) -> None:
 
 def exact_jsonl_record(raw: bytes, where: str, key_columns: list[str], blocks: Blocks) -> tuple[list[str], list]:
     """A line read by the standard library's json: the message for what msgspec refused."""
-    try:
-        obj = json.loads(raw)
-    except ValueError as exc:
-        raise BadVectorFile(f"{where}: not valid JSON ({getattr(exc, 'msg', exc)})") from None
-    if not isinstance(obj, dict):
-        raise BadVectorFile(f"{where}: expected a JSON object")
+    obj = json_object(raw, where)
     keys = object_keys(obj, where, key_columns)
     vector = parse_vector(obj.get("vector"), where, blocks.dimension)
     blocks.dimension = len(vector)
@@ -1072,8 +1071,7 @@ def build_indexes(db: Database, target: VectorTarget, result: ImportResult, memo
 
 def write_columns(db: Database, target: VectorTarget, result: ImportResult) -> None:
     """The vector column (and the full-text column) with their metadata, as encode makes them."""
-    for statement in column_statements(db, target):
-        run_ddl(db, statement)
+    set_up_columns(db, target)
     result.column_created = not target.column_exists
     result.fulltext_added = bool(target.fulltext) and target.fulltext["column"] not in target.table.columns
 
