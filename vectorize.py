@@ -245,9 +245,10 @@ def encode(url, table, schema, columns, model, vector_column, metric, prefix, qu
     if max_idle is not None and not follow:
         raise click.UsageError("--max-idle goes with --follow.")
     stop = stop_on_signals() if follow else None
+    interrupt = None if follow or dry_run else interrupt_on_ctrl_c()
     with (
         vectorize_core.connect(url) as db,
-        progress_reporter(enabled=not follow) as progress,
+        progress_reporter(enabled=not follow, lines=True) as progress,
         index_reporter() as on_index,
     ):
         result = vectorize_core.encode(
@@ -282,6 +283,7 @@ def encode(url, table, schema, columns, model, vector_column, metric, prefix, qu
             follow=follow,
             max_idle=max_idle,
             stop=stop,
+            interrupt=interrupt,
             progress=progress,
             on_round=report_round,
         )
@@ -333,6 +335,25 @@ def stop_on_signals():
     return stop
 
 
+def interrupt_on_ctrl_c():
+    """An event set by the first Ctrl-C: the run stops after the model's batch in flight, keeps
+    what it wrote and exits 130. A second Ctrl-C stops at once."""
+    import signal
+    import threading
+
+    interrupt = threading.Event()
+
+    def request_interrupt(signum, frame):
+        if interrupt.is_set():
+            raise KeyboardInterrupt
+        interrupt.set()
+        click.echo("Stopping after the model's current batch (Ctrl-C again to stop at once) ...", err=True)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, request_interrupt)
+    return interrupt
+
+
 def report_round(written: int, result) -> None:
     """--follow: one line per poll that wrote something, with what that poll wrote."""
     import time
@@ -364,28 +385,39 @@ def encode_summary(result) -> str:
     parts = []
     if result.cleared:
         parts.append(f"Cleared {plural(result.cleared, 'vector')} of {t.display} to encode them again")
+    chunked = f" ({plural(result.chunks, 'chunk')})" if t.chunks else ""
     parts += [
-        f"Encoded {plural(result.written, 'row')} of {t.table.display}.{sources} into {t.vector_column} "
-        f"with {t.model} in {result.seconds:.1f}s ({result.rows_per_second:.0f} rows/s)"
+        f"Encoded {plural(result.written, 'row')}{chunked} of {t.table.display}.{sources} into {t.vector_column} "
+        f"with {t.model} in {result.seconds:.1f}s{encode_rate(result)}"
     ]
-    if result.skipped:
+    # Every figure is of the whole run: rows that changed mid-run and were encoded again by a
+    # later poll are not pending any more.
+    changed = min(result.skipped, result.pending_after)
+    if changed:
         parts.append(
-            f"{plural(result.skipped, 'row changed', 'rows changed')} while encoding and "
-            f"{'stays' if result.skipped == 1 else 'stay'} pending (run again)"
+            f"{plural(changed, 'row changed', 'rows changed')} while encoding and "
+            f"{'stays' if changed == 1 else 'stay'} pending (run again)"
         )
     if result.failed:
         parts.append(
             f"{plural(result.failed, 'row')} failed to encode and {'stays' if result.failed == 1 else 'stay'} pending"
         )
-    left = result.pending_before - result.written - result.skipped - result.failed
+    left = result.pending_after - changed - result.failed
     if left > 0:
         parts.append(f"{plural(left, 'row')} still pending (run again to continue)")
     if result.blank:
         parts.append(f"{plural(result.blank, 'row')} with only empty or whitespace text skipped")
-    if result.truncated:
+    truncated = min(result.truncated, result.written)
+    if truncated:
         parts.append(
-            f"{plural(result.truncated, 'row was', 'rows were')} longer than the model reads and "
-            f"{'was' if result.truncated == 1 else 'were'} truncated"
+            f"{plural(truncated, 'row was', 'rows were')} longer than the model reads and "
+            f"{'was' if truncated == 1 else 'were'} truncated (encode --chunk reads every word)"
+        )
+    if result.unread_columns:
+        later = "+".join(t.sources[1:])
+        parts.append(
+            f"in {plural(result.unread_columns, 'row')} the model read no word of {later}: "
+            f"{t.sources[0]} before it is longer than the model reads (put the short column first, or use --chunk)"
         )
     if result.tracking_installed:
         parts.append(f"change tracking is on: a trigger re-queues rows whose {sources} changes")
@@ -395,7 +427,17 @@ def encode_summary(result) -> str:
             f"index not built yet: {plural(result.pending_elsewhere, 'row is', 'rows are')} pending in other shards; "
             "the last shard to finish builds it"
         )
+    if result.ended:
+        parts.append(result.ended)
     return "; ".join(parts) + "."
+
+
+def encode_rate(result) -> str:
+    """' (N rows/s)' over the time spent encoding (not the idle time of --follow); none for 0."""
+    rate = result.rows_per_second
+    if not result.written or rate <= 0:
+        return ""
+    return f" ({rate:.0f} rows/s)" if rate >= 1 else f" ({rate:.2f} rows/s)"
 
 
 class index_reporter:
@@ -439,17 +481,25 @@ class index_reporter:
         return False
 
 
-class progress_reporter:
-    """A rich progress bar on a terminal; nothing otherwise. Yields the core's callback."""
+# Without a terminal (nohup, CI, a pipe), a timestamped progress line at most this often.
+PROGRESS_LINE_SECONDS = 5.0
 
-    def __init__(self, enabled: bool = True, label: str = "encoding"):
+
+class progress_reporter:
+    """A rich progress bar on a terminal; otherwise, with lines, a timestamped line on stderr
+    every PROGRESS_LINE_SECONDS while there is progress. Yields the core's callback."""
+
+    def __init__(self, enabled: bool = True, label: str = "encoding", lines: bool = False):
         self.enabled = enabled
         self.label = label
+        self.lines = lines
 
     def __enter__(self):
         self.bar = None
-        if not self.enabled or not sys.stderr.isatty():
+        if not self.enabled:
             return None
+        if not sys.stderr.isatty():
+            return self.line_printer() if self.lines else None
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -476,6 +526,24 @@ class progress_reporter:
         self.task = self.bar.add_task("encode", total=None, rate="-")
         self.bar.start()
         return self.update
+
+    def line_printer(self):
+        import time
+
+        started = last = time.monotonic()
+
+        def update(done: int, total: int) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if now - last < PROGRESS_LINE_SECONDS or not done:
+                return
+            last = now
+            rate = done / (now - started) if now > started else 0
+            click.echo(
+                f"{time.strftime('%H:%M:%S')} {self.label}: {done:,} of {total:,} rows ({rate:.0f} rows/s)", err=True
+            )
+
+        return update
 
     def update(self, done: int, total: int) -> None:
         elapsed = self.bar.tasks[0].elapsed or 0

@@ -104,7 +104,7 @@ def test_chunks_are_stored_with_the_model_output_of_their_text(run_cli, url, con
     bodies = dict(conn.execute("SELECT id, body FROM doc"))
     rows = chunks_of(conn)
     assert {r[0] for r in rows} == set(range(1, 9))
-    for key, number, start, end, vector in rows:
+    for key, _number, start, end, vector in rows:
         text = bodies[key][start:end]
         assert len(text.split()) <= 12  # each chunk is read whole by the model
         np.testing.assert_allclose(json.loads(vector), CountingEncoder.vector(text), rtol=1e-6, atol=1e-6)
@@ -402,8 +402,7 @@ def test_kill_9_then_rerun_finishes_with_nothing_doubled_or_lost(url, conn):
     characters), then run again."""
     import signal
 
-    import vectorize_tiny
-    from test_reliability import running, start_encode, wait_until, written
+    from test_reliability import running, start_encode, vectorize_tiny, wait_until, written
 
     conn.execute("CREATE TABLE t (id int PRIMARY KEY, body text)")
     conn.execute(

@@ -378,3 +378,227 @@ def test_crdb_index_size_from_range_statistics():
         " WITH DETAILS]"
     )
     assert "per-column" in CRDB.vector_bytes_note()
+
+
+# --fulltext (issue 24): the first FULLTEXT_MAX_CHARS characters, and on CockroachDB words cut to
+# CRDB_WORD_CHARS (it refuses to store a lexeme over 16,383 bytes).
+CRDB_TSV = (
+    "to_tsvector('english', regexp_replace(left(coalesce(CAST(\"body\" AS text), ''), 100000),"
+    "  E'([\\\\pL\\\\pN]{1000})',  E'\\\\1 ', 'g'))"
+)
+PG_TSV = "to_tsvector('english', left(coalesce(CAST(\"body\" AS text), ''), 100000))"
+
+
+def test_fulltext_column_indexes_a_bounded_prefix_on_both_engines():
+    assert (
+        s(CRDB.fulltext_column(TABLE, "body_tsv", "english", ["body"]))
+        == f'ALTER TABLE "public"."Pass age" ADD COLUMN IF NOT EXISTS "body_tsv" TSVECTOR AS ({CRDB_TSV}) STORED'
+    )
+    assert (
+        s(PG.fulltext_column(TABLE, "body_tsv", "english", ["body"]))
+        == f'ALTER TABLE "public"."Pass age" ADD COLUMN IF NOT EXISTS "body_tsv" tsvector GENERATED ALWAYS AS ({PG_TSV}) STORED'
+    )
+    two = s(PG.fulltext_column(TABLE, "title_tsv", "simple", ["title", "body"]))
+    assert "left(coalesce(CAST(\"title\" AS text), '') || ' ' || coalesce(CAST(\"body\" AS text), ''), 100000)" in two
+
+
+def test_fulltext_made_by_an_earlier_version_is_bounded_on_the_next_run():
+    fulltext = {"column": "body_tsv", "index": "body_tsv_idx", "language": "english"}
+
+    def table(expression):
+        base = target().table
+        columns = {
+            **base.columns,
+            "body_tsv": Column("body_tsv", 5, "tsvector", "tsvector", -1, None, "U", "stored", expression),
+        }
+        return Table(base.schema, base.name, base.oid, columns, base.primary_key)
+
+    old = table("to_tsvector('english'::regconfig, COALESCE(body, ''::text))")
+    assert [s(x) for x in PG.fulltext_upgrade(old, fulltext, ["body"])] == [
+        f'ALTER TABLE "public"."Pass age" ALTER COLUMN "body_tsv" SET EXPRESSION AS ({PG_TSV})'
+    ]
+    assert [s(x) for x in dialects.Dialect(version=(16, 4)).fulltext_upgrade(old, fulltext, ["body"])] == [
+        'ALTER TABLE "public"."Pass age" DROP COLUMN "body_tsv"',
+        f'ALTER TABLE "public"."Pass age" ADD COLUMN IF NOT EXISTS "body_tsv" tsvector GENERATED ALWAYS AS ({PG_TSV}) STORED',
+        'CREATE INDEX IF NOT EXISTS "body_tsv_idx" ON "public"."Pass age" USING gin ("body_tsv")',
+    ]
+    crdb_old = table("to_tsvector('english':::STRING, COALESCE(body::STRING, '':::STRING))")
+    assert [s(x) for x in CRDB.fulltext_upgrade(crdb_old, fulltext, ["body"])] == [
+        'ALTER TABLE "public"."Pass age" DROP COLUMN "body_tsv"',
+        f'ALTER TABLE "public"."Pass age" ADD COLUMN IF NOT EXISTS "body_tsv" TSVECTOR AS ({CRDB_TSV}) STORED',
+        'CREATE INVERTED INDEX IF NOT EXISTS "body_tsv_idx" ON "public"."Pass age" ("body_tsv")',
+    ]
+    # As the catalogs print the bounded expressions: nothing to do.
+    pg_new = table("""to_tsvector('english'::regconfig, "left"(COALESCE(body, ''::text), 100000))""")
+    crdb_new = table(
+        "to_tsvector('english':::STRING, regexp_replace(left(COALESCE(body::STRING, '':::STRING), 100000:::INT8),"
+        " e'([\\\\pL\\\\pN]{1000})':::STRING, e'\\\\1 ':::STRING, 'g':::STRING))"
+    )
+    assert PG.fulltext_upgrade(pg_new, fulltext, ["body"]) == []
+    assert CRDB.fulltext_upgrade(crdb_new, fulltext, ["body"]) == []
+    assert PG.fulltext_upgrade(target().table, fulltext, ["body"]) == []  # no such column (yet)
+    assert PG.fulltext_upgrade(old, None, ["body"]) == []
+
+
+# -- import-vectors and export-vectors (#25) ----------------------------------------------------
+
+STAGING = sql.Identifier("public", "vectorize_import_x_keys")
+STAGED_KEYS = [sql.Identifier("id"), sql.Identifier("line")]
+
+
+def test_import_copies_keys_as_text_or_csv_and_vectors_binary_only_on_postgresql():
+    # CockroachDB's COPY options are unparenthesised (COPY ... FROM STDIN WITH CSV); PostgreSQL's
+    # take the (FORMAT ...) list. Binary VECTOR COPY fails on CockroachDB v25.2 (#157040): text.
+    assert s(PG.copy_from(STAGING, STAGED_KEYS)) == 'COPY "public"."vectorize_import_x_keys" ("id", "line") FROM STDIN'
+    assert s(CRDB.copy_from(STAGING, STAGED_KEYS)) == s(PG.copy_from(STAGING, STAGED_KEYS))
+    assert s(PG.copy_from(STAGING, STAGED_KEYS, "csv")).endswith('("id", "line") FROM STDIN (FORMAT csv)')
+    assert s(CRDB.copy_from(STAGING, STAGED_KEYS, "csv")).endswith('("id", "line") FROM STDIN WITH CSV')
+    vectors = [sql.Identifier("line"), sql.Identifier("vec")]
+    assert s(PG.copy_from(TABLE, vectors, "binary")).endswith('("line", "vec") FROM STDIN (FORMAT binary)')
+    assert PG.binary_vector_copy and not CRDB.binary_vector_copy
+
+
+def test_export_pages_in_key_order_reading_vectors_binary_on_postgresql_and_as_text_on_cockroachdb():
+    keys, types, vector = [sql.Identifier("a"), sql.Identifier("b")], ["bigint", "text"], sql.Identifier("body_vector")
+    assert s(PG.export_page(TABLE, keys, types, vector, after=False)) == (
+        'SELECT CAST(t."a" AS text), CAST(t."b" AS text), t."body_vector" FROM "public"."Pass age" AS t'
+        ' WHERE t."body_vector" IS NOT NULL ORDER BY t."a", t."b" LIMIT %s'
+    )
+    assert s(PG.export_page(TABLE, keys, types, vector, after=True)) == (
+        'SELECT CAST(t."a" AS text), CAST(t."b" AS text), t."body_vector" FROM "public"."Pass age" AS t'
+        ' WHERE t."body_vector" IS NOT NULL AND (t."a", t."b") > (CAST(%s AS bigint), CAST(%s AS text))'
+        ' ORDER BY t."a", t."b" LIMIT %s'
+    )
+    # Binary VECTOR results need v25.3+ (#147844): CockroachDB's vectors are read as text.
+    assert s(CRDB.export_page(TABLE, keys, types, vector, after=True)) == (
+        'SELECT CAST(t."a" AS text), CAST(t."b" AS text), CAST(t."body_vector" AS text) FROM "public"."Pass age" AS t'
+        ' WHERE t."body_vector" IS NOT NULL AND (t."a", t."b") > (CAST(%s AS bigint), CAST(%s AS text))'
+        ' ORDER BY t."a", t."b" LIMIT %s'
+    )
+    assert PG.binary_vector_read and not CRDB.binary_vector_read
+
+
+def test_import_staging_tables_on_both_engines():
+    keys = [sql.Identifier("id")]
+    assert [s(x) for x in CRDB.staging_table(STAGING, TABLE, keys)] == [
+        'CREATE TABLE "public"."vectorize_import_x_keys" AS SELECT "id" FROM "public"."Pass age" LIMIT 0',
+        'ALTER TABLE "public"."vectorize_import_x_keys" ADD COLUMN line INT8',
+    ]
+    assert s(CRDB.vector_staging_table(STAGING, 384)) == (
+        'CREATE TABLE "public"."vectorize_import_x_keys" (line INT8 PRIMARY KEY, vec VECTOR(384))'
+    )
+    assert s(PG.vector_staging_table(STAGING, 384)).startswith('CREATE UNLOGGED TABLE "public"')
+
+
+# -- encode --chunk: the chunk table, its writes and its search, on CockroachDB ---------------------
+
+
+def chunked_target(prefix=()) -> VectorTarget:
+    base = target()
+    record = {
+        "table": "Pass age_body_vector_chunks", "index": "Pass age_body_vector_chunks_idx", "tokens": 128,
+        "overlap": 0, "counting": "tokenizer",
+        "columns": {"chunk": "chunk", "start": "chunk_start", "end": "chunk_end", "vector": "chunk_vector"},
+        **({"prefix_columns": list(prefix)} if prefix else {}),
+    }  # fmt: skip
+    return VectorTarget(
+        base.table, ("body",), "body_vector", "minilm", 384, "cosine", False, None, prefix_columns=tuple(prefix),
+        index_name=record["index"], chunks=record,
+    )  # fmt: skip
+
+
+CHUNKS = '"public"."Pass age_body_vector_chunks"'
+
+
+def test_crdb_chunk_table_and_its_vector_index_with_prefix_columns():
+    t = chunked_target(prefix=("a",))
+    ddl = [s(x) for x in column_statements_for(t)]
+    assert (
+        f'CREATE TABLE IF NOT EXISTS {CHUNKS} ("id" bigint NOT NULL, "a" bigint NOT NULL, "chunk" INT4 NOT NULL,'
+        ' "chunk_start" INT4 NOT NULL, "chunk_end" INT4 NOT NULL, "chunk_vector" VECTOR(384) NOT NULL,'
+        ' PRIMARY KEY ("id", "chunk"))'
+    ) in ddl
+    statements = [s(x) for x in index_statements(FakeDb(CRDB), t, FillQueries(t, CRDB))]
+    assert (
+        f'CREATE VECTOR INDEX IF NOT EXISTS "Pass age_body_vector_chunks_idx" ON {CHUNKS}'
+        ' ("a", "chunk_vector" vector_cosine_ops)'
+    ) in statements
+    # No vector index on the user's table: the chunks hold what search ranks.
+    assert not any('ON "public"."Pass age" ("body_vector"' in x for x in statements)
+
+
+def test_crdb_chunk_writes_are_conditional_and_replace_only_the_rows_that_took_their_vector():
+    q = FillQueries(chunked_target(prefix=("a",)), CRDB)
+    assert s(q.write).endswith(
+        ' WHERE t."id" = CAST("d"."k0" AS bigint) AND t."body_vector" IS NULL'
+        ' AND CAST(t."body" AS text) IS NOT DISTINCT FROM "d"."s0" RETURNING CAST("t"."id" AS text)'
+    )
+    assert s(q.delete_chunks) == (
+        f'DELETE FROM {CHUNKS} WHERE ("id") IN (SELECT CAST(d."k0" AS bigint) FROM unnest(CAST(%b AS text[])) AS d("k0"))'
+    )
+    assert s(q.insert_chunks) == (
+        f'INSERT INTO {CHUNKS} ("id", "a", "chunk", "chunk_start", "chunk_end", "chunk_vector")'
+        ' SELECT CAST(d."k0" AS bigint), "t"."a", d.n, d.s, d.e, CAST(d.vec AS VECTOR)'
+        " FROM unnest(CAST(%b AS text[]), CAST(%b AS int4[]), CAST(%b AS int4[]), CAST(%b AS int4[]),"
+        ' CAST(%b AS text[])) AS d("k0", n, s, e, vec)'
+        ' JOIN "public"."Pass age" AS t ON t."id" = CAST(d."k0" AS bigint)'
+    )
+    assert s(q.delete_stale) == (
+        f'DELETE FROM {CHUNKS} AS c WHERE NOT EXISTS (SELECT 1 FROM "public"."Pass age" AS t'
+        ' WHERE "t"."id" = "c"."id" AND t."body_vector" IS NOT NULL)'
+    )
+
+
+def test_crdb_chunked_pages_are_bounded_by_bytes():
+    q = FillQueries(chunked_target(), CRDB)
+    text = s(q.next_page)
+    assert 'sum(coalesce(octet_length(CAST("p"."x0" AS text)), 0)) OVER (ORDER BY "p"."o0")' in text
+    assert "count(*) OVER () AS vectorize_rows" in text
+    assert text.endswith('WHERE m.vectorize_bytes - m.vectorize_row_bytes < %s ORDER BY "m"."o0"')
+    assert "left(" not in text  # a chunked fill reads whole texts
+
+
+def test_crdb_chunk_search_has_no_filter_inside_the_vector_query():
+    from vectorize_core.chunks import chunk_table_of
+
+    t = chunked_target(prefix=("a",))
+    ct = chunk_table_of(t.table, t.chunks)
+    query, params = CRDB.search_statement(spec("overfetch", CAT, chunks=ct, candidates=50), "Q")
+    text = s(query)
+    near = text[text.index('FROM (SELECT "c"') : text.index(") AS near")]
+    assert near == (
+        'FROM (SELECT "c"."id", "c"."chunk", "c"."chunk_start", "c"."chunk_end",'
+        ' "c"."chunk_vector" <=> CAST(%s AS vector(384)) AS vectorize_distance'
+        f' FROM {CHUNKS} AS c ORDER BY "c"."chunk_vector" <=> CAST(%s AS vector(384)) LIMIT %s'
+    )
+    assert 'row_number() OVER (PARTITION BY "near"."id" ORDER BY near.vectorize_distance, near."chunk")' in text
+    assert text.endswith(
+        ' WHERE best.vectorize_pick = 1 AND t."body_vector" IS NOT NULL AND (t."cat" = CAST(%s AS text))'
+        ' ORDER BY best.vectorize_distance, "best"."id" LIMIT %s'
+    )
+    assert params == ["Q", "Q", 50, "p1", 5]
+    # A filter that pins the prefix columns is the vector query's only filter.
+    pinned = sql.SQL("(c.{} = CAST(%s AS int8))").format(sql.Identifier("a"))
+    query, params = CRDB.search_statement(
+        spec("prefix", CAT, chunks=ct, chunk_filter=pinned, chunk_filter_params=["p2"], candidates=50), "Q"
+    )
+    assert f' FROM {CHUNKS} AS c WHERE (c."a" = CAST(%s AS int8)) ORDER BY "c"."chunk_vector" <=>' in s(query)
+    assert params == ["Q", "p2", "Q", 50, "p1", 5]
+    # Exact: every chunk of every matching row.
+    query, params = CRDB.search_statement(spec("exact", CAT, chunks=ct), "Q")
+    assert (
+        f' FROM {CHUNKS} AS c JOIN "public"."Pass age" AS t ON t."id" = c."id"'
+        ' WHERE t."body_vector" IS NOT NULL AND (t."cat" = CAST(%s AS text))) AS near'
+    ) in s(query)
+    assert params == ["Q", "p1", 5]
+
+
+class FakeDb:
+    """What index_statements asks of a database: its dialect."""
+
+    def __init__(self, dialect):
+        self.dialect = dialect
+
+
+def column_statements_for(t: VectorTarget):
+    return column_statements(FakeDb(CRDB), t)

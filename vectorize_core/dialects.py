@@ -443,6 +443,10 @@ class Dialect:
     def fulltext_expression(self, language: str, sources: list[str]) -> sql.Composed:
         return fulltext_document(language, fulltext_text(sources))
 
+    def sets_generated_expression(self) -> bool:
+        """ALTER COLUMN ... SET EXPRESSION (PostgreSQL 17+)."""
+        return self.version >= (17,)
+
     def fulltext_bounded(self, expression: str | None) -> bool:
         """Whether a full-text column's generation expression, as the catalog prints it, has the
         bound (earlier versions indexed whole texts)."""
@@ -452,11 +456,13 @@ class Dialect:
     def fulltext_upgrade(self, table, fulltext: dict | None, sources: list[str]) -> list[sql.Composable]:
         """Statements that bound the full-text column an earlier version made over whole texts
         (none when it is bounded or absent). PostgreSQL 17+ replaces the expression in place (a
-        rewrite of the table, its GIN index rebuilt); earlier ones drop and add the column."""
+        rewrite of the table, its GIN index rebuilt); earlier ones, and CockroachDB, drop the column
+        (its index with it), add it and index it again, one statement each: a run cut short between
+        them adds the column and the index on the next run."""
         column = table.columns.get(fulltext["column"]) if fulltext else None
         if column is None or self.fulltext_bounded(column.expression):
             return []
-        if self.version >= (17,):
+        if self.sets_generated_expression():
             return [
                 sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET EXPRESSION AS ({})").format(
                     table.ident,
@@ -906,18 +912,8 @@ class CockroachDialect(Dialect):
     def fulltext_bounded(self, expression: str | None) -> bool:
         return super().fulltext_bounded(expression) and "regexp_replace(" in (expression or "").lower()
 
-    def fulltext_upgrade(self, table, fulltext: dict | None, sources: list[str]) -> list[sql.Composable]:
-        # No SET EXPRESSION: the column is dropped (its inverted index with it), added and indexed
-        # again, one statement each; a run cut short between them adds the column and the index on
-        # the next run.
-        column = table.columns.get(fulltext["column"]) if fulltext else None
-        if column is None or self.fulltext_bounded(column.expression):
-            return []
-        return [
-            sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(table.ident, sql.Identifier(fulltext["column"])),
-            self.fulltext_column(table.ident, fulltext["column"], fulltext["language"], sources),
-            self.fulltext_index(table.ident, fulltext["index"], fulltext["column"]),
-        ]
+    def sets_generated_expression(self) -> bool:
+        return False  # a computed column's expression cannot be altered
 
     def fulltext_index(self, table: sql.Composable, name: str, column: str) -> sql.Composed:
         # GIN on tsvector is an inverted index (v23.1+).

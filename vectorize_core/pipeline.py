@@ -24,6 +24,7 @@ from .chunks import chunk_table_of
 from .db import Database, index_exists
 from .dialects import is_blank
 from .errors import BadInput, DatabaseError, EncoderError, Interrupted
+from .output import plural
 from .target import VectorTarget, resolve_for_encode
 
 # Texts per encoder call: the unit of progress. Pages are sorted by length first, so chunking
@@ -43,7 +44,11 @@ class EncodeResult:
     failure: str = ""  # the first encoder error
     blank: int = 0  # rows whose text is empty or only whitespace: skipped, not sent to the model
     truncated: int = 0  # rows longer than the model's input limit
-    chunks: int = 0  # chunks written or replaced (encode --chunk)
+    chunks: int = 0  # chunks written (encode --chunk)
+    unread_columns: int = 0  # rows whose later source columns the model never reached
+    pending_after: int = 0  # rows pending when the run ended (changed, refused, or beyond --limit)
+    busy_seconds: float = 0.0  # time spent filling (without --follow's idle polls)
+    ended: str = ""  # why a --follow run ended
     column_created: bool = False
     index_created: bool = False
     index_note: str = ""  # why there is no vector index (too wide), or that the build outgrew its memory
@@ -60,6 +65,9 @@ class EncodeResult:
     def nothing_to_do(self) -> bool:
         return (
             self.pending_before == 0
+            and self.written == 0
+            and not self.skipped
+            and not self.failed
             and not self.column_created
             and not self.index_created
             and not self.tracking_installed
@@ -69,7 +77,9 @@ class EncodeResult:
 
     @property
     def rows_per_second(self) -> float:
-        return self.written / self.seconds if self.seconds > 0 else 0.0
+        """Over the time spent encoding (--follow's idle polls left out)."""
+        seconds = self.busy_seconds or self.seconds
+        return self.written / seconds if seconds > 0 else 0.0
 
 
 class FillQueries:
@@ -283,19 +293,20 @@ class PageChunks:
 
 def write_chunked_page(
     db: Database, queries: FillQueries, dialect, rows: list[tuple], vectors: np.ndarray, page: PageChunks
-) -> int:
+) -> tuple[int, int]:
     """The rows' vectors and their chunks, in one transaction: only rows whose text is still the
     text that was split and whose vector is still NULL take theirs, and only their old chunks are
-    replaced by the new. Retried whole on a transient failure (it is all or nothing)."""
+    replaced by the new. Retried whole on a transient failure (it is all or nothing). Returns the
+    rows and the chunks written."""
     nkeys = len(queries.keys)
     columns = [[row[i] for row in rows] for i in range(nkeys + len(queries.sources))]
     params = (*columns, dialect.vectors_array(vectors))
 
-    def write(conn) -> int:
+    def write(conn) -> tuple[int, int]:
         with conn.transaction():
             won = {tuple(r) for r in conn.execute(queries.write, params).fetchall()}
             if not won:
-                return 0
+                return 0, 0
             keys = [tuple(row[:nkeys]) for row in rows]
             done = [key for key in keys if key in won]
             conn.execute(queries.delete_chunks, [[key[i] for key in done] for i in range(nkeys)])
@@ -311,7 +322,7 @@ def write_chunked_page(
                         dialect.vectors_array(page.vectors[chosen]),
                     ),
                 )
-            return len(won)
+            return len(won), len(chosen)
 
     return db.run(write)
 
@@ -383,13 +394,34 @@ def encode_chunk(encoder, target: VectorTarget, texts: list[str]) -> np.ndarray:
     return vectors
 
 
+def set_up_columns(db: Database, target: VectorTarget) -> None:
+    """Make the vector column, its metadata, the full-text column and the chunk table exist: all
+    or nothing where DDL is transactional (PostgreSQL). Elsewhere (CockroachDB: one DDL statement
+    a transaction) the metadata comes right after the column, and a rerun makes what is missing:
+    a half-made setup is finished, never left for nobody to repair."""
+    statements = column_statements(db, target)
+    if not statements:
+        return
+    if not db.dialect.ddl_in_transaction:
+        for statement in statements:
+            run_ddl(db, statement)
+        return
+    try:
+        run_in_transaction(db, statements)
+    except DatabaseError as exc:
+        raise DatabaseError(f"{exc} (setting up {target.display}; nothing was changed)") from None
+
+
 def column_statements(db: Database, target: VectorTarget) -> list[sql.Composable]:
-    """DDL that makes the vector column (and the full-text column) exist with its metadata (empty
-    when they already do)."""
+    """DDL that makes the vector column (and the full-text column, the chunk table) exist with its
+    metadata (empty when they already do). The metadata comes right after the column: a rerun
+    then knows the column for its own."""
     dialect = db.dialect
     statements = []
     if not target.column_exists:
         statements.append(dialect.add_vector_column(target.table.ident, target.vector_column, target.dimension))
+    if target.needs_comment:
+        statements.append(dialect.comment_on_column(target.table.ident, target.vector_column, target.metadata_json()))
     if target.fulltext and target.fulltext["column"] not in target.table.columns:
         statements.append(
             dialect.fulltext_column(
@@ -399,8 +431,6 @@ def column_statements(db: Database, target: VectorTarget) -> list[sql.Composable
     statements += dialect.fulltext_upgrade(target.table, target.fulltext, list(target.sources))  # bound an old one
     if target.chunks:
         statements.append(chunks.create_table(chunk_table_of(target.table, target.chunks), target.dimension))
-    if target.needs_comment:
-        statements.append(dialect.comment_on_column(target.table.ident, target.vector_column, target.metadata_json()))
     return statements
 
 
@@ -620,6 +650,7 @@ def encode(
     follow: bool = False,
     max_idle: float | None = None,
     stop: threading.Event | None = None,
+    interrupt: threading.Event | None = None,
     progress=None,
     on_round=None,
     on_index=None,
@@ -641,6 +672,8 @@ def encode(
     until ``stop`` is set or nothing was written for ``max_idle`` seconds;
     ``on_round(written, result)`` is called after every poll that wrote rows. Setting ``stop``
     ends a run after the page in flight.
+    ``interrupt``: an event that, once set (Ctrl-C), stops the run after the encoder call in
+    flight, keeping every page written; Interrupted says how far it got.
     ``index``: 'after' builds the indexes once the fill is done (far cheaper than maintaining them
     row by row), 'now' before it, 'skip' not at all (`vectorize.py index` builds them later);
     ``index_memory`` bytes for the build (default: room for the graph); ``on_index(progress)``
@@ -697,8 +730,7 @@ def encode(
         return result
 
     ensure_extension(db)
-    for statement in column_statements(db, target):
-        run_ddl(db, statement)
+    set_up_columns(db, target)
     result.column_created = not target.column_exists
     result.fulltext_added = bool(target.fulltext) and target.fulltext["column"] not in target.table.columns
     if target.reencode:
@@ -715,13 +747,18 @@ def encode(
     result.blank = db.fetchone(queries.blank)[0]
     total = result.pending_before if limit is None else min(limit, result.pending_before)
     splitter = chunk_splitter(encoder, target) if target.chunks else None
-    fill = Fill(db, target, encoder, queries, result, skip_failures=on_error == "skip", stop=stop, splitter=splitter)
+    fill = Fill(
+        db, target, encoder, queries, result, skip_failures=on_error == "skip", stop=stop, splitter=splitter,
+        interrupt=interrupt,
+    )  # fmt: skip
     started = time.monotonic()
     try:
         fill.run(page_size, limit, total, progress)
     finally:
         result.seconds = time.monotonic() - started
 
+    if interrupt is not None and interrupt.is_set():
+        raise Interrupted(interrupted_message(result))
     # On a first fill, building the index once over the filled column is far cheaper than
     # maintaining it row by row.
     if index == "skip":
@@ -730,6 +767,7 @@ def encode(
         build_indexes_when_done(db, target, queries, result, shard, on_index, index_memory)
     if follow:
         keep_following(db, fill, queries, page_size, max_idle, stop, on_round, started)
+    result.pending_after = db.fetchone(queries.count)[0]
     return result
 
 
@@ -817,9 +855,11 @@ def keep_following(db, fill, queries, page_size, max_idle, stop, on_round, start
                 on_round(result.written - before, result)
             continue
         if max_idle is not None and time.monotonic() - idle_since >= max_idle:
+            result.ended = f"stopped after {max_idle:g}s with nothing to encode (--max-idle)"
             return
         stop.wait(wait)
         wait = min(POLL_MAX, wait * 2)
+    result.ended = "stopped when asked to (a signal)"
 
 
 class Fill:
@@ -835,6 +875,7 @@ class Fill:
         skip_failures=False,
         stop=None,
         splitter=None,
+        interrupt=None,
     ):
         self.db = db
         self.stop = stop
@@ -844,6 +885,7 @@ class Fill:
         self.result = result
         self.skip_failures = skip_failures
         self.splitter = splitter  # chunks.Splitter for a chunked column
+        self.interrupt = interrupt  # set (Ctrl-C): stop after the encoder call in flight
         self.count_truncated = getattr(encoder, "count_truncated", None)
         self.max_length = getattr(encoder, "max_length", None)
         # Rows the encoder refused, by key, with the text it refused: not sent again (--follow
@@ -859,10 +901,12 @@ class Fill:
         self.report(0)
         reader = PageReader(self.db.clone(), self.queries, page_size, limit)
         writer_db = self.db.clone()
+        started = time.monotonic()
         try:
             with ThreadPoolExecutor(1, "vectorize-read") as reads, ThreadPoolExecutor(1, "vectorize-write") as writes:
                 self.loop(reader, reads, writes, writer_db)
         finally:
+            self.result.busy_seconds += time.monotonic() - started
             reader.db.close()
             writer_db.close()
 
@@ -882,22 +926,26 @@ class Fill:
             if last_write is not None:
                 self.account(last_write.result(), last_rows)
                 last_write = None
-        except KeyboardInterrupt:
-            # Finish the page already encoded; abandon the one in the model.
+        except (KeyboardInterrupt, StopNow):
+            # Finish the write in flight; abandon the page in the model.
             if last_write is not None:
                 self.account(last_write.result(), last_rows)
-            raise Interrupted(
-                f"interrupted: {self.result.written} rows written to {self.target.display}; "
-                "run the same command again to continue where it stopped"
-            ) from None
+            raise Interrupted(interrupted_message(self.result)) from None
         finally:
             next_page.cancel()
+
+    def check_interrupt(self) -> None:
+        """Between two calls of the encoder: stop now when asked to (Ctrl-C)."""
+        if self.interrupt is not None and self.interrupt.is_set():
+            raise StopNow
 
     def write(self, db: Database, rows: list[tuple], payload) -> int:
         if self.splitter is None:
             return write_page(db, self.queries, self.db.dialect, rows, payload)
         vectors, page = payload
-        return write_chunked_page(db, self.queries, self.db.dialect, rows, vectors, page)
+        written, chunk_count = write_chunked_page(db, self.queries, self.db.dialect, rows, vectors, page)
+        self.result.chunks += chunk_count
+        return written
 
     def texts(self, rows: list[tuple]) -> list[list[str | None]]:
         """Each row's source texts as the model reads them: a prefix cut short where the whole
@@ -939,6 +987,8 @@ class Fill:
             return self.encode_chunked(rows, parts, texts)
         if self.count_truncated is not None:
             self.result.truncated += self.count_truncated(texts)
+        if len(self.queries.sources) > 1 and self.max_length:
+            self.result.unread_columns += sum(later_columns_unread(p, self.max_length) for p in parts)
         vectors, failed = self.encode_texts(rows, texts, list(range(len(texts))), self.report)
         if not failed:
             return rows, vectors
@@ -957,7 +1007,6 @@ class Fill:
         for i, row_parts in enumerate(parts):
             document = joined_text(row_parts)
             spans = self.splitter.spans(document)
-            self.result.chunks += len(spans)
             # A text that is one chunk is encoded once, for the row and its chunk.
             whole = len(spans) == 1 and prefix + document[spans[0][0] : spans[0][1]] == texts[i]
             if not whole:
@@ -992,8 +1041,15 @@ class Fill:
     def encode_texts(self, rows, texts: list[str], owner: list[int], on_chunk) -> tuple[np.ndarray, list[int]]:
         """Vectors of texts; the indices of those the encoder refused (with --on-error skip)."""
         nkeys = len(self.queries.keys)
+
+        def after_call(count: int) -> None:
+            if on_chunk is not None:
+                on_chunk(count)
+            self.check_interrupt()
+
+        self.check_interrupt()
         try:
-            vectors, failed, error = encode_page(self.encoder, self.target, texts, on_chunk, self.skip_failures)
+            vectors, failed, error = encode_page(self.encoder, self.target, texts, after_call, self.skip_failures)
         except ChunkFailed as exc:
             keys = list(dict.fromkeys(rows[owner[i]][:nkeys] for i in exc.indices))
             raise EncoderError(f"{exc.error} (rows {describe_keys(self.target, keys)})") from None
@@ -1019,6 +1075,19 @@ class Fill:
         self.result.skipped += rows - written
 
 
+class StopNow(BaseException):
+    """Raised between encoder calls when the run is interrupted (a BaseException, like
+    KeyboardInterrupt: no handler of ordinary errors may swallow it)."""
+
+
+def interrupted_message(result) -> str:
+    chunked = f" ({plural(result.chunks, 'chunk')})" if result.chunks else ""
+    return (
+        f"interrupted: {plural(result.written, 'row')}{chunked} written to {result.target.display} in this run; "
+        "run the same command again to continue where it stopped"
+    )
+
+
 def joined_text(parts) -> str:
     """A row's text without the encoder's prefix: the source texts that hold any, joined by a
     space. Chunks' starts and ends count characters of it."""
@@ -1035,6 +1104,18 @@ def model_cut(encoder) -> int | None:
     """How many characters of a source the fill reads for the model (None: all of it)."""
     max_length = getattr(encoder, "max_length", None)
     return max_length * CUT_CHARS_PER_TOKEN if max_length else None
+
+
+def later_columns_unread(parts: list[str | None], max_length: int) -> bool:
+    """Whether the model stops before a later source column with text: the ones before it hold
+    more words than it reads tokens (a word is a token at least)."""
+    words = 0
+    for part in parts:
+        if words >= max_length and not is_blank(part):
+            return True
+        if part is not None:
+            words += len(part.split(None, max_length))
+    return False
 
 
 def may_read_past_cut(parts: list[str | None], cut: int, max_length: int) -> bool:

@@ -12,6 +12,8 @@ import logging
 import re
 from dataclasses import dataclass
 
+from psycopg import sql
+
 import modules
 
 from . import chunks, names
@@ -241,7 +243,7 @@ def resolve_for_encode(
     dimension = encoder_dimension(encoder, model)
     if existing is not None:
         check_vector_column(existing, info.display, dimension, f"model {model!r} makes")
-        if meta is None and not (adopt or reencode):
+        if meta is None and not (adopt or reencode) and not half_made(db, info, existing):
             raise ModelMismatch(not_ours_message(info, existing, model))
     metric = metric or encoder.metric
     db.dialect.check_metric(metric)
@@ -360,6 +362,17 @@ def resolve_fulltext(db: Database, info: Table, sources, meta: dict | None, want
         raise BadInput(f"--fulltext: {info.display} already has a column {column!r} that vectorize did not make")
     index = free_index_name(db, info, column, "idx")
     return {"column": column, "index": index, "language": language}
+
+
+def half_made(db: Database, info: Table, existing: Column) -> bool:
+    """A vector column an earlier run added and did not get to describe (on CockroachDB each DDL
+    statement is its own transaction): no comment at all, and not one vector. Taking it over loses
+    nothing, and the rerun finishes the setup."""
+    if existing.comment is not None:
+        return False
+    column = sql.Identifier(existing.name)
+    query = sql.SQL("SELECT 1 FROM {} WHERE {} IS NOT NULL LIMIT 1").format(info.ident, column)
+    return db.fetchone(query) is None
 
 
 def not_ours_message(info: Table, existing: Column, model: str) -> str:
