@@ -198,7 +198,7 @@ def list_models(name, as_json):
 )  # fmt: skip
 @click.option(
     "--chunk-tokens", type=click.IntRange(min=8), metavar="N",
-    help="With --chunk: the most tokens of the model in one chunk  [default: 128, or what the model reads if less]",
+    help="With --chunk: the most tokens of the model in one chunk  [default: 64, or what the model reads if less]",
 )  # fmt: skip
 @click.option(
     "--chunk-overlap", type=click.IntRange(min=0), metavar="N",
@@ -586,6 +586,10 @@ class progress_reporter:
     "--follower-read", is_flag=True,
     help="CockroachDB: read from the nearest replica (a few seconds stale), not the leaseholder.",
 )  # fmt: skip
+@click.option(
+    "--no-text", "no_text", is_flag=True,
+    help="Leave the source text out of the rows: keys, distance, --show columns (and a chunked column's best chunk).",
+)  # fmt: skip
 @click.option("--emit-sql", is_flag=True, help="Print the parameterised search query for application code.")
 @click.option("--explain", is_flag=True, help="Print the engine's plan and whether the vector index serves it.")
 @click.option("--hybrid", is_flag=True, help="Fuse the vector ranking with full text (needs encode --fulltext).")
@@ -600,7 +604,7 @@ class progress_reporter:
     "--text-weight", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Hybrid: full-text leg weight."
 )
 def search(url, query, table, schema, column, vector_column, k, as_json, metric, query_vector, where, exact, show,
-           ef_search, beam_size, follower_read, emit_sql, explain, hybrid, fusion_k, dense_weight,
+           ef_search, beam_size, follower_read, no_text, emit_sql, explain, hybrid, fusion_k, dense_weight,
            text_weight):  # fmt: skip
     """Find the rows nearest in meaning to QUERY.
 
@@ -616,6 +620,7 @@ def search(url, query, table, schema, column, vector_column, k, as_json, metric,
       vectorize.py search "a sentence" --explain
       vectorize.py search "a sentence" --follower-read      # CockroachDB
       vectorize.py search "error 40001 on commit" --hybrid --where '{"lang": "en"}'
+      vectorize.py search "indemnity for late delivery" --table contract --json --no-text -k 100
     """
     from vectorize_core import connect
     from vectorize_core import search as core
@@ -632,16 +637,16 @@ def search(url, query, table, schema, column, vector_column, k, as_json, metric,
             return
         options = dict(
             query_vector=query_vector, k=k, where=where, exact=exact, show=shown, ef_search=ef_search,
-            beam_size=beam_size, follower_read=follower_read, **choose,
+            beam_size=beam_size, follower_read=follower_read, text_out=not no_text, **choose,
         )  # fmt: skip
+        if hybrid:
+            options.update(hybrid=True, fusion_k=fusion_k, weights=(dense_weight, text_weight))
         if explain:
             explained = core.explain(db, query, **options)
             for line in explained.plan:
                 click.echo(line)
             click.echo(f"-- {explained.verdict}")
             return
-        if hybrid:
-            options.update(hybrid=True, fusion_k=fusion_k, weights=(dense_weight, text_weight))
         result = core.search(db, query, **options)
     if result.notice:
         click.echo(f"Note: {result.notice}", err=True)

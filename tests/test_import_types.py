@@ -10,6 +10,7 @@ import pytest
 
 from conftest import table_checksum
 from vectorize_core import connect, importer
+from vectorize_core.db import Database
 
 
 @pytest.fixture
@@ -94,14 +95,14 @@ def test_the_update_runs_in_bounded_batches(url, items, tmp_path, monkeypatch):
     path = tmp_path / "v.jsonl"
     path.write_text("".join(json.dumps({"id": i, "vector": [i, -i]}) + "\n" for i in range(1, 21)))
     statements = []
+    original = Database.command
+
+    def command(self, query, params=None, **kw):  # on every connection: the batches run on two
+        statements.append(self.as_string(query) if not isinstance(query, str) else query)
+        return original(self, query, params, **kw)
+
+    monkeypatch.setattr(Database, "command", command)
     with connect(url) as db:
-        original = db.command
-
-        def command(query, params=None, **kw):
-            statements.append(db.as_string(query) if not isinstance(query, str) else query)
-            return original(query, params, **kw)
-
-        monkeypatch.setattr(db, "command", command)
         result = importer.import_vectors(db, table="items", column="body", file=str(path))
     assert result.updated == 20
     assert sum(s.startswith("UPDATE") for s in statements) == 4  # 6 + 6 + 6 + 2

@@ -25,7 +25,7 @@ from .errors import BadInput
 
 # The chunk size and overlap, in the encoder's tokens, when --chunk-tokens / --chunk-overlap are
 # not given: chosen on half of NFCorpus's queries and a long-document set (docs/benchmarks.md).
-DEFAULT_CHUNK_TOKENS = 128
+DEFAULT_CHUNK_TOKENS = 64
 DEFAULT_OVERLAP = 0
 # Encoders without a tokenizer here (openai:) are measured in characters: about 4 a token, as
 # OpenAI documents for English text.

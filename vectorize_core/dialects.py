@@ -692,6 +692,15 @@ class Dialect:
         quoted = '"' + index_name.replace('"', '""') + '"'
         return any(f"Index Scan using {name} " in line for line in plan for name in (index_name, quoted))
 
+    def plan_uses_text_index(self, plan: list[str], index_name: str) -> bool:
+        """Whether an EXPLAIN of a hybrid search shows the full-text (GIN) index serving its leg."""
+        quoted = '"' + index_name.replace('"', '""') + '"'
+        return any(
+            f"Index Scan on {name}" in line or f"Index Scan using {name} " in line
+            for line in plan
+            for name in (index_name, quoted)
+        )
+
     def index_bytes(self, db, table, index_name: str) -> tuple[int | None, str | None]:
         """The index's size in bytes, or None and why not."""
         return db.fetchone(
@@ -924,6 +933,10 @@ class CockroachDialect(Dialect):
     def plan_uses_index(self, plan: list[str], index_name: str) -> bool:
         # EXPLAIN shows a "vector search" node when the vector index serves the query.
         return any("vector search" in line for line in plan)
+
+    def plan_uses_text_index(self, plan: list[str], index_name: str) -> bool:
+        # An inverted index scan names it as table@index.
+        return any(f"@{index_name}" in line for line in plan)
 
     def index_bytes(self, db, table, index_name: str) -> tuple[int | None, str | None]:
         # Range statistics of the index's span (SHOW RANGES ... WITH DETAILS: admin or ZONECONFIG).

@@ -13,6 +13,7 @@ Parquet). Files are written under a temporary name and renamed when complete.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import time
@@ -20,7 +21,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import msgspec
 import numpy as np
 import orjson
 from psycopg import sql
@@ -168,7 +168,6 @@ def pages(db: Database, target: SearchTarget, key_columns: list[str]) -> Iterato
     first = db.dialect.export_page(info.ident, keys, types, vector, after=False)
     later = db.dialect.export_page(info.ident, keys, types, vector, after=True)
     binary = db.dialect.binary_vector_read
-    decode = msgspec.json.Decoder(list[float]).decode
     last: tuple = ()
     while True:
         statement, params = (later, (*last, EXPORT_PAGE)) if last else (first, (EXPORT_PAGE,))
@@ -179,7 +178,7 @@ def pages(db: Database, target: SearchTarget, key_columns: list[str]) -> Iterato
         if binary:
             vectors = np.stack([r[n].to_numpy() for r in rows]).astype(np.float32, copy=False)
         else:
-            vectors = np.array([decode(r[n]) for r in rows], dtype=np.float32)
+            vectors = np.array([orjson.loads(r[n]) for r in rows], dtype=np.float32)
         last = tuple(rows[-1][:n])
         yield [tuple(int(v) if i else v for v, i in zip(r[:n], integer, strict=True)) for r in rows], vectors
         if len(rows) < EXPORT_PAGE:
@@ -253,14 +252,25 @@ class JsonlWriter(Writer):
 
 
 class CsvWriter(Writer):
+    """A header, then each page as pyarrow writes CSV (strings quoted, quotes doubled)."""
+
     def __init__(self, *args):
+        import pyarrow as pa
+        import pyarrow.csv as pa_csv
+
         super().__init__(*args)
-        self.out = open(self.temp(self.path), "w", newline="", encoding="utf-8")
-        self.rows = csv.writer(self.out)
-        self.rows.writerow([*self.key_columns, "vector"])
+        self.pa, self.pa_csv = pa, pa_csv
+        self.out = open(self.temp(self.path), "wb")
+        header = io.StringIO()
+        csv.writer(header).writerow([*self.key_columns, "vector"])
+        self.out.write(header.getvalue().encode())
 
     def write(self, keys, vectors):
-        self.rows.writerows([*key, vector.decode()] for key, vector in zip(keys, vector_json(vectors), strict=True))
+        pa = self.pa
+        columns = [pa.array(list(values)) for values in zip(*keys, strict=True)]
+        columns.append(pa.array(vector_json(vectors), pa.binary()).cast(pa.string()))
+        table = pa.table(columns, names=[f"c{i}" for i in range(len(columns))])
+        self.pa_csv.write_csv(table, self.out, self.pa_csv.WriteOptions(include_header=False))
 
     def close(self):
         self.out.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
@@ -34,8 +35,8 @@ class SearchResult:
     chunk_keys: tuple[str, str, str, str] | None = None
 
 
-def output_columns(target: SearchTarget, show: list[str] | None) -> list[str]:
-    columns = [*target.table.primary_key, *target.sources]
+def output_columns(target: SearchTarget, show: list[str] | None, text: bool = True) -> list[str]:
+    columns = [*target.table.primary_key, *(target.sources if text else [])]
     for name in show or []:
         target.table.column(name)  # NoSuchColumn for a column the table lacks
         if target.table.columns[name].is_vector:
@@ -63,7 +64,16 @@ HYBRID_CANDIDATES = 100
 
 
 def search_spec(
-    db: Database, target: SearchTarget, k: int, *, where=None, exact=False, show=None, ef_search=None, beam_size=None
+    db: Database,
+    target: SearchTarget,
+    k: int,
+    *,
+    where=None,
+    exact=False,
+    show=None,
+    ef_search=None,
+    beam_size=None,
+    text: bool = True,
 ) -> SearchSpec:
     meta = target.metadata
     low, high = BEAM_SIZE_RANGE
@@ -71,7 +81,8 @@ def search_spec(
         raise BadInput(f"--beam-size must be from {low} to {high}, as CockroachDB accepts")
     spec = SearchSpec(
         table=target.table.ident,
-        columns=output_columns(target, show),
+        # A chunked column's rows carry their text for the best chunk's (cut from it), even without text.
+        columns=output_columns(target, show, text or bool(meta.get("chunks"))),
         keys=list(target.table.primary_key),
         vector_column=target.vector_column,
         metric=meta["metric"],
@@ -215,6 +226,7 @@ def prepare(
     ef_search: int | None = None,
     beam_size: int | None = None,
     follower_read: bool = False,
+    text_out: bool = True,
     probe: bool = False,
     hybrid: bool = False,
     encoder_for=load_encoder,
@@ -241,7 +253,9 @@ def prepare(
         db, table=table, schema=schema, column=column, vector_column=vector_column, metric=metric
     )
     # Everything the user wrote is checked before the model loads or any query runs.
-    spec = search_spec(db, target, k, where=where, exact=exact, show=show, ef_search=ef_search, beam_size=beam_size)
+    spec = search_spec(
+        db, target, k, where=where, exact=exact, show=show, ef_search=ef_search, beam_size=beam_size, text=text_out
+    )
     if follower_read:
         db.dialect.check_follower_read()
         spec.follower_read = True
@@ -286,13 +300,28 @@ def search(
 
     Options: query_vector, k, table, schema, column, vector_column, metric (which column), where,
     exact, show, ef_search, beam_size, follower_read (CockroachDB: served by the nearest replica,
-    a few seconds stale). The result's ``notice`` says when the vector index did not serve it.
+    a few seconds stale), text_out (False: rows without their source text). The result's
+    ``notice`` says when the vector index did not serve it.
     ``hybrid`` fuses the vector ranking with a full-text ranking of the text's words (reciprocal
     rank fusion: ``fusion_k``, and ``weights`` of the vector and text legs)."""
     target, spec, vector = prepare(db, text, hybrid=hybrid, **options)
     if hybrid:
-        return run_hybrid(db, target, spec, vector, text, fusion_k=fusion_k, weights=weights)
-    return run_search(db, target, spec, vector)
+        result = run_hybrid(db, target, spec, vector, text, fusion_k=fusion_k, weights=weights)
+    else:
+        result = run_search(db, target, spec, vector)
+    if not options.get("text_out", True):
+        leave_out_text(result, options.get("show") or [])
+    return result
+
+
+def leave_out_text(result: SearchResult, show: list[str]) -> None:
+    """Rows without their source text (text_out=False): keys, distance, shown columns, and a
+    chunked column's best chunk."""
+    dropped = [c for c in result.text_columns if c not in show]
+    for row in result.rows:
+        for column in dropped:
+            row.pop(column, None)
+    result.text_columns = []
 
 
 def fulltext_of(target: SearchTarget) -> dict:
@@ -349,16 +378,38 @@ class Explained:
     target: SearchTarget
     plan: list[str]
     uses_index: bool
-    verdict: str  # one line: whether the vector index serves the search, and if not why
+    verdict: str  # whether the vector index serves the search, and if not why (and the text leg's index)
+    uses_text_index: bool | None = None  # --hybrid: whether the full-text index serves its leg
 
 
-def explain(db: Database, text: str | None = None, **options) -> Explained:
-    """The engine's plan for a search (with or without a query: a unit vector stands in) and
-    whether the vector index serves it: on PostgreSQL an index scan on the HNSW index, on
+def explain(
+    db: Database,
+    text: str | None = None,
+    *,
+    hybrid: bool = False,
+    fusion_k: float = FUSION_K,
+    weights: tuple[float, float] = (1.0, 1.0),
+    **options,
+) -> Explained:
+    """The engine's plan for a search, the very statement that search runs (with or without a
+    query: a unit vector stands in; --hybrid needs the text), and whether the indexes serve it:
+    on PostgreSQL an index scan on the HNSW index (and a GIN scan for the text leg), on
     CockroachDB a vector search node."""
-    target, spec, vector = prepare(db, text, probe=True, **options)
-    query, params = db.dialect.search_statement(spec, vector_literal(vector))
-    plan = [row[0] for row in run_ranked(db, spec, sql.SQL("EXPLAIN ") + query, params)]
+    target, spec, vector = prepare(db, text, probe=True, hybrid=hybrid, **options)
+    literal = vector_literal(vector)
+    if hybrid:
+        candidates = max(HYBRID_CANDIDATES, spec.k)
+        query, params = db.dialect.hybrid_statement(
+            spec, literal, text, fulltext_of(target), candidates=candidates, fusion_k=fusion_k, weights=weights,
+            names=hybrid_names(target.table),
+        )  # fmt: skip
+        settings = replace(spec, k=candidates)
+    else:
+        if spec.chunks is not None and spec.mode != "exact":
+            spec = replace(spec, candidates=min(MAX_CHUNK_CANDIDATES, max(spec.k * CHUNK_FANOUT, 100)))
+        query, params = db.dialect.search_statement(spec, literal)
+        settings = replace(spec, k=max(spec.k, spec.candidates or 0))
+    plan = [abbreviate_vectors(row[0]) for row in run_ranked(db, settings, sql.SQL("EXPLAIN ") + query, params)]
     index = target.index_name
     uses = db.dialect.plan_uses_index(plan, index)
     if uses:
@@ -367,7 +418,25 @@ def explain(db: Database, text: str | None = None, **options) -> Explained:
         verdict = f"NOT served by a vector index: {target.display} has none (yet)"
     else:
         verdict = f"NOT served by the vector index {index}: the plan ranks the rows without it"
-    return Explained(target, plan, uses, verdict)
+    uses_text = None
+    if hybrid:
+        text_index = target.metadata["fulltext"]["index"]
+        uses_text = db.dialect.plan_uses_text_index(plan, text_index)
+        leg = "serves" if uses_text else "does NOT serve"
+        verdict = f"vector leg: {verdict}; text leg: the full-text index {text_index} {leg} it"
+    return Explained(target, plan, uses, verdict, uses_text)
+
+
+# A vector literal of a plan ('[0.0123,-0.045,...]', 384 numbers): shown by its first numbers.
+VECTOR_IN_PLAN = re.compile(r"\[(-?[0-9][0-9.e+-]*(?:,-?[0-9][0-9.e+-]*){8,})\]")
+
+
+def abbreviate_vectors(line: str) -> str:
+    def short(match: re.Match) -> str:
+        numbers = match.group(1).split(",")
+        return f"[{','.join(numbers[:3])},... {len(numbers)} numbers]"
+
+    return VECTOR_IN_PLAN.sub(short, line)
 
 
 def check_query_vector(vector: np.ndarray, metric: str) -> None:

@@ -95,6 +95,9 @@ class SearchRequest(BaseModel):
     k: int = Field(10, ge=1, le=MAX_K, description="Number of rows.")
     exact: bool = Field(False, description="Rank every (matching) row exactly instead of using the index.")
     show: list[str] | None = Field(None, description="More columns to return.")
+    text: bool = Field(
+        True, description="False: rows without their source text (keys, distance, show columns, best chunk)."
+    )
     ef_search: int | None = Field(None, ge=1, le=1000, description="PostgreSQL: hnsw.ef_search for this query.")
     beam_size: int | None = Field(None, ge=1, le=2048, description="CockroachDB: vector_search_beam_size.")
     follower_read: bool = Field(False, description="CockroachDB: read from the nearest replica (seconds stale).")
@@ -403,6 +406,7 @@ def run_search(pool: Pool, options: dict, encoders) -> dict:
     text = options.pop("query")
     options["schema"] = options.pop("schema_")
     options["weights"] = (options.pop("dense_weight"), options.pop("text_weight"))
+    options["text_out"] = options.pop("text")
     with pool.borrow() as db:
         result = search(db, text, encoder_for=encoders, **options)
     t = result.target
