@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -282,6 +284,60 @@ def split_share(texts: list[str]) -> dict:
             "tokens": tokens, "tokens_per_s": tokens / encode_s}  # fmt: skip
 
 
+class BenchEncoder:
+    """Embedding-like vectors (benchmarks/run.py's) without a model: search latency is SQL alone.
+    A token is a word; the model reads 64 of them (plus its 2 special tokens)."""
+
+    name = "bench384"
+    description = "benchmark encoder: embedding-like vectors, a token a word"
+    dimension = 384
+    metric = "cosine"
+    max_length = 66
+
+    def __init__(self):
+        self.seed = 0
+
+    def token_counter(self):
+        return (lambda text: len(text.split())), 2, None
+
+    def encode(self, batch):
+        from run import embedding_like
+
+        self.seed += 1
+        return embedding_like(len(batch), seed=self.seed)
+
+
+def bench_search(admin: str, quick: bool) -> dict:
+    """Search latency (SQL and ranking, no model) on a chunked column of 100,000 chunks against an
+    unchunked column of 100,000 rows, k = 10, with recall@10 against exact ranking."""
+    from run import embedding_like, fresh_db, pct, timed_with_recall
+
+    import modules
+    from vectorize_core.target import resolve_for_search
+
+    rows = 1_000 if quick else 10_000
+    encoder = BenchEncoder()
+    modules.register(encoder)
+    url = fresh_db(admin, "bench_chunk_search")
+    words = [f"w{i}" for i in range(640)]
+    load_rows(url, "chunked", [(i + 1, " ".join(words)) for i in range(rows)])  # 10 chunks a row
+    load_rows(url, "plain", [(i + 1, f"row {i + 1}") for i in range(rows * 10)])
+    out = {}
+    queries = embedding_like(200, seed=99)
+    with connect(url) as db:
+        for table, chunk in (("chunked", True), ("plain", False)):
+            started = time.perf_counter()
+            result = encode(db, table=table, column="body", model="bench384", chunk=chunk)
+            target = resolve_for_search(db, table=table)
+            times, hits = timed_with_recall(db, target, queries[:20])  # warm
+            times, hits = timed_with_recall(db, target, queries)
+            out[table] = {"rows": result.written, "chunks": result.chunks, "build_s": time.perf_counter() - started,
+                          "p50_ms": pct(times, 50), "p95_ms": pct(times, 95), "recall10": float(np.mean(hits))}  # fmt: skip
+            log(f"search {table}: {json.dumps(out[table])}")
+    modules.unregister(encoder.name)
+    return out
+
+
 BEIR = Path(os.environ.get("VECTORIZE_BEIR", ROOT.parent / "shared" / "data" / "beir"))
 BENCH_DIR = ROOT / ".bench"
 
@@ -292,5 +348,5 @@ if __name__ == "__main__":
         from run import server_url
 
         BENCH_DIR.mkdir(exist_ok=True)
-        benchmarks = {"needle": bench_needle, "beir": bench_beir, "cost": bench_cost}
+        benchmarks = {"needle": bench_needle, "beir": bench_beir, "cost": bench_cost, "search": bench_search}
         print(json.dumps(benchmarks[sys.argv[1]](server_url(), "--quick" in sys.argv), indent=2, default=float))

@@ -12,7 +12,7 @@ import pytest
 from psycopg import sql
 
 import modules
-from conftest import stored_vectors
+from conftest import cosine, stored_vectors
 
 
 class CountingEncoder:
@@ -429,3 +429,20 @@ def test_kill_9_then_rerun_finishes_with_nothing_doubled_or_lost(url, conn):
         assert len(texts[key][start:end]) <= 128 * 4  # 128 tokens of 4 characters
     assert set(spans) == set(texts)
     assert all(numbers == list(range(len(numbers))) for numbers in spans.values())  # none doubled or missing
+
+
+def test_a_plain_fill_reads_a_prefix_and_stores_what_the_model_makes_of_the_whole_text(run_cli, url, conn):
+    """Without --chunk a long text is cut before it is tokenized, never changing the vector: a
+    2 MB row, and a row whose words come after 10,000 spaces (the cut would hide them: the whole
+    text is read for it)."""
+    words = " ".join(f"word{i} sentence number {i} of a long manual." for i in range(40_000))
+    spaced = "start" + " " * 10_000 + " ".join(f"later{i}" for i in range(300))
+    conn.execute("CREATE TABLE big (id int PRIMARY KEY, body text)")
+    conn.execute("INSERT INTO big VALUES (1, %s), (2, %s), (3, 'short text')", (words[:2_000_000], spaced))
+    result = run_cli("encode", "--url", url, "-t", "big", "-c", "body")
+    assert result.exit_code == 0, result.output
+    assert "2 rows were longer than the model reads" in result.stdout
+    stored = stored_vectors(conn, "big", "id", "body_vector")
+    expected = modules.get("minilm").encode([words[:2_000_000], spaced, "short text"])
+    for key in (1, 2, 3):
+        assert cosine(stored[key], expected[key - 1]) > 0.9999
