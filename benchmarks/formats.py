@@ -276,6 +276,8 @@ def main() -> None:
             figures["out"] = measure_out(url, table, directory)
         if "roundtrip" in steps:
             figures["roundtrip"] = measure_roundtrip(admin, url, table, directory, n)
+    # Read again: other benchmarks may have written their figures to the file meanwhile.
+    results = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
     results["formats"] = figures
     Path(args.out).write_text(json.dumps(results, indent=2, default=float))
     if not quick:
