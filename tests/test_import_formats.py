@@ -135,10 +135,14 @@ def test_jsonl_invalid_utf8_blank_lines_and_a_bom(run_cli, url, items, tmp_path,
 
 def test_jsonl_float4_extremes_as_their_shortest_text_are_in(run_cli, url, items, tmp_path, parsing):
     path = tmp_path / "v.jsonl"
-    path.write_text(jsonl_with('{"id": 20, "vector": [3.4028235e38, -3.4028235e38, 1e-45, 0]}'))
+    lines = jsonl_with('{"id": 20, "vector": [3.4028235e38, -3.4028235e38, 1e-45, 0]}').splitlines()
+    lines[21] = '{"id": 22, "vector": [18446744073709551616, 1, 2, 3]}'  # beyond 64 bits: json reads it
+    path.write_text("\n".join(lines) + "\n")
     result = import_file(run_cli, url, path)
     assert result.exit_code == 0, result.output
-    assert stored_float32(items)[20][:2] == np.array([3.4028235e38, -3.4028235e38], np.float32).view(np.uint32).tolist()
+    stored = stored_float32(items)
+    assert stored[20][:2] == np.array([3.4028235e38, -3.4028235e38], np.float32).view(np.uint32).tolist()
+    assert stored[22][0] == np.array([2.0**64], np.float32).view(np.uint32)[0]
 
 
 def test_stdin_goes_the_same_way(run_cli, url, items, parsing):
