@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 import uuid
+import warnings
 from array import array
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -406,7 +407,11 @@ def parsed(chunks: Iterator, parse: Callable, workers: int) -> Iterator[Block]:
     try:
         window = deque()
         for chunk in chunks:
-            window.append(pool.submit(parse, chunk, dimension))
+            with warnings.catch_warnings():
+                # Python 3.12+ warns of fork in a process with threads (a progress bar's, the
+                # pool's own): the workers only parse, taking no lock those threads hold.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                window.append(pool.submit(parse, chunk, dimension))
             if len(window) > 2 * workers and (block := window.popleft().result()):
                 yield block
         while window:
