@@ -140,8 +140,7 @@ def export_vectors(
     record = export_record(target, key_columns, keys)  # refuses a column whose source was dropped
     phases = Phases(progress)
     started = time.monotonic()
-    count = sql.SQL("SELECT count({}) FROM {}").format(sql.Identifier(target.vector_column), target.table.ident)
-    total = db.fetchone(count)[0]
+    total = rows_to_export(db, target)
     result = ExportResult(target, kind, dimension=int(target.metadata["dimension"]))
     writer = WRITERS[kind](path, key_columns, result.dimension, keys, record)
     with phases.phase("exporting", total) as tell:
@@ -151,10 +150,21 @@ def export_vectors(
                 result.rows += len(vectors)
                 tell(result.rows, max(total, result.rows))
             result.files = writer.finish(result.rows)
+            tell(result.rows, result.rows)
         finally:
             writer.discard()
     result.seconds = time.monotonic() - started
     return result
+
+
+def rows_to_export(db: Database, target: SearchTarget) -> int:
+    """The rows to export, for progress: the planner's estimate of the table's rows when it has
+    one (counting the vectors reads the whole table: 3 s of 24 at a million rows), else a count."""
+    estimate = db.fetchone("SELECT reltuples FROM pg_catalog.pg_class WHERE oid = %s", (target.table.oid,))
+    if estimate and (estimate[0] or 0) > 0:
+        return int(estimate[0])
+    count = sql.SQL("SELECT count({}) FROM {}").format(sql.Identifier(target.vector_column), target.table.ident)
+    return db.fetchone(count)[0]
 
 
 def pages(db: Database, target: SearchTarget, key_columns: list[str]) -> Iterator[tuple[list[tuple], np.ndarray]]:
