@@ -19,11 +19,14 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import orjson
 from psycopg import sql
+from psycopg.adapt import Loader
+from psycopg.pq import Format
 
 from .db import Database
 from .errors import BadInput
@@ -178,21 +181,43 @@ def pages(db: Database, target: SearchTarget, key_columns: list[str]) -> Iterato
     first = db.dialect.export_page(info.ident, keys, types, vector, after=False)
     later = db.dialect.export_page(info.ident, keys, types, vector, after=True)
     binary = db.dialect.binary_vector_read
+    dimension = int(target.metadata["dimension"])
+
+    def fetch(conn, statement, params) -> list[tuple]:
+        cursor = conn.cursor(binary=binary)
+        if binary:  # the vectors' bytes as they come, decoded a page at a time below
+            cursor.adapters.register_loader(conn.adapters.types["vector"].oid, RawBinary)
+        return cursor.execute(statement, params).fetchall()
+
     last: tuple = ()
     while True:
         statement, params = (later, (*last, EXPORT_PAGE)) if last else (first, (EXPORT_PAGE,))
-        rows = db.run(lambda conn, s=statement, p=params: conn.cursor(binary=binary).execute(s, p).fetchall())
+        rows = db.run(partial(fetch, statement=statement, params=params))
         if not rows:
             return
         n = len(key_columns)
         if binary:
-            vectors = np.stack([r[n].to_numpy() for r in rows]).astype(np.float32, copy=False)
+            vectors = binary_vectors([r[n] for r in rows], dimension)
         else:
             vectors = np.array([orjson.loads(r[n]) for r in rows], dtype=np.float32)
         last = tuple(rows[-1][:n])
         yield [tuple(int(v) if i else v for v, i in zip(r[:n], integer, strict=True)) for r in rows], vectors
         if len(rows) < EXPORT_PAGE:
             return
+
+
+class RawBinary(Loader):
+    format = Format.BINARY
+
+    def load(self, data) -> bytes:
+        return bytes(data)
+
+
+def binary_vectors(raws: list[bytes], dimension: int) -> np.ndarray:
+    """Rows of pgvector's binary form (int16 dimension, int16 unused, float4s, big-endian) as
+    float32 rows, all at once."""
+    form = np.dtype([("dimension", ">i2"), ("unused", ">i2"), ("vec", ">f4", (dimension,))])
+    return np.frombuffer(b"".join(raws), form)["vec"].astype(np.float32)
 
 
 # -- writers: each writes under a temporary name and renames when finished -------------------------
