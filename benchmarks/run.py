@@ -819,6 +819,17 @@ def bench_nfcorpus(admin: str, quick: bool) -> dict:
     return out
 
 
+def chunked_benchmark(name: str):
+    """A benchmark of encode --chunk (benchmarks/chunked.py), by name."""
+
+    def run(admin: str, quick: bool) -> dict:
+        import chunked
+
+        return getattr(chunked, f"bench_{name}")(admin, quick)
+
+    return run
+
+
 BENCHMARKS = {
     "startup": bench_startup,
     "write": bench_write,
@@ -832,6 +843,11 @@ BENCHMARKS = {
     "index-configs": bench_index_configs,
     "import-million": bench_import_million,
     "encode": bench_encode,
+    # encode --chunk: `--only chunks-needle,chunks-beir,chunks-cost,chunks-search`
+    "chunks-needle": chunked_benchmark("needle"),
+    "chunks-beir": chunked_benchmark("beir"),
+    "chunks-cost": chunked_benchmark("cost"),
+    "chunks-search": chunked_benchmark("search"),
 }
 
 
