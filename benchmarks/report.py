@@ -168,6 +168,7 @@ def write_report(r: dict, path: Path) -> None:
             "MTEB's published figures for this model on NFCorpus: NDCG@10 0.31594, Recall@10 0.15499, "
             "Recall@100 0.31151, MAP@100 0.14244.",
         ]
+    lines += chunk_lines(r)
     lines += [
         "",
         "## How each figure is made",
@@ -211,3 +212,76 @@ def row(name: str, s: dict, recall) -> str:
         f"| {name} | {s['ndcg@10']:.5f} | {s['recall@10']:.5f} | {s['recall@100']:.5f} | {s['mrr@10']:.5f} | "
         f"{s['map@100']:.5f} | {rec} |"
     )
+
+
+def chunk_lines(r: dict) -> list[str]:
+    """encode --chunk (benchmarks/chunked.py): needles, BEIR, cost by row length, search latency."""
+    if not any(k.startswith("chunks-") for k in r):
+        return []
+    lines = ["", "## Long texts: encode --chunk", ""]
+    if "chunks-needle" in r:
+        n = r["chunks-needle"]
+        lines += [
+            f"Needles: {n['rows']} rows of {n['row_words']:,} words of Python's pydoc text (read on this machine); "
+            f"12 of them hold one sentence of fact each, at words {', '.join(f'{d:,}' for d in n['depths'])}; one query "
+            "per fact, in other words. The needle row's rank among all rows (exact ranking), at each depth:",
+            "",
+            "| column | ranks by depth | first | chunks | encode |",
+            "|---|---|---|---|---|",
+            f"| truncated (plain encode) | {' '.join(map(str, n['truncated']))} | "
+            f"{sum(x == 1 for x in n['truncated'])} of 12 | - | - |",
+        ]
+        for c in n["configs"].values():
+            lines.append(
+                f"| --chunk-tokens {c['tokens']} --chunk-overlap {c['overlap']} | {' '.join(map(str, c['ranks']))} | "
+                f"**{c['first']} of 12** | {c['chunks']:,} | {c['encode_s']:.0f} s |"
+            )
+    if "chunks-beir" in r:
+        lines += [
+            "",
+            "BEIR NDCG@10, truncated (plain) against chunked (64 tokens, no overlap: the defaults, chosen on the dev "
+            "half of NFCorpus's queries and the needles; the test half was not looked at), k = 100:",
+            "",
+            "| data set | queries | truncated exact | chunked exact | truncated index | chunked index | chunks | "
+            "encode truncated / chunked |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for name, b in r["chunks-beir"].items():
+            if not isinstance(b, dict):
+                continue
+            for label in ("all", "dev", "test"):
+                lines.append(
+                    f"| {name} | {label} | {b[f'doc_vector_{label}_exact']:.4f} | **{b[f'doc_chunks_{label}_exact']:.4f}** | "
+                    f"{b[f'doc_vector_{label}_index']:.4f} | {b[f'doc_chunks_{label}_index']:.4f} | "
+                    f"{b['chunks']:,} for {b['rows']:,} rows | {b['truncated_encode_s']:.0f} s / {b['chunked_encode_s']:.0f} s |"
+                )
+    if "chunks-cost" in r:
+        lines += [
+            "",
+            "Cost by row length (MiniLM, OpenVINO; each encode a new process, its peak RSS from ru_maxrss; splitting "
+            "against encoding the same chunks, in one process):",
+            "",
+            "| rows | plain: rows/s, peak RSS | chunked: rows/s, chunks, peak RSS | splitting / encoding | tokens/s |",
+            "|---|---|---|---|---|",
+        ]
+        for label, c in r["chunks-cost"].items():
+            if not isinstance(c, dict):
+                continue
+            plain, chunked, split = c["plain"], c["chunked"], c["split"]
+            lines.append(
+                f"| {c['rows']} x {label} | {plain['rows'] / plain['seconds']:.1f}, {plain['rss_mb']:.0f} MB | "
+                f"{chunked['rows'] / chunked['seconds']:.2f}, {chunked['chunks']:,}, {chunked['rss_mb']:.0f} MB | "
+                f"{split['split_s']:.1f} s / {split['encode_s']:.1f} s = **{split['share'] * 100:.1f}%** | "
+                f"{split['tokens_per_s']:,.0f} |"
+            )
+    if "chunks-search" in r:
+        cs = r["chunks-search"]
+        c, p = cs["chunked"], cs["plain"]
+        lines += [
+            "",
+            f"Search, k = 10, SQL and ranking only (embedding-like vectors, 200 queries): chunked column of "
+            f"{c['chunks']:,} chunks ({c['rows']:,} rows) p50 **{c['p50_ms']:.1f} ms**, p95 {c['p95_ms']:.1f} ms, "
+            f"recall@10 {c['recall10']:.3f}; plain column of {p['rows']:,} rows p50 {p['p50_ms']:.1f} ms, p95 "
+            f"{p['p95_ms']:.1f} ms, recall@10 {p['recall10']:.3f}.",
+        ]
+    return lines

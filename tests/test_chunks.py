@@ -446,3 +446,21 @@ def test_a_plain_fill_reads_a_prefix_and_stores_what_the_model_makes_of_the_whol
     expected = modules.get("minilm").encode([words[:2_000_000], spaced, "short text"])
     for key in (1, 2, 3):
         assert cosine(stored[key], expected[key - 1]) > 0.9999
+
+
+def test_serve_answers_with_the_best_chunk_and_without_text_when_asked(run_cli, url, conn, docs, counting):
+    import httpx
+
+    from vectorize_core import serve
+
+    assert encode_chunked(run_cli, url).exit_code == 0
+    with serve.BackgroundServer(serve.create_app(url)) as running, httpx.Client(base_url=running.url) as client:
+        body = {"table": "doc", "query": "zebra crossed frozen river", "k": 2}
+        answer = client.post("/search", json=body).json()
+        top = answer["rows"][0]
+        assert top["id"] == 5 and "zebra" in top["chunk_text"]
+        assert answer["ranking"]["chunk_keys"] == ["chunk", "chunk_start", "chunk_end", "chunk_text"]
+        lean = client.post("/search", json={**body, "text": False}).json()["rows"]
+        assert lean[0]["id"] == 5 and "body" not in lean[0] and "zebra" in lean[0]["chunk_text"]
+        columns = client.get("/columns").json()["columns"]
+        assert columns[0]["chunks"] == sum(chunk_keys(conn).values())

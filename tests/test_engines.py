@@ -119,3 +119,34 @@ def test_what_only_a_live_server_settles(run_cli, engine_url, engine_conn, words
         imported = run_cli("import-vectors", "--url", engine_url, "-t", "loose2", "-c", "body", "--file", f.name)
         assert imported.exit_code == 0, imported.output
         assert engine_conn.execute("SELECT count(body_vector) FROM loose2").fetchone()[0] == 2
+
+
+def test_chunked_encode_search_track_and_drop(run_cli, engine_url, engine_conn):
+    """encode --chunk end to end on each engine: the chunk table and its vector index, a deep fact
+    found, a change re-queued (its old chunks never found), a deleted row's chunks removed, drop."""
+    filler = " ".join(f"Section {i} describes the ordinary maintenance of pumps and valves." for i in range(60))
+    needle = "The lighthouse keeper feeds exactly forty-two gulls every morning."
+    engine_conn.execute("CREATE TABLE manual (id INT PRIMARY KEY, body TEXT)")
+    for i in range(1, 6):
+        body = filler + (" " + needle + " " + filler if i == 3 else "")
+        engine_conn.execute("INSERT INTO manual VALUES (%s, %s)", (i, body))
+    encoded = run_cli("encode", "--url", engine_url, "-t", "manual", "-c", "body", "--chunk", "--track-changes")
+    assert encoded.exit_code == 0, encoded.output
+    assert "chunks)" in encoded.stdout
+    found = run_cli("search", "--url", engine_url, "how many seagulls does the keeper feed", "-t", "manual", "--json")
+    assert found.exit_code == 0, found.output
+    top = json.loads(found.stdout)[0]
+    assert top["id"] == 3 and "gulls" in top["chunk_text"]
+    engine_conn.execute("UPDATE manual SET body = %s WHERE id = 3", (filler,))
+    again = json.loads(
+        run_cli("search", "--url", engine_url, "how many seagulls does the keeper feed", "-t", "manual", "--json").stdout
+    )
+    assert all("gulls" not in (row["chunk_text"] or "") for row in again)
+    engine_conn.execute("DELETE FROM manual WHERE id = 5")
+    assert run_cli("encode", "--url", engine_url, "-t", "manual", "-c", "body", "--chunk").exit_code == 0
+    keys = {r[0] for r in engine_conn.execute("SELECT DISTINCT id FROM manual_body_vector_chunks")}
+    assert keys == {1, 2, 3, 4}
+    status = json.loads(run_cli("status", "--url", engine_url, "--json").stdout)[0]
+    assert status["chunks"] and status["pending"] == 0 and status["index"] == "manual_body_vector_chunks_idx"
+    assert run_cli("drop", "--url", engine_url, "-t", "manual", "-c", "body", "--yes").exit_code == 0
+    assert engine_conn.execute("SELECT count(*) FROM manual").fetchone()[0] == 4

@@ -34,7 +34,6 @@ def parsing(request, monkeypatch):
     if request.param == "workers":
         monkeypatch.setattr(importer, "PARALLEL_BYTES", 0)
         monkeypatch.setattr(importer, "TEXT_BLOCK", 100)
-        monkeypatch.setattr(importer, "CSV_BLOCK", 100)
     return request.param
 
 
