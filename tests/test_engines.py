@@ -139,7 +139,9 @@ def test_chunked_encode_search_track_and_drop(run_cli, engine_url, engine_conn):
     assert top["id"] == 3 and "gulls" in top["chunk_text"]
     engine_conn.execute("UPDATE manual SET body = %s WHERE id = 3", (filler,))
     again = json.loads(
-        run_cli("search", "--url", engine_url, "how many seagulls does the keeper feed", "-t", "manual", "--json").stdout
+        run_cli(
+            "search", "--url", engine_url, "how many seagulls does the keeper feed", "-t", "manual", "--json"
+        ).stdout
     )
     assert all("gulls" not in (row["chunk_text"] or "") for row in again)
     engine_conn.execute("DELETE FROM manual WHERE id = 5")
