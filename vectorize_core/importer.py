@@ -139,7 +139,6 @@ NPY_CHUNK_BYTES = 4 << 20
 COPY_BLOCK = 1 << 20
 # JSON Lines and CSV are parsed this many bytes of lines at a time; Parquet this many rows.
 TEXT_BLOCK = 4 << 20
-CSV_BLOCK = 1 << 20
 PARQUET_BATCH = 4096
 # The keys' COPY text is kept in memory up to this size, then in a temporary file.
 KEYS_IN_MEMORY = 64 << 20
@@ -318,26 +317,38 @@ class Blocks:
 
 def jsonl_blocks(path: Path, key_columns: list[str]) -> Iterator[Block]:
     """The records of a JSON Lines file, about TEXT_BLOCK bytes of lines at a time, parsed in
-    worker processes when the file is large (see parsed). A chunk travels as where it is in the
-    file: each worker reads its own lines."""
+    worker processes when the file is large (see parsed)."""
+    chunks = line_chunks(path)
+    return parsed(chunks, partial(jsonl_block, path=path, key_columns=key_columns), workers_for(path))
 
-    def chunks():
-        buffer = bytearray(TEXT_BLOCK)
-        number, offset = 1, 0
-        with open(path, "rb", buffering=0) as f:
-            while size := f.readinto(buffer):
-                end = buffer.rfind(b"\n", 0, size) + 1
-                if end == 0 and size == len(buffer):  # a line longer than the buffer
-                    buffer = bytearray(2 * len(buffer))
-                    f.seek(offset)
-                    continue
-                end = end or size  # the last line, with no line break after it
-                yield number, offset, end
-                number += buffer.count(b"\n", 0, end)
-                offset += end
+
+def line_chunks(path: Path, offset: int = 0, number: int = 1, quoted: bool = False) -> Iterator[tuple[int, int, int]]:
+    """(number of the first line, offset, bytes) of the file's lines from offset, about TEXT_BLOCK
+    bytes at a time: a chunk travels as where it is, and each worker reads its own lines. With
+    quoted (CSV), a chunk whose double quotes do not pair up, a quoted value running past its
+    end, raises FastPathRefused."""
+    buffer = bytearray(TEXT_BLOCK)
+    with open(path, "rb", buffering=0) as f:
+        f.seek(offset)
+        while size := f.readinto(buffer):
+            end = buffer.rfind(b"\n", 0, size) + 1
+            if end == 0 and size == len(buffer):  # a line longer than the buffer
+                buffer = bytearray(2 * len(buffer))
                 f.seek(offset)
+                continue
+            end = end or size  # the last line, with no line break after it
+            if quoted and buffer.count(b'"', 0, end) % 2:
+                raise FastPathRefused("a quoted value runs past the end of a chunk")
+            yield number, offset, end
+            number += buffer.count(b"\n", 0, end)
+            offset += end
+            f.seek(offset)
 
-    return parsed(chunks(), partial(jsonl_block, path=path, key_columns=key_columns), workers_for(path))
+
+def read_chunk(path: Path, offset: int, size: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read(size)
 
 
 def jsonl_block(chunk: tuple[int, int, int], dimension: int | None, path: Path, key_columns: list[str]) -> Block | None:
@@ -345,9 +356,7 @@ def jsonl_block(chunk: tuple[int, int, int], dimension: int | None, path: Path, 
     line simdjson refuses is read again by json and parse_vector, which name what is wrong (or
     accept it: an integer beyond 64 bits is a number too)."""
     first, offset, size = chunk
-    with open(path, "rb") as f:
-        f.seek(offset)
-        data = f.read(size)
+    data = read_chunk(path, offset, size)
     lines = data.split(b"\n")
     if data.endswith(b"\n"):
         lines.pop()
@@ -461,9 +470,9 @@ def csv_header(path: Path, key_columns: list[str]) -> list[str]:
     return header
 
 
-def csv_block(chunk: tuple[int, list[tuple]], dimension: int | None, name: str, key_columns: list[str]) -> Block | None:
-    """The records of some rows of a CSV file: (line, key values..., vector text) each; rows of
-    nothing but empty values are blank lines."""
+def csv_rows_block(chunk: tuple[int, list[tuple]], dimension: int | None, name: str, key_columns: list[str]):
+    """The records of some rows of a CSV file, (bytes, [(line, key values..., vector text)]); rows
+    of nothing but empty values are blank lines."""
     size, rows = chunk
     blocks = Blocks(name, dimension, None)
     blocks.again = blocks.exact_vector
@@ -479,47 +488,46 @@ def csv_block(chunk: tuple[int, list[tuple]], dimension: int | None, name: str, 
     return blocks.take(size)
 
 
-def csv_blocks(path: Path, key_columns: list[str]) -> Iterator[Block]:
-    """The records of a CSV file: fields split by pyarrow's reader (one row a line: blank lines
-    kept as empty rows, so row i is line i + 2), a block of rows at a time, parsed in worker
-    processes when the file is large. A value with a line break, or a file pyarrow cannot read,
-    raises FastPathRefused."""
+def csv_block(chunk: tuple[int, int, int], dimension: int | None, path: Path, key_columns: list[str], header: list[str],
+              delimiter: str) -> Block | None:  # fmt: skip
+    """The records of some lines of a CSV file, (number of the first, offset, bytes), split into
+    fields by pyarrow, one row a line (blank lines kept as rows of empty values). A value with a
+    line break, or lines pyarrow cannot split, raise FastPathRefused."""
     import pyarrow as pa
     import pyarrow.csv as pa_csv
 
-    header = csv_header(path, key_columns)
+    first, offset, size = chunk
+    data = read_chunk(path, offset, size)
     try:
-        reader = pa_csv.open_csv(
-            path,
-            # pyarrow holds about 40 blocks at a time: 1 MB ones keep that to 40 MB.
-            read_options=pa_csv.ReadOptions(block_size=CSV_BLOCK, use_threads=False),
-            parse_options=pa_csv.ParseOptions(
-                delimiter=csv_delimiter(path), newlines_in_values=False, ignore_empty_lines=False
-            ),
+        table = pa_csv.read_csv(
+            io.BytesIO(data),
+            read_options=pa_csv.ReadOptions(column_names=header, use_threads=False),
+            parse_options=pa_csv.ParseOptions(delimiter=delimiter, newlines_in_values=False, ignore_empty_lines=False),
             convert_options=pa_csv.ConvertOptions(
                 column_types={c: pa.string() for c in header}, include_columns=[*key_columns, "vector"]
             ),
         )
-    except (pa.ArrowInvalid, OSError) as exc:
+    except pa.ArrowInvalid as exc:
         raise FastPathRefused(str(exc)) from None
+    if table.num_rows != data.count(b"\n") + (not data.endswith(b"\n")):
+        raise FastPathRefused("a value spans lines")
+    columns = [table.column(c).to_pylist() for c in [*key_columns, "vector"]]
+    if any("\r" in v for values in columns for v in values):
+        raise FastPathRefused("a value holds a carriage return")
+    rows = list(zip(range(first, first + table.num_rows), *columns, strict=True))
+    return csv_rows_block((size, rows), dimension, path.name, key_columns)
 
-    def chunks():
-        number = 2
-        while True:
-            try:
-                batch = reader.read_next_batch()
-            except StopIteration:
-                return
-            except (pa.ArrowInvalid, OSError) as exc:
-                raise FastPathRefused(str(exc)) from None
-            columns = [batch.column(c).to_pylist() for c in [*key_columns, "vector"]]
-            for values in columns:
-                if any("\n" in v or "\r" in v for v in values):
-                    raise FastPathRefused("a value spans lines")
-            yield batch.nbytes, list(zip(range(number, number + len(batch)), *columns, strict=True))
-            number += len(batch)
 
-    return parsed(chunks(), partial(csv_block, name=path.name, key_columns=key_columns), workers_for(path))
+def csv_blocks(path: Path, key_columns: list[str]) -> Iterator[Block]:
+    """The records of a CSV file, about TEXT_BLOCK bytes of lines at a time, split by pyarrow and
+    parsed in worker processes when the file is large. Anything pyarrow does not read one row a
+    line raises FastPathRefused: the standard library's csv reads such a file."""
+    header = csv_header(path, key_columns)
+    with open(path, "rb") as f:
+        start = len(f.readline())
+    chunks = line_chunks(path, start, 2, quoted=True)
+    parse = partial(csv_block, path=path, key_columns=key_columns, header=header, delimiter=csv_delimiter(path))
+    return parsed(chunks, parse, workers_for(path))
 
 
 def exact_csv_blocks(path: Path, key_columns: list[str]) -> Iterator[Block]:
@@ -538,7 +546,7 @@ def exact_csv_blocks(path: Path, key_columns: list[str]) -> Iterator[Block]:
                 rows, taken = [], lines.bytes_read
         yield lines.bytes_read - taken, rows
 
-    return parsed(chunks(), partial(csv_block, name=path.name, key_columns=key_columns), 1)
+    return parsed(chunks(), partial(csv_rows_block, name=path.name, key_columns=key_columns), 1)
 
 
 def read_keys(path: Path, key_columns: list[str]) -> Iterator[tuple[int, list[str]]]:
