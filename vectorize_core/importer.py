@@ -322,9 +322,9 @@ def jsonl_blocks(path: Path, key_columns: list[str]) -> Iterator[Block]:
     return parsed(chunks, partial(jsonl_block, path=path, key_columns=key_columns), workers_for(path))
 
 
-def line_chunks(path: Path, offset: int = 0, number: int = 1, quoted: bool = False) -> Iterator[tuple[int, int, int]]:
-    """(number of the first line, offset, bytes) of the file's lines from offset, about TEXT_BLOCK
-    bytes at a time: a chunk travels as where it is, and each worker reads its own lines. With
+def line_chunks(path: Path, offset: int = 0, number: int = 1, quoted: bool = False) -> Iterator[tuple[int, ...]]:
+    """(number of the first line, offset, bytes, lines) of the file's lines from offset, about
+    TEXT_BLOCK bytes at a time: a chunk travels as where it is, and each worker reads its own. With
     quoted (CSV), a chunk whose double quotes do not pair up, a quoted value running past its
     end, raises FastPathRefused."""
     buffer = bytearray(TEXT_BLOCK)
@@ -339,8 +339,9 @@ def line_chunks(path: Path, offset: int = 0, number: int = 1, quoted: bool = Fal
             end = end or size  # the last line, with no line break after it
             if quoted and buffer.count(b'"', 0, end) % 2:
                 raise FastPathRefused("a quoted value runs past the end of a chunk")
-            yield number, offset, end
-            number += buffer.count(b"\n", 0, end)
+            lines = buffer.count(b"\n", 0, end) + (buffer[end - 1] != 10)  # 10: a line break
+            yield number, offset, end, lines
+            number += lines
             offset += end
             f.seek(offset)
 
@@ -351,11 +352,11 @@ def read_chunk(path: Path, offset: int, size: int) -> bytes:
         return f.read(size)
 
 
-def jsonl_block(chunk: tuple[int, int, int], dimension: int | None, path: Path, key_columns: list[str]) -> Block | None:
-    """The records of some lines of a JSON Lines file: (number of the first, offset, bytes). A
+def jsonl_block(chunk: tuple[int, ...], dimension: int | None, path: Path, key_columns: list[str]) -> Block | None:
+    """The records of some lines of a JSON Lines file, a chunk of line_chunks. A
     line simdjson refuses is read again by json and parse_vector, which name what is wrong (or
     accept it: an integer beyond 64 bits is a number too)."""
-    first, offset, size = chunk
+    first, offset, size, _ = chunk
     data = read_chunk(path, offset, size)
     lines = data.split(b"\n")
     if data.endswith(b"\n"):
@@ -488,31 +489,33 @@ def csv_rows_block(chunk: tuple[int, list[tuple]], dimension: int | None, name: 
     return blocks.take(size)
 
 
-def csv_block(chunk: tuple[int, int, int], dimension: int | None, path: Path, key_columns: list[str], header: list[str],
+def csv_block(chunk: tuple[int, ...], dimension: int | None, path: Path, key_columns: list[str], header: list[str],
               delimiter: str) -> Block | None:  # fmt: skip
-    """The records of some lines of a CSV file, (number of the first, offset, bytes), split into
+    """The records of some lines of a CSV file, a chunk of line_chunks, split into
     fields by pyarrow, one row a line (blank lines kept as rows of empty values). A value with a
     line break, or lines pyarrow cannot split, raise FastPathRefused."""
     import pyarrow as pa
     import pyarrow.csv as pa_csv
 
-    first, offset, size = chunk
+    first, offset, size, lines = chunk
     data = read_chunk(path, offset, size)
     try:
         table = pa_csv.read_csv(
             io.BytesIO(data),
             read_options=pa_csv.ReadOptions(column_names=header, use_threads=False),
             parse_options=pa_csv.ParseOptions(delimiter=delimiter, newlines_in_values=False, ignore_empty_lines=False),
+            # The vectors as bytes: simdjson reads them with no copy to a str and back.
             convert_options=pa_csv.ConvertOptions(
-                column_types={c: pa.string() for c in header}, include_columns=[*key_columns, "vector"]
+                column_types={c: pa.binary() if c == "vector" else pa.string() for c in header},
+                include_columns=[*key_columns, "vector"],
             ),
         )
     except pa.ArrowInvalid as exc:
         raise FastPathRefused(str(exc)) from None
-    if table.num_rows != data.count(b"\n") + (not data.endswith(b"\n")):
+    if table.num_rows != lines:
         raise FastPathRefused("a value spans lines")
     columns = [table.column(c).to_pylist() for c in [*key_columns, "vector"]]
-    if any("\r" in v for values in columns for v in values):
+    if any(b"\r" in v for v in columns[-1]) or any("\r" in v for values in columns[:-1] for v in values):
         raise FastPathRefused("a value holds a carriage return")
     rows = list(zip(range(first, first + table.num_rows), *columns, strict=True))
     return csv_rows_block((size, rows), dimension, path.name, key_columns)
