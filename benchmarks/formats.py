@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -142,6 +143,11 @@ def exact_search(url: str, table: str, query: np.ndarray) -> list:
     return [(r["id"], r["distance"]) for r in json.loads(done.stdout)]
 
 
+def when() -> dict:
+    """When a measurement ended, and the machine's load then (other work shares its cores)."""
+    return {"at": time.strftime("%Y-%m-%d %H:%M"), "load_1min": os.getloadavg()[0]}
+
+
 def measure_in(url: str, name: str, paths: dict[str, Path], directory: Path, n: int) -> dict:
     table = f"formats_{name}"
     make_table(url, table, n)
@@ -153,6 +159,7 @@ def measure_in(url: str, name: str, paths: dict[str, Path], directory: Path, n: 
     }[name]
     run = run_import_cli(url, table, [*args, "--index", "skip"], directory)
     run["file_mb"] = Path(args[1]).stat().st_size / 2**20
+    run.update(when())
     log(f"in {name}: {run['load_rows_s']:,.0f} rows/s, RSS {run['peak_rss_mb']:.0f} MB")
     return run
 
@@ -163,6 +170,7 @@ def measure_out(url: str, table: str, directory: Path) -> dict:
         path = directory / f"export.{name}"
         run = timed_cli(["export-vectors", "--url", url, "-t", table, "-f", str(path)], directory)
         run["file_mb"] = path.stat().st_size / 2**20
+        run.update(when())
         out[name] = run
         log(f"out {name}: {run['rows_s']:,.0f} rows/s, RSS {run['peak_rss_mb']:.0f} MB, {run['file_mb']:,.0f} MB")
         if name != "parquet":  # the Parquet export is kept for the round trip
@@ -190,6 +198,7 @@ def measure_roundtrip(admin: str, url: str, table: str, directory: Path, n: int)
         "identical_vectors": source == restored and source[0] == n,
         "identical_search": same_search,
         "queries": len(queries),
+        **when(),
     }
 
 
@@ -221,6 +230,17 @@ def section(f: dict) -> str:
     ]
     if phases:
         lines += ["", "Phases of the loads: " + "; ".join(phases) + "."]
+    runs = [
+        f"{way} {name} {r['at']} (load {r['load_1min']:.1f})"
+        for way in ("in", "out")
+        for name, r in f.get(way, {}).items()
+        if "at" in r
+    ]
+    if runs:
+        lines += [
+            "",
+            "Runs, each ended at (the machine's 1-minute load average then, 2 cores): " + "; ".join(runs) + ".",
+        ]
     if "roundtrip" in f:
         rt = f["roundtrip"]
         lines += [
@@ -230,7 +250,9 @@ def section(f: dict) -> str:
             f"({rt['source_digest'][0]:,} vectors, md5 {rt['source_digest'][1]}); the same results for "
             f"{rt['queries']} exact searches: **{rt['identical_search']}**.",
         ]
-    lines += ["", f"Quick run: {f.get('quick', False)}.", MARK_END, ""]
+    if f.get("quick"):
+        lines += ["", "A quick run: fewer rows than the report's."]
+    lines += [MARK_END, ""]
     return "\n".join(lines)
 
 
