@@ -236,3 +236,14 @@ def test_export_of_a_table_with_no_vectorized_column(run_cli, url, conn, tmp_pat
     make_table(conn)
     result = run_cli("export-vectors", "--url", url, "-t", "passage", "-f", tmp_path / "x.parquet")
     assert result.exit_code == 2 and "no vectorized column" in result.stderr
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_column_with_no_vectors_exports_an_empty_file(run_cli, url, conn, tmp_path, source, fmt):
+    conn.execute("UPDATE passage SET body_vector = NULL")
+    out = tmp_path / f"empty.{fmt}"
+    result = run_cli("export-vectors", "--url", url, "-t", "passage", "-f", out)
+    assert result.exit_code == 0 and "Exported 0 vectors" in result.stdout, result.output
+    assert exporter.recorded(out)["column"]["model"] == "words"
+    again = run_cli("import-vectors", "--url", url, "-f", out)
+    assert again.exit_code == 2 and "no vectors in the file" in again.stderr, again.output

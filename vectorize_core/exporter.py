@@ -351,33 +351,27 @@ class ParquetWriter(Writer):
         import pyarrow.parquet as pq
 
         super().__init__(*args)
-        self.pa = pa
-        key_types = {True: pa.int64(), False: pa.string()}
-        self.schema = pa.schema(
-            [pa.field(k, key_types[False]) for k in self.key_columns]
-            + [pa.field("vector", pa.list_(pa.float32(), self.dimension), nullable=False)]
-        )
-        self.key_types = key_types
-        self.writer = None
-        self.pq = pq
+        self.pa, self.pq, self.writer = pa, pq, None
+
+    def start(self, key_types: list) -> None:
+        pa = self.pa
+        fields = [pa.field(k, t) for k, t in zip(self.key_columns, key_types, strict=True)]
+        vector = pa.field("vector", pa.list_(pa.float32(), self.dimension), nullable=False)
+        schema = pa.schema([*fields, vector], metadata={PARQUET_KEY: json.dumps(self.record).encode()})
+        self.writer = self.pq.ParquetWriter(self.temp(self.path), schema)
 
     def write(self, keys, vectors):
         pa = self.pa
         columns = [pa.array(list(values)) for values in zip(*keys, strict=True)]
         flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
+        if self.writer is None:  # the first page's keys (int64 or text) make the schema
+            self.start([c.type for c in columns])
         columns.append(pa.FixedSizeListArray.from_arrays(flat, self.dimension))
-        if self.writer is None:  # the key types of the first page (int64 or text) make the schema
-            fields = [pa.field(k, c.type) for k, c in zip(self.key_columns, columns, strict=False)]
-            schema = pa.schema([*fields, self.schema.field("vector")])
-            metadata = {PARQUET_KEY: json.dumps(self.record).encode()}
-            self.schema = schema.with_metadata(metadata)
-            self.writer = self.pq.ParquetWriter(self.temp(self.path), self.schema)
-        self.writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=self.schema))
+        self.writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=self.writer.schema))
 
     def close(self):
         if self.writer is None:  # no rows: an empty file with the record
-            metadata = {PARQUET_KEY: json.dumps(self.record).encode()}
-            self.writer = self.pq.ParquetWriter(self.temp(self.path), self.schema.with_metadata(metadata))
+            self.start([self.pa.string()] * len(self.key_columns))
         self.writer.close()
 
 
