@@ -4,7 +4,7 @@
     python benchmarks/formats.py                     # 1,000,000 x 384; writes its section of docs/benchmarks.md
     python benchmarks/formats.py --rows 20000        # a quick look (not for the report)
     python benchmarks/formats.py --only in:jsonl     # one measurement: in:npy, in:jsonl, in:csv,
-                                                     # in:parquet, out (all four), roundtrip
+                                                     # in:parquet, out (all four), roundtrip, parsers
 
 Each measurement is a new `vectorize.py` process timed from outside, with its peak RSS from GNU
 time, as row 9b of benchmarks/run.py measures import-vectors (whose helpers this reuses): in, the
@@ -202,6 +202,44 @@ def measure_roundtrip(admin: str, url: str, table: str, directory: Path, n: int)
     }
 
 
+def measure_parsers(url: str, jsonl: Path, lines: int = 20_000) -> dict:
+    """The options for JSON Lines, on its first lines: CPU microseconds a line for each parser
+    (to float32 rows), and the rows a second of the server parsing the vectors' text itself
+    (text COPY into a vector column, which is the whole cost there)."""
+    import orjson
+    import pyarrow.json as pa_json
+    import simdjson
+
+    with open(jsonl, "rb") as f:
+        raw = [f.readline() for _ in range(lines)]
+
+    def simd(line):
+        doc = simdjson.Parser().parse(line)
+        return np.frombuffer(doc["vector"].as_buffer(of_type="d"), np.float64)
+
+    parsers = {
+        "json (standard library)": lambda: np.array([json.loads(x)["vector"] for x in raw], np.float32),
+        "orjson": lambda: np.array([orjson.loads(x)["vector"] for x in raw], np.float32),
+        "pyarrow.json": lambda: pa_json.read_json(__import__("io").BytesIO(b"".join(raw))),
+        "simdjson (as_buffer)": lambda: np.array([simd(x) for x in raw], np.float32),
+    }
+    out = {}
+    for name, parse in parsers.items():
+        started = time.process_time()
+        parse()
+        out[name] = (time.process_time() - started) / lines * 1e6
+    texts = b"".join(b"%d\t%s\n" % (i, x[x.index(b"[") : x.rindex(b"]") + 1]) for i, x in enumerate(raw))
+    with psql(url) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        conn.execute("CREATE TEMPORARY TABLE parse_probe (line int8, vec vector(384))")
+        started = time.perf_counter()
+        with conn.cursor().copy("COPY parse_probe (line, vec) FROM STDIN") as copy:
+            copy.write(texts)
+        server = lines / (time.perf_counter() - started)
+    log(f"parsers (us a line): {out}; the server parsing the text: {server:,.0f} rows/s")
+    return {"us_per_line": out, "server_text_rows_s": server, "lines": lines, **when()}
+
+
 def section(f: dict) -> str:
     """The Markdown section of docs/benchmarks.md for these figures."""
     rows = f["rows"]
@@ -241,6 +279,16 @@ def section(f: dict) -> str:
             "",
             "Runs, each ended at (the machine's 1-minute load average then, 2 cores): " + "; ".join(runs) + ".",
         ]
+    if "parsers" in f:
+        pa = f["parsers"]
+        each = ", ".join(f"{name} {us:.1f}" for name, us in pa["us_per_line"].items())
+        lines += [
+            "",
+            f"The options for JSON Lines, on its first {pa['lines']:,} lines (CPU microseconds a line of 384 numbers, "
+            f"to float32 rows, one core): {each}; the server parsing the vectors' text itself (text COPY into a "
+            f"vector column): {pa['server_text_rows_s']:,.0f} rows/s on its one core. import-vectors uses "
+            "simdjson, in worker processes for a large file, and sends float4 by binary COPY.",
+        ]
     if "roundtrip" in f:
         rt = f["roundtrip"]
         lines += [
@@ -269,13 +317,15 @@ def write_section(figures: dict, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--only", help="comma-separated: in:npy,in:jsonl,in:csv,in:parquet,out,roundtrip")
+    parser.add_argument("--only", help="comma-separated: in:npy,in:jsonl,in:csv,in:parquet,out,roundtrip,parsers")
     parser.add_argument("--files", metavar="DIR", help="keep the input files here and reuse them next time")
     parser.add_argument("--out", help="figures file  [default: docs/benchmarks.json; .bench/ for fewer rows]")
     args = parser.parse_args()
     quick = args.rows < 1_000_000
     args.out = args.out or str(BENCH_DIR / "formats-quick.json" if quick else ROOT / "docs" / "benchmarks.json")
-    steps = args.only.split(",") if args.only else ["in:npy", "in:jsonl", "in:csv", "in:parquet", "out", "roundtrip"]
+    steps = args.only.split(",") if args.only else [
+        "in:npy", "in:jsonl", "in:csv", "in:parquet", "out", "roundtrip", "parsers"
+    ]  # fmt: skip
     n = args.rows
     admin = server_url()
     results = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
@@ -296,6 +346,8 @@ def main() -> None:
         table = "formats_parquet"  # the Parquet import is the column exported
         if "out" in steps:
             figures["out"] = measure_out(url, table, directory)
+        if "parsers" in steps:
+            figures["parsers"] = measure_parsers(url, Path(args.files or directory) / "v.jsonl")
         if "roundtrip" in steps:
             figures["roundtrip"] = measure_roundtrip(admin, url, table, directory, n)
     # Read again: other benchmarks may have written their figures to the file meanwhile.
