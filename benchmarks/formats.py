@@ -285,7 +285,7 @@ def section(f: dict) -> str:
         lines += [
             "",
             f"The options for JSON Lines, on its first {pa['lines']:,} lines (CPU microseconds a line of 384 numbers, "
-            f"to float32 rows, one core): {each}; the server parsing the vectors' text itself (text COPY into a "
+            f"to float32 rows, all threads): {each}; the server parsing the vectors' text itself (text COPY into a "
             f"vector column): {pa['server_text_rows_s']:,.0f} rows/s on its one core. import-vectors uses "
             "simdjson, in worker processes for a large file, and sends float4 by binary COPY.",
         ]
