@@ -1,4 +1,4 @@
-"""import-vectors in every format (#25): JSON Lines and CSV through msgspec (in worker processes
+"""import-vectors in every format (#25): JSON Lines and CSV through simdjson (in worker processes
 for large files) and pyarrow's CSV reader, Parquet in record batches. Every validation in every
 format: exit 2 naming the line (Parquet: the row), nothing written; values stored bit for bit
 through binary COPY (PostgreSQL) and text COPY (CockroachDB's form). Real embedded PostgreSQL."""
