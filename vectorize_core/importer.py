@@ -414,7 +414,7 @@ def parsed(chunks: Iterator, parse: Callable, workers: int) -> Iterator[Block]:
     from collections import deque
     from concurrent.futures import ProcessPoolExecutor
 
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=leave_interrupts)
     try:
         window = deque()
         for chunk in chunks:
@@ -430,6 +430,13 @@ def parsed(chunks: Iterator, parse: Callable, workers: int) -> Iterator[Block]:
                 yield block
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def leave_interrupts() -> None:
+    """In a parsing worker: Ctrl-C is the importing process's to handle (it stops the pool)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def check_utf8(raw: bytes, where: str) -> None:
