@@ -169,6 +169,10 @@ def write_report(r: dict, path: Path) -> None:
             "Recall@100 0.31151, MAP@100 0.14244.",
         ]
     lines += chunk_lines(r)
+    if "formats" in r:
+        from formats import section  # benchmarks/formats.py: vectors in and out by format
+
+        lines += ["", section(r["formats"])]
     lines += [
         "",
         "## How each figure is made",

@@ -32,8 +32,6 @@ DEFAULT_OVERLAP = 0
 CHARS_PER_TOKEN = 4
 # Text read per page of a chunked fill, in bytes: pages are bounded by what they hold, not by rows.
 PAGE_BYTES = 1 << 20
-# Token counts remembered while one text is split (semchunk asks for the same pieces again).
-COUNT_CACHE = 4096
 
 
 @dataclass(frozen=True)
@@ -130,13 +128,25 @@ class Splitter:
         import semchunk
 
         self.overlap = overlap or None
-        # A bounded cache: semchunk's default remembers every piece of every text it ever counted.
-        self.chunker = semchunk.chunkerify(count, tokens, max_token_chars=max_token_chars, cache_maxsize=COUNT_CACHE)
+        self.count = count
+        # Counts are remembered for one text at a time (semchunk asks for the same pieces again):
+        # its own cache would keep pieces of every text, the largest ones included, for the run.
+        self.counted: dict[str, int] = {}
+        self.chunker = semchunk.chunkerify(self.remembered, tokens, max_token_chars=max_token_chars, memoize=False)
+
+    def remembered(self, text: str) -> int:
+        found = self.counted.get(text)
+        if found is None:
+            found = self.counted[text] = self.count(text)
+        return found
 
     def spans(self, text: str) -> list[tuple[int, int]]:
         if not text.strip():
             return []
-        _, offsets = self.chunker(text, offsets=True, overlap=self.overlap)
+        try:
+            _, offsets = self.chunker(text, offsets=True, overlap=self.overlap)
+        finally:
+            self.counted.clear()
         return [(int(s), int(e)) for s, e in offsets]
 
 
