@@ -754,7 +754,7 @@ def export_vectors(url, table, schema, column, vector_column, file, keys_file):
         )  # fmt: skip
     files = ", ".join(str(f) for f in result.files)
     click.echo(
-        f"Exported {result.rows} vectors of {result.dimension} dimensions from {result.target.display} "
+        f"Exported {plural(result.rows, 'vector')} of {result.dimension} dimensions from {result.target.display} "
         f"in {result.seconds:.1f}s ({result.rows_per_second:.0f} rows/s): {files}."
     )
 

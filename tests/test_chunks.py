@@ -229,7 +229,10 @@ def test_limit_shard_and_skip_on_a_chunked_column(run_cli, url, conn, docs, coun
     assert "doc_body_vector_chunks_idx" in indexes  # the last shard built it
 
 
-def test_on_error_skip_leaves_the_whole_row_pending(run_cli, url, conn, docs, counting):
+def test_on_error_skip_leaves_the_whole_row_pending(run_cli, url, conn, docs, counting, monkeypatch):
+    from vectorize_core import pipeline
+
+    monkeypatch.setattr(pipeline, "CHUNKS_PER_INSERT", 7)
     real = counting.encode
 
     def picky(batch):
@@ -244,6 +247,7 @@ def test_on_error_skip_leaves_the_whole_row_pending(run_cli, url, conn, docs, co
     assert conn.execute("SELECT body_vector IS NULL FROM doc WHERE id = 5").fetchone()[0]
     assert 5 not in chunk_keys(conn)  # all or none: none of its chunks
     assert len(chunk_keys(conn)) == 7
+    assert_chunks_match_texts(conn)
 
 
 def test_dry_run_prints_the_chunk_table_and_changes_nothing(run_cli, url, conn, docs, counting):
@@ -389,7 +393,10 @@ def test_follow_chunks_new_rows(run_cli, url, conn, docs, counting):
 def test_pages_bounded_by_bytes_still_reach_every_row(run_cli, url, conn, docs, counting, monkeypatch):
     from vectorize_core import chunks
 
+    from vectorize_core import pipeline
+
     monkeypatch.setattr(chunks, "PAGE_BYTES", 3000)  # about two rows a page
+    monkeypatch.setattr(pipeline, "CHUNKS_PER_INSERT", 7)  # a page's chunks in several statements
     result = encode_chunked(run_cli, url)
     assert result.exit_code == 0, result.output
     assert "Encoded 8 rows" in result.stdout

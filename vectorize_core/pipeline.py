@@ -280,6 +280,10 @@ def write_page(db: Database, queries: FillQueries, dialect, rows: list[tuple], v
     return db.run(lambda conn: conn.execute(queries.write, params).rowcount)
 
 
+# Chunks per INSERT statement of a page's write (all in the page's one transaction).
+CHUNKS_PER_INSERT = 2048
+
+
 @dataclass
 class PageChunks:
     """A page's chunks: whose row (index into the page), number, start, end, and the vectors."""
@@ -311,15 +315,19 @@ def write_chunked_page(
             done = [key for key in keys if key in won]
             conn.execute(queries.delete_chunks, [[key[i] for key in done] for i in range(nkeys)])
             chosen = [c for c, owner in enumerate(page.owners) if keys[owner] in won]
-            if chosen:
+            everything = len(chosen) == len(page.owners)
+            # In slices: the statement's parameters stay small however many chunks a row has.
+            for first in range(0, len(chosen), CHUNKS_PER_INSERT):
+                part = chosen[first : first + CHUNKS_PER_INSERT]
+                vectors_part = page.vectors[part[0] : part[-1] + 1] if everything else page.vectors[part]
                 conn.execute(
                     queries.insert_chunks,
                     (
-                        *([keys[page.owners[c]][i] for c in chosen] for i in range(nkeys)),
-                        [page.numbers[c] for c in chosen],
-                        [page.starts[c] for c in chosen],
-                        [page.ends[c] for c in chosen],
-                        dialect.vectors_array(page.vectors[chosen]),
+                        *([keys[page.owners[c]][i] for c in part] for i in range(nkeys)),
+                        [page.numbers[c] for c in part],
+                        [page.starts[c] for c in part],
+                        [page.ends[c] for c in part],
+                        dialect.vectors_array(vectors_part),
                     ),
                 )
             return len(won), len(chosen)
@@ -997,36 +1005,40 @@ class Fill:
 
     def encode_chunked(self, rows, parts, texts) -> tuple[list[tuple], object]:
         """Split each row's text, encode its chunks and its own (model-truncated) text; a row one
-        of whose texts the encoder refuses is left pending whole."""
+        of whose texts the encoder refuses is left pending whole. The rows' own texts come first
+        among the inputs and the chunks after them, so the chunks' vectors are one slice of the
+        page's (no copy of what is the most of it)."""
         prefix = self.target.prefix
         page = PageChunks([], [], [], [], np.zeros((0, self.target.dimension), np.float32))
-        inputs: list[str] = []
-        owner_of_input: list[int] = []
-        row_input: list[int] = []  # where each row's own text is among the inputs
-        chunk_input: list[int] = []
+        own: list[str] = []  # the rows' own texts that are not also their one chunk
+        own_owner: list[int] = []
+        chunk_texts: list[str] = []
+        single: dict[int, int] = {}  # row -> its one chunk, which is its whole text
         for i, row_parts in enumerate(parts):
             document = joined_text(row_parts)
             spans = self.splitter.spans(document)
-            # A text that is one chunk is encoded once, for the row and its chunk.
-            whole = len(spans) == 1 and prefix + document[spans[0][0] : spans[0][1]] == texts[i]
-            if not whole:
-                row_input.append(len(inputs))
-                inputs.append(texts[i])
-                owner_of_input.append(i)
+            if len(spans) == 1 and prefix + document[spans[0][0] : spans[0][1]] == texts[i]:
+                single[i] = len(chunk_texts)  # encoded once, for the row and its chunk
+            else:
+                own.append(texts[i])
+                own_owner.append(i)
             for number, (start, end) in enumerate(spans):
-                if whole:
-                    row_input.append(len(inputs))
-                chunk_input.append(len(inputs))
-                inputs.append(prefix + document[start:end])
-                owner_of_input.append(i)
+                chunk_texts.append(prefix + document[start:end])
                 page.owners.append(i)
                 page.numbers.append(number)
                 page.starts.append(start)
                 page.ends.append(end)
-        vectors, failed = self.encode_texts(rows, inputs, owner_of_input, None)
+        first_chunk = len(own)
+        owner_of_input = own_owner + page.owners
+        vectors, failed = self.encode_texts(rows, own + chunk_texts, owner_of_input, None)
+        del chunk_texts
         self.report(len(rows))
+        row_input = {row: n for n, row in enumerate(own_owner)} | {row: first_chunk + c for row, c in single.items()}
         failed_rows = sorted({owner_of_input[i] for i in failed})
-        keep = self.forget(rows, texts, failed_rows) if failed_rows else list(range(len(rows)))
+        if not failed_rows:
+            page.vectors = vectors[first_chunk:]
+            return rows, (vectors[[row_input[i] for i in range(len(rows))]], page)
+        keep = self.forget(rows, texts, failed_rows)
         renumber = {old: new for new, old in enumerate(keep)}
         chosen = [c for c, owner in enumerate(page.owners) if owner in renumber]
         page = PageChunks(
@@ -1034,7 +1046,7 @@ class Fill:
             numbers=[page.numbers[c] for c in chosen],
             starts=[page.starts[c] for c in chosen],
             ends=[page.ends[c] for c in chosen],
-            vectors=vectors[[chunk_input[c] for c in chosen]],
+            vectors=vectors[[first_chunk + c for c in chosen]],
         )
         return [rows[i] for i in keep], (vectors[[row_input[i] for i in keep]], page)
 
