@@ -259,6 +259,13 @@ def chunk_lines(r: dict) -> list[str]:
                     f"{b[f'doc_vector_{label}_index']:.4f} | {b[f'doc_chunks_{label}_index']:.4f} | "
                     f"{b['chunks']:,} for {b['rows']:,} rows | {b['truncated_encode_s']:.0f} s / {b['chunked_encode_s']:.0f} s |"
                 )
+    if "chunks-beir" in r:
+        lines += [
+            "",
+            "Through the index at k = 100 the chunked column ranks as exactly as it does without: the 1,000 nearest "
+            "chunks (the most asked of the index) often hold fewer than 100 rows, and then every chunk is ranked. "
+            "Encode times were taken while other benchmarks shared the machine.",
+        ]
     if "chunks-cost" in r:
         lines += [
             "",
