@@ -369,7 +369,7 @@ def encode_failures(result) -> str:
     from vectorize_core.pipeline import describe_keys
 
     return (
-        f"{plural(result.failed, 'row')} could not be encoded and {'stays' if result.failed == 1 else 'stay'} pending "
+        f"{stay_pending(result.failed, 'could not be encoded')} "
         f"({describe_keys(result.target, result.failed_keys)}): {result.failure}"
     )
 
@@ -394,14 +394,9 @@ def encode_summary(result) -> str:
     # later poll are not pending any more.
     changed = min(result.skipped, result.pending_after)
     if changed:
-        parts.append(
-            f"{plural(changed, 'row changed', 'rows changed')} while encoding and "
-            f"{'stays' if changed == 1 else 'stay'} pending (run again)"
-        )
+        parts.append(f"{stay_pending(changed, 'changed while encoding')} (run again)")
     if result.failed:
-        parts.append(
-            f"{plural(result.failed, 'row')} failed to encode and {'stays' if result.failed == 1 else 'stay'} pending"
-        )
+        parts.append(stay_pending(result.failed, "failed to encode"))
     left = result.pending_after - changed - result.failed
     if left > 0:
         parts.append(f"{plural(left, 'row')} still pending (run again to continue)")
@@ -430,6 +425,11 @@ def encode_summary(result) -> str:
     if result.ended:
         parts.append(result.ended)
     return "; ".join(parts) + "."
+
+
+def stay_pending(rows: int, why: str) -> str:
+    """'1 row failed to encode and stays pending', '2 rows ... stay pending'."""
+    return f"{plural(rows, 'row')} {why} and {'stays' if rows == 1 else 'stay'} pending"
 
 
 def encode_rate(result) -> str:
