@@ -391,9 +391,7 @@ def test_follow_chunks_new_rows(run_cli, url, conn, docs, counting):
 
 
 def test_pages_bounded_by_bytes_still_reach_every_row(run_cli, url, conn, docs, counting, monkeypatch):
-    from vectorize_core import chunks
-
-    from vectorize_core import pipeline
+    from vectorize_core import chunks, pipeline
 
     monkeypatch.setattr(chunks, "PAGE_BYTES", 3000)  # about two rows a page
     monkeypatch.setattr(pipeline, "CHUNKS_PER_INSERT", 7)  # a page's chunks in several statements
