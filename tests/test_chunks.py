@@ -415,7 +415,8 @@ def test_kill_9_then_rerun_finishes_with_nothing_doubled_or_lost(url, conn):
         " FROM generate_series(1, 600) g"
     )
     with running(start_encode(url, "--chunk", "--batch-size", "20", VECTORIZE_TINY_DELAY="0.05")) as proc:
-        wait_until(lambda: written(conn) >= 100)
+        wait_until(lambda: written(conn) >= 100 or proc.poll() is not None, seconds=180)
+        assert proc.poll() is None, proc.communicate()  # still running: killed mid-run, not ended
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     done = conn.execute("SELECT count(body_vector) FROM t").fetchone()[0]
