@@ -4,12 +4,16 @@ on larger tables (VECTORIZE_SOAK=1)."""
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -29,8 +33,22 @@ def rows(n: int) -> int:
     return n * 10 if SOAK else n
 
 
+@functools.cache
+def plugin_site() -> str:
+    """The tiny plugin installed once per test session into a folder of its own, so that its
+    entry point is found whichever test runs first (a fresh clone has no build of it)."""
+    site = tempfile.mkdtemp(prefix="vectorize-tiny-")
+    atexit.register(shutil.rmtree, site, ignore_errors=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", site,
+         str(PLUGIN)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return site
+
+
 def encoder_env(url: str, **extra) -> dict:
-    return {**os.environ, "DATABASE_URL": url, "PYTHONPATH": str(PLUGIN), "VECTORIZE_RETRY_SECONDS": "60", **extra}
+    return {**os.environ, "DATABASE_URL": url, "PYTHONPATH": plugin_site(), "VECTORIZE_RETRY_SECONDS": "60", **extra}
 
 
 def start_encode(url: str, *args, **env) -> subprocess.Popen:
