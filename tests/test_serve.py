@@ -521,3 +521,29 @@ def test_serve_on_each_engine(engine_url, words):
             with pytest.raises(DatabaseError) as failed:
                 db.command("INSERT INTO t VALUES (4, 'x')")
             assert failed.value.sqlstate == "25006"
+
+
+def test_the_page_shows_a_chunked_row_by_the_chunk_that_matched(browser, pg_server):
+    """encode --chunk: the page's text cell is the best chunk, so the reader sees why the row matched."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    filler = " ".join(f"Section {i} covers the routine care of pumps and valves." for i in range(80))
+    url = fresh_database(pg_server.get_uri())
+    with connect(url) as db:
+        db.command("CREATE TABLE manual (id int PRIMARY KEY, body text)")
+        db.command(
+            "INSERT INTO manual VALUES (1, %s), (2, %s)", (filler, filler + " The keeper feeds forty-two gulls.")
+        )
+        encode(db, table="manual", column="body", model="minilm", chunk=True)
+    with core.BackgroundServer(core.create_app(url)) as running:
+        browser.get(running.url + "/")
+        wait = WebDriverWait(browser, 60)
+        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#column option")) == 1)
+        browser.find_element(By.ID, "query").send_keys("how many seagulls does the keeper feed")
+        browser.find_element(By.ID, "go").click()
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, ".panel tbody tr"))
+        first = browser.find_element(By.CSS_SELECTOR, ".panel tbody tr")
+        cells = [c.text for c in first.find_elements(By.TAG_NAME, "td")]
+    assert cells[2] == "2"
+    assert cells[-1].startswith("[chunk ") and "forty-two gulls" in cells[-1] and len(cells[-1]) < len(filler)
