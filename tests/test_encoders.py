@@ -209,3 +209,18 @@ def test_long_text_is_reported_as_truncated(run_cli, url, conn):
     result = run_cli("encode", "--url", url, "-t", "t", "-c", "body")
     assert result.exit_code == 0, result.output
     assert "1 row was longer than the model reads" in result.stdout
+
+
+def test_openai_chunks_are_measured_in_characters_and_encode_says_so(run_cli, url, conn, openai_env):
+    openai_env()
+    body = " ".join(f"Sentence {i} of a long article about harbours and ships." for i in range(60))
+    conn.execute("CREATE TABLE article (id int PRIMARY KEY, body text)")
+    conn.execute("INSERT INTO article VALUES (1, %s)", (body,))
+    result = run_cli("encode", "--url", url, "-t", "article", "-c", "body", "-m", "openai:local-minilm", "--chunk")
+    assert result.exit_code == 0, result.output
+    assert (
+        "Note: openai:local-minilm has no tokenizer here: chunks are measured at 4 characters a token" in result.stderr
+    )
+    spans = conn.execute("SELECT chunk_start, chunk_end FROM article_body_vector_chunks ORDER BY chunk").fetchall()
+    assert len(spans) > 1 and all(end - start <= 64 * 4 for start, end in spans)  # 64 tokens of 4 characters
+    assert " ".join(body[s:e] for s, e in spans).split() == body.split()
