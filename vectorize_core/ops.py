@@ -101,6 +101,7 @@ def column_status(db: Database, info: Table, vector_column: str, meta: dict, tri
     index_bytes, index_note = db.dialect.index_bytes(db, index_table, index) if index else (None, None)
     notes = [n for n in (db.dialect.vector_bytes_note(), index_note) if n]
     serves = index_verdict(db, info, vector_column) if index and None not in sources else None
+    counted = (chunk_count, "chunk") if chunk_count is not None else (rows, "row")  # what the index holds
     return ColumnStatus(
         table=info.display,
         column=",".join(c or "?" for c in sources),
@@ -120,7 +121,7 @@ def column_status(db: Database, info: Table, vector_column: str, meta: dict, tri
         problem=trouble,
         index_serves_search=serves,
         sizes_note="; ".join(notes) or None,
-        index_serves_search_note=None if serves is not False else not_serving_note(rows),
+        index_serves_search_note=not_serving_note(*counted) if serves is False else None,
         fulltext=meta.get("fulltext"),
         schema=info.schema,
         table_name=info.name,
@@ -167,11 +168,12 @@ def model_label(meta: dict) -> str | None:
 SMALL_TABLE_ROWS = 10_000
 
 
-def not_serving_note(rows: int) -> str:
-    """Why the plan of a plain search does not use the vector index that exists."""
+def not_serving_note(rows: int, what: str = "row") -> str:
+    """Why the plan of a plain search does not use the vector index that exists (what the index
+    holds: rows, or a chunked column's chunks)."""
     if rows < SMALL_TABLE_ROWS:
         return (
-            f"with {plural(rows, 'row')} the planner ranks every row exactly, which costs less than the index "
+            f"with {plural(rows, what)} the planner ranks every {what} exactly, which costs less than the index "
             "on a table this small; it turns to the index as the table grows"
         )
     return "the planner ranks the rows without the index; `vectorize.py search --explain` shows its plan"
