@@ -224,3 +224,35 @@ def test_openai_chunks_are_measured_in_characters_and_encode_says_so(run_cli, ur
     spans = conn.execute("SELECT chunk_start, chunk_end FROM article_body_vector_chunks ORDER BY chunk").fetchall()
     assert len(spans) > 1 and all(end - start <= 64 * 4 for start, end in spans)  # 64 tokens of 4 characters
     assert " ".join(body[s:e] for s, e in spans).split() == body.split()
+
+
+def test_the_word_by_word_token_count_equals_the_tokenizers_own():
+    """Chunking counts a BERT tokenizer's tokens word by word (each word once): the same count as
+    the tokenizer's own for prose, code and hostile Unicode alike."""
+    import pydoc
+    import random
+
+    from tokenizers import Tokenizer
+
+    from modules._sentence_transformers import word_counter
+
+    encoder = modules.get("minilm")
+    fast, _, _ = encoder.token_counter()
+    tokenizer = Tokenizer.from_str(encoder.load().tokenizer.to_str())
+    tokenizer.no_truncation()
+
+    def exact(text):
+        return len(tokenizer.encode(text, add_special_tokens=False).ids)
+
+    rng = random.Random(7)
+    alphabet = list("abcXYZ019 .,;:!?-'\"()[]{}/\\\t\n\r") + [
+        "\u00a0", "\u2003", "\u3000", "\u1680", "\x0b", "\x0c", "\x1c", "\x1f", "\x85", "\u2028", "\u200b",
+        "é", "ß", "İ", "ﬁ", "東", "京", "한", "🙂", "\u0301", "\x00", "\ufeff", "ǅ",
+    ]  # fmt: skip
+    texts = ["def f(x):\n    return x ** 2  # square", "Überraschung: naïve café owners' résumés, 東京 and Zürich!"]
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 300))) for _ in range(2000)]
+    prose = pydoc.render_doc(json, renderer=pydoc.plaintext) + pydoc.render_doc(os.path, renderer=pydoc.plaintext)
+    texts += [prose[i : i + rng.randint(10, 2000)] for i in range(0, len(prose) - 2000, 97)]
+    counted = word_counter(exact)
+    assert [counted(t) for t in texts] == [exact(t) for t in texts]
+    assert fast(prose) == exact(prose)  # the encoder's counter is the word-by-word one
