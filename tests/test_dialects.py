@@ -602,3 +602,17 @@ class FakeDb:
 
 def column_statements_for(t: VectorTarget):
     return column_statements(FakeDb(CRDB), t)
+
+
+def test_crdb_plain_fill_reads_and_compares_a_prefix_of_the_text():
+    q = FillQueries(target(), CRDB, cut=4096)
+    assert 'CAST("t"."id" AS text), left(CAST("t"."body" AS text), 4096) FROM "public"."Pass age" AS t' in s(
+        q.first_page
+    )
+    assert s(q.write).endswith(
+        ' AND t."body_vector" IS NULL AND left(CAST(t."body" AS text), 4096) IS NOT DISTINCT FROM "d"."s0"'
+    )
+    assert (
+        s(q.by_key)
+        == 'SELECT CAST("t"."body" AS text) FROM "public"."Pass age" AS t WHERE "t"."id" = CAST(%s AS bigint)'
+    )
