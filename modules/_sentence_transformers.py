@@ -50,6 +50,7 @@ class SentenceTransformerEncoder:
         self._metric = metric
         self._max_length = max_length
         self._model = None
+        self._token_counter = None  # made once: encode asks for it to size the chunks and to split
         self._lock = threading.Lock()
 
     def configure(self, backend=None, dimension=None):
@@ -136,6 +137,11 @@ class SentenceTransformerEncoder:
         """(count, special tokens, longest token in characters) for splitting texts into chunks the
         model reads whole: count(text) is the tokens the model makes of text, before truncation
         and without the special tokens it adds (of which there are `special tokens`)."""
+        if self._token_counter is None:
+            self._token_counter = self.make_token_counter()
+        return self._token_counter
+
+    def make_token_counter(self):
         from tokenizers import Tokenizer
 
         model = self.load()

@@ -21,6 +21,7 @@ from psycopg import sql
 
 from . import names
 from .db import Column, Table
+from .dialects import is_blank
 from .errors import BadInput
 
 # The chunk size and overlap, in the encoder's tokens, when --chunk-tokens / --chunk-overlap are
@@ -77,6 +78,18 @@ def column_names(taken: set[str]) -> dict[str, str]:
         chosen[role] = name
         taken = taken | {name}
     return chosen
+
+
+def joined_text(parts) -> str:
+    """A row's text without the encoder's prefix: the source texts that hold any, joined by a
+    space. Chunks' starts and ends count characters of it."""
+    return " ".join(part for part in parts if not is_blank(part))
+
+
+def vector_index_table(table: Table, record: dict | None) -> Table:
+    """The table a vector column's index is on: its own, or its chunk table (record: the
+    metadata's 'chunks')."""
+    return chunk_table_of(table, record).as_table() if record else table
 
 
 def chunk_table_of(table: Table, record: dict) -> ChunkTable:
@@ -213,36 +226,39 @@ def key_matches(ct: ChunkTable, alias: str, other: str) -> sql.Composed:
     )
 
 
-def keys_from_text(ct: ChunkTable) -> tuple[sql.Composed, sql.Composed]:
-    """unnest() of the keys as text arrays (one parameter each), and the keys cast back to their
-    own types: the form the fill reads keys in."""
-    aliases = [sql.Identifier(f"k{i}") for i in range(len(ct.keys))]
-    source = sql.SQL("unnest({}) AS d({})").format(
-        sql.SQL(", ").join(sql.SQL("CAST(%b AS text[])") for _ in ct.keys), sql.SQL(", ").join(aliases)
-    )
-    typed = sql.SQL(", ").join(
-        sql.SQL("CAST(d.{} AS {})").format(a, sql.SQL(t)) for a, t in zip(aliases, ct.key_types, strict=True)
-    )
-    return source, typed
+def key_aliases(ct: ChunkTable) -> list[sql.Identifier]:
+    """The keys' names in an unnest() of text arrays: k0, k1, ..."""
+    return [sql.Identifier(f"k{i}") for i in range(len(ct.keys))]
+
+
+def typed_keys(ct: ChunkTable) -> list[sql.Composed]:
+    """The keys of an unnest() aliased d (text, the form the fill reads keys in), cast back to
+    their own types."""
+    return [
+        sql.SQL("CAST(d.{} AS {})").format(a, sql.SQL(t)) for a, t in zip(key_aliases(ct), ct.key_types, strict=True)
+    ]
 
 
 def delete_rows(ct: ChunkTable) -> sql.Composed:
     """Delete every chunk of the rows whose keys (text arrays) are given."""
-    source, typed = keys_from_text(ct)
+    source = sql.SQL("unnest({}) AS d({})").format(
+        sql.SQL(", ").join(sql.SQL("CAST(%b AS text[])") for _ in ct.keys), sql.SQL(", ").join(key_aliases(ct))
+    )
     keys = sql.SQL(", ").join(sql.Identifier(k) for k in ct.keys)
-    return sql.SQL("DELETE FROM {} WHERE ({}) IN (SELECT {} FROM {})").format(ct.ident, keys, typed, source)
+    return sql.SQL("DELETE FROM {} WHERE ({}) IN (SELECT {} FROM {})").format(
+        ct.ident, keys, sql.SQL(", ").join(typed_keys(ct)), source
+    )
 
 
 def insert_chunks(ct: ChunkTable, table: Table, dialect) -> sql.Composed:
     """Insert chunks given as arrays: the keys (text), chunk numbers, starts, ends, vectors. Prefix
     columns are copied from the row."""
-    aliases = [sql.Identifier(f"k{i}") for i in range(len(ct.keys))]
     params = [sql.SQL("CAST(%b AS text[])") for _ in ct.keys] + [sql.SQL("CAST(%b AS int4[])")] * 3
     params.append(dialect.vectors_param())
     source = sql.SQL("unnest({}) AS d({}, n, s, e, vec)").format(
-        sql.SQL(", ").join(params), sql.SQL(", ").join(aliases)
+        sql.SQL(", ").join(params), sql.SQL(", ").join(key_aliases(ct))
     )
-    typed = [sql.SQL("CAST(d.{} AS {})").format(a, sql.SQL(t)) for a, t in zip(aliases, ct.key_types, strict=True)]
+    typed = typed_keys(ct)
     columns = sql.SQL(", ").join(
         sql.Identifier(c) for c in (*ct.keys, *ct.prefix_columns, ct.chunk, ct.start, ct.end, ct.vector)
     )

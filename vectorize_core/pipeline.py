@@ -20,7 +20,7 @@ import psycopg
 from psycopg import sql
 
 from . import chunks, tracking
-from .chunks import chunk_table_of
+from .chunks import chunk_table_of, joined_text
 from .db import Database, index_exists
 from .dialects import is_blank
 from .errors import BadInput, DatabaseError, EncoderError, Interrupted
@@ -57,7 +57,6 @@ class EncodeResult:
     pending_elsewhere: int = 0  # --shard: rows other shards still have to do (index not built yet)
     tracking_installed: bool = False  # this run (re)installed the change-tracking trigger
     cleared: int = 0  # --reencode: vectors cleared before the fill
-    stale_chunks: int = 0  # chunks of deleted or re-queued rows removed at the start
     fulltext_added: bool = False  # --fulltext made the tsvector column this run
     statements: list[str] = field(default_factory=list)  # --dry-run only
 
@@ -99,8 +98,6 @@ class FillQueries:
     def __init__(self, target: VectorTarget, dialect, shard: tuple[int, int] | None = None, *, cut: int | None = None):
         t = target
         table = t.table
-        self.dialect = dialect
-        self.table = table
         self.cut = None if t.chunks else cut
         self.chunk_table = chunk_table_of(table, t.chunks) if t.chunks else None
         self.keys = [sql.Identifier(k) for k in table.primary_key]
@@ -108,7 +105,6 @@ class FillQueries:
         self.key_list = sql.SQL(", ").join(self.keys)
         self.vector = sql.Identifier(t.vector_column)
         key_types = [sql.SQL(table.columns[k].type_sql) for k in table.primary_key]
-        self.key_types = key_types
         t_keys = [sql.Identifier("t", k) for k in table.primary_key]
         # NULL, empty or only white space is no text: such rows are not sent to the model and
         # not pending, so a finished table stays finished.
@@ -746,7 +742,7 @@ def encode(
     if target.track_changes:
         result.tracking_installed = tracking.install(db, target)
     if queries.chunk_table is not None:
-        result.stale_chunks = db.command(queries.delete_stale, retry=True)
+        db.command(queries.delete_stale, retry=True)  # chunks of rows deleted or re-queued since
 
     if index == "now" and not has_index:
         build_indexes_when_done(db, target, queries, result, None, on_index, index_memory)
@@ -850,7 +846,7 @@ def keep_following(db, fill, queries, page_size, max_idle, stop, on_round, start
     while not stop.is_set():
         if queries.chunk_table is not None and time.monotonic() - swept >= SWEEP_SECONDS:
             # Chunks of rows deleted (or re-queued) meanwhile: hidden from search, and removed.
-            result.stale_chunks += db.command(queries.delete_stale, retry=True)
+            db.command(queries.delete_stale, retry=True)
             swept = time.monotonic()
         before = result.written
         pending = db.fetchone(queries.count)[0]
@@ -896,6 +892,7 @@ class Fill:
         self.interrupt = interrupt  # set (Ctrl-C): stop after the encoder call in flight
         self.count_truncated = getattr(encoder, "count_truncated", None)
         self.max_length = getattr(encoder, "max_length", None)
+        self.model_cut = model_cut(encoder)  # what a chunked fill cuts a row's own text to
         # Rows the encoder refused, by key, with the text it refused: not sent again (--follow
         # polls) until their text changes.
         self.refused: dict[tuple, str] = {}
@@ -974,7 +971,7 @@ class Fill:
     def model_text(self, parts) -> str:
         """What the model reads of a row whose whole text is at hand (a chunked fill): the same
         text a plain fill gives it, cut where the model stops reading."""
-        cut = model_cut(self.encoder)
+        cut = self.model_cut
         if cut is not None and not may_read_past_cut(parts, cut, self.max_length):
             parts = [None if p is None else p[:cut] for p in parts]
         return document_text(self.target, parts)
@@ -1098,12 +1095,6 @@ def interrupted_message(result) -> str:
         f"interrupted: {plural(result.written, 'row')}{chunked} written to {result.target.display} in this run; "
         "run the same command again to continue where it stopped"
     )
-
-
-def joined_text(parts) -> str:
-    """A row's text without the encoder's prefix: the source texts that hold any, joined by a
-    space. Chunks' starts and ends count characters of it."""
-    return " ".join(part for part in parts if not is_blank(part))
 
 
 # A source is read as its first CUT_CHARS_PER_TOKEN characters for every token the model reads:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from psycopg import sql
 
-from .chunks import chunk_table_of
+from .chunks import chunk_table_of, joined_text
 from .db import Database
 from .dialects import BEAM_SIZE_RANGE, CHUNK_FANOUT, OVERFETCH, SearchSpec, vector_literal
 from .errors import BadInput, DatabaseError, DimensionMismatch, EncoderError
@@ -406,7 +406,7 @@ def explain(
         settings = replace(spec, k=candidates)
     else:
         if spec.chunks is not None and spec.mode != "exact":
-            spec = replace(spec, candidates=min(MAX_CHUNK_CANDIDATES, max(spec.k * CHUNK_FANOUT, 100)))
+            spec = replace(spec, candidates=first_chunk_candidates(spec.k))
         query, params = db.dialect.search_statement(spec, literal)
         settings = replace(spec, k=max(spec.k, spec.candidates or 0))
     plan = [abbreviate_vectors(row[0]) for row in run_ranked(db, settings, sql.SQL("EXPLAIN ") + query, params)]
@@ -487,8 +487,6 @@ def with_chunk_text(target: SearchTarget, spec: SearchSpec, rows: list[dict]) ->
     sources joined as the fill joined them), and the names of the chunk's fields."""
     if spec.chunks is None:
         return rows, None
-    from .pipeline import joined_text
-
     number, start, end = spec.chunk_names
     text = distance_name(target.table, "chunk_text")
     sources = target.sources
@@ -501,6 +499,11 @@ def with_chunk_text(target: SearchTarget, spec: SearchSpec, rows: list[dict]) ->
 # A chunked column: the most nearest chunks asked of the index before every row is ranked
 # exactly (pgvector's HNSW returns at most hnsw.ef_search rows, and it takes 1,000 at most).
 MAX_CHUNK_CANDIDATES = 1000
+
+
+def first_chunk_candidates(k: int) -> int:
+    """The nearest chunks a chunked column's search asks of the index first."""
+    return min(MAX_CHUNK_CANDIDATES, max(k * CHUNK_FANOUT, 100))
 
 
 def ranked_rows(db: Database, spec: SearchSpec, literal: str) -> list[tuple]:
@@ -520,7 +523,7 @@ def ranked_chunked_rows(db: Database, spec: SearchSpec, literal: str) -> tuple[l
     """Rows by their nearest chunk through the index: more chunks asked for while they hold
     fewer than k distinct (matching) rows, up to MAX_CHUNK_CANDIDATES; then every chunk of every
     matching row is ranked exactly."""
-    candidates = min(MAX_CHUNK_CANDIDATES, max(spec.k * CHUNK_FANOUT, 100))
+    candidates = first_chunk_candidates(spec.k)
     while True:
         asked = replace(spec, candidates=candidates)
         query, params = db.dialect.search_statement(asked, literal)

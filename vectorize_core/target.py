@@ -17,7 +17,7 @@ from psycopg import sql
 import modules
 
 from . import chunks, names
-from .chunks import chunk_table_of
+from .chunks import vector_index_table
 from .db import METADATA_KEY, Column, Database, Table
 from .errors import (
     AmbiguousVectorColumn,
@@ -134,7 +134,7 @@ class VectorTarget:
     @property
     def index_table(self) -> Table:
         """The table the vector index is on: this one, or a chunked column's chunk table."""
-        return chunk_table_of(self.table, self.chunks).as_table() if self.chunks else self.table
+        return vector_index_table(self.table, self.chunks)
 
     @property
     def source_attnums(self) -> list[int]:
@@ -553,8 +553,7 @@ class SearchTarget:
     @property
     def index_table(self) -> Table:
         """The table the vector index is on: this one, or a chunked column's chunk table."""
-        chunked = self.metadata.get("chunks")
-        return chunk_table_of(self.table, chunked).as_table() if chunked else self.table
+        return vector_index_table(self.table, self.metadata.get("chunks"))
 
     @property
     def sources(self) -> list[str]:
