@@ -250,9 +250,10 @@ def plan_drop(
         if db.index_exists(info, name):
             statements.append(sql.SQL("DROP INDEX {}").format(sql.Identifier(info.schema, name)))
     statements.append(sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(info.ident, sql.Identifier(vector_column)))
-    if meta.get("chunks"):
+    chunked = chunk_table_of(info, meta["chunks"]) if meta.get("chunks") else None
+    if chunked:
         # The chunk table, with its index: nothing else refers to it.
-        statements.append(sql.SQL("DROP TABLE IF EXISTS {}").format(chunk_table_of(info, meta["chunks"]).ident))
+        statements.append(sql.SQL("DROP TABLE IF EXISTS {}").format(chunked.ident))
     fulltext = meta.get("fulltext")
     shared = any(
         (c.metadata or {}).get("fulltext") == fulltext for c in info.columns.values() if c.name != vector_column
@@ -264,8 +265,9 @@ def plan_drop(
             sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(info.ident, sql.Identifier(fulltext["column"]))
         )
         dropped_fulltext = fulltext["column"]
-    chunked = chunk_table_of(info, meta["chunks"]).display if meta.get("chunks") else None
-    return DropPlan(info, vector_column, list(meta["source"]), statements, dropped_fulltext, chunked)
+    return DropPlan(
+        info, vector_column, list(meta["source"]), statements, dropped_fulltext, chunked.display if chunked else None
+    )
 
 
 def drop(
