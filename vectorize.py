@@ -383,6 +383,11 @@ def encode_summary(result) -> str:
             f"already has a vector in {t.vector_column!r}."
         )
     parts = []
+    if result.upgraded:
+        parts.append(
+            f"Keyed the vectors of {plural(result.upgraded, 'row')} (made by an earlier version) for an index of "
+            "distinct contents, with no model time"
+        )
     if result.cleared:
         parts.append(f"Cleared {plural(result.cleared, 'vector')} of {t.display} to encode them again")
     chunked = f" ({plural(result.chunks, 'chunk')})" if t.chunks else ""
@@ -390,6 +395,11 @@ def encode_summary(result) -> str:
         f"Encoded {plural(result.written, 'row')}{chunked} of {t.table.display}.{sources} into {t.vector_column} "
         f"with {t.model} in {result.seconds:.1f}s{encode_rate(result)}"
     ]
+    if result.repeats:
+        parts.append(
+            f"{plural(result.repeats, 'text')} repeated one the model had read, and took its vector "
+            "(each distinct text is encoded once)"
+        )
     # Every figure is of the whole run: rows that changed mid-run and were encoded again by a
     # later poll are not pending any more.
     changed = min(result.skipped, result.pending_after)
@@ -945,6 +955,8 @@ def status(url, table, schema, as_json):
                "index", "index_serves_search", "tracking"]  # fmt: skip
     if any(c["chunks"] is not None for c in columns):
         headers.insert(headers.index("embedded") + 1, "chunks")
+    # What the vector index holds: each distinct text (or chunk) once.
+    headers.insert(headers.index("index"), "indexed")
     print_table(headers, columns)
     for c in columns:
         if c["problem"]:
@@ -996,6 +1008,7 @@ def dropped_too(plan) -> str:
     """What goes with a vector column: its full-text column, its chunk table."""
     parts = [f"its full-text column {plan.fulltext_column}"] if plan.fulltext_column else []
     parts += [f"its chunk table {plan.chunk_table}"] if plan.chunk_table else []
+    parts += [f"its contents table {plan.content_table}"] if plan.content_table else []
     return "".join(f" and {part}" for part in parts)
 
 

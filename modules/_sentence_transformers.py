@@ -142,25 +142,27 @@ class SentenceTransformerEncoder:
         return self._token_counter
 
     def make_token_counter(self):
-        from tokenizers import Tokenizer
-
         model = self.load()
         if isinstance(model, _openvino.OpenVINOModel):
             backend, lowercase = model.tokenizer, model.layout.lowercase
         else:
             backend = model.tokenizer.backend_tokenizer
             lowercase = bool(getattr(model[0], "do_lower_case", False))
-        config = backend.to_str()
-        tokenizer = Tokenizer.from_str(config)  # a copy: truncation off, padding off
-        tokenizer.no_truncation()
-        tokenizer.no_padding()
-        specials = len(tokenizer.encode("").ids)
-        longest = max((len(token) for token in tokenizer.get_vocab()), default=None)
+        return counter_of(backend.to_str(), lowercase)
 
-        def count(text: str) -> int:
-            return len(tokenizer.encode(text.lower() if lowercase else text, add_special_tokens=False).ids)
-
-        return (word_counter(count) if splits_words_alone(config) else count), specials, longest
+    def peek_token_counter(self):
+        """token_counter() from the model's files on this machine, loading no model (what a dry
+        run needs to check --chunk-tokens; it also learns max_length); None when they are not here."""
+        folder = model_folder(self.source)
+        try:
+            config = (folder / "tokenizer.json").read_text(encoding="utf-8") if folder else None
+            settings = json.loads((folder / "sentence_bert_config.json").read_text()) if folder else {}
+        except (OSError, ValueError):
+            return None
+        if not config or not settings.get("max_seq_length"):
+            return None
+        self._max_length = self._max_length or int(settings["max_seq_length"])
+        return counter_of(config, bool(settings.get("do_lower_case")))
 
     def planned_backend(self) -> str:
         """The backend load() would use, with why, loading nothing: for list-models."""
@@ -184,6 +186,22 @@ def splits_words_alone(config: str) -> bool:
         None,
         "BertNormalizer",
     )
+
+
+def counter_of(config: str, lowercase: bool):
+    """(count, special tokens, longest token in characters) of a tokenizer, from its tokenizer.json."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_str(config)  # a copy: truncation off, padding off
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    specials = len(tokenizer.encode("").ids)
+    longest = max((len(token) for token in tokenizer.get_vocab()), default=None)
+
+    def count(text: str) -> int:
+        return len(tokenizer.encode(text.lower() if lowercase else text, add_special_tokens=False).ids)
+
+    return (word_counter(count) if splits_words_alone(config) else count), specials, longest
 
 
 def word_counter(count):
@@ -335,15 +353,7 @@ def declared(source: str) -> tuple[int, str] | None:
     """(dimension, metric) from a model's files on this machine, loading nothing: a local folder or
     the Hugging Face cache (modules.json, the Pooling and Dense configs), else the layout of its
     OpenVINO conversion; None when neither is here or the layout is not one read here."""
-    folder = Path(source).expanduser()
-    if not folder.is_dir():
-        try:
-            from huggingface_hub import try_to_load_from_cache
-
-            cached = try_to_load_from_cache(source, "modules.json")
-        except ValueError:
-            return None
-        folder = Path(cached).parent if isinstance(cached, str) else None
+    folder = model_folder(source)
     if folder is not None:
         found = declared_in(folder)
         if found is not None:
@@ -356,6 +366,20 @@ def declared(source: str) -> tuple[int, str] | None:
 
 
 METRICS = {"cosine": "cosine", "dot": "ip", "euclidean": "l2"}
+
+
+def model_folder(source: str) -> Path | None:
+    """The folder of a model's files on this machine: a local folder, or its Hugging Face cache."""
+    folder = Path(source).expanduser()
+    if folder.is_dir():
+        return folder
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(source, "modules.json")
+    except ValueError:
+        return None
+    return Path(cached).parent if isinstance(cached, str) else None
 
 
 def declared_in(folder: Path) -> tuple[int, str] | None:

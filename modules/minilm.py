@@ -46,6 +46,7 @@ load = _encoder.load
 configure = _encoder.configure
 count_truncated = _encoder.count_truncated
 token_counter = _encoder.token_counter
+peek_token_counter = _encoder.peek_token_counter
 planned_backend = _encoder.planned_backend
 backend = _encoder.backend
 # Measured by `make bench` (docs/benchmarks.md), whole encode process against a bare

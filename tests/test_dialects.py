@@ -77,20 +77,90 @@ CRDB_PATTERN = (
 CRDB_TEXT = " E'" + CRDB_PATTERN.replace("\\", "\\\\") + "'"
 
 
+CONTENTS = '"public"."Pass age_body_vector_contents"'
+
+
 def test_crdb_column_ddl_and_metadata_comment():
     t = target()
     statements = [s(x) for x in column_statements(_FakeDb(CRDB), t)]
+    made = '{"vectorize_made": {"table": "public.Pass age", "vector_column": "body_vector", "role": "%s"}}'
     assert statements == [
         'ALTER TABLE "public"."Pass age" ADD COLUMN IF NOT EXISTS "body_vector" VECTOR(384)',
         'COMMENT ON COLUMN "public"."Pass age"."body_vector" IS '
-        '\'{"vectorize": {"dimension": 384, "index": "Pass age_body_vector_idx", "metric": "cosine", "model": "minilm",'
-        ' "pending_index": "Pass age_body_vector_pending", "source": ["body"], "source_attnums": [2], "version": 1}}\'',
+        '\'{"vectorize": {"contents": {"columns": {"hash": "content_hash", "orphaned": "orphaned", "vector":'
+        ' "content_vector"}, "table": "Pass age_body_vector_contents"}, "dimension": 384, "hash": {"column":'
+        ' "body_vector_hash", "index": "Pass age_body_vector_hash"}, "index": "Pass age_body_vector_idx",'
+        ' "metric": "cosine", "model": "minilm", "pending_index": "Pass age_body_vector_pending", "source": ["body"],'
+        ' "source_attnums": [2], "version": 1}}\'',
+        # The hash of the text the model read, beside the vector; the tool's tag on what it makes.
+        'ALTER TABLE "public"."Pass age" ADD COLUMN IF NOT EXISTS "body_vector_hash" UUID',
+        f'COMMENT ON COLUMN "public"."Pass age"."body_vector_hash" IS \'{made % "hash"}\'',
+        'CREATE INDEX IF NOT EXISTS "Pass age_body_vector_hash" ON "public"."Pass age" ("body_vector_hash")'
+        ' WHERE "body_vector_hash" IS NOT NULL',
+        # One row a distinct content: what the vector index holds.
+        f'CREATE TABLE IF NOT EXISTS {CONTENTS} ("content_hash" UUID NOT NULL, "content_vector" VECTOR(384) NOT NULL,'
+        ' "orphaned" BOOL NOT NULL DEFAULT false, PRIMARY KEY ("content_hash"))',
+        f"COMMENT ON TABLE {CONTENTS} IS '{made % 'contents'}'",
     ]
     assert [s(x) for x in index_statements(_FakeDb(CRDB), t, FillQueries(t, CRDB))] == [
         'CREATE INDEX IF NOT EXISTS "Pass age_body_vector_pending" ON "public"."Pass age" ("id")'
         f' WHERE "body_vector" IS NULL AND ("body" ~ {CRDB_TEXT})',
-        'CREATE VECTOR INDEX IF NOT EXISTS "Pass age_body_vector_idx" ON "public"."Pass age" ("body_vector" vector_cosine_ops)',
+        f'CREATE VECTOR INDEX IF NOT EXISTS "Pass age_body_vector_idx" ON {CONTENTS} ("content_vector" vector_cosine_ops)',
     ]
+
+
+def test_crdb_contents_are_added_looked_up_and_swept():
+    q = FillQueries(target(), CRDB)
+    keys_in = '("h"."id") IN (SELECT CAST(d."k0" AS bigint) FROM unnest(CAST(%b AS text[])) AS d("k0"))'
+    # Each written row's content once; a content already there is unmarked (and locked) instead.
+    assert s(q.add_contents) == (
+        f'INSERT INTO {CONTENTS} AS c ("content_hash", "content_vector") SELECT DISTINCT ON ("h"."body_vector_hash")'
+        f' "h"."body_vector_hash", h."body_vector" FROM "public"."Pass age" AS h WHERE {keys_in}'
+        ' AND "h"."body_vector_hash" IS NOT NULL AND h."body_vector" IS NOT NULL ORDER BY "h"."body_vector_hash"'
+        ' ON CONFLICT ("content_hash") DO UPDATE SET "orphaned" = false WHERE c."orphaned"'
+    )
+    assert s(q.known) == (
+        f'SELECT "content_hash", "content_vector" FROM {CONTENTS} WHERE "content_hash" = ANY(CAST(%b AS uuid[]))'
+    )
+    held = (
+        'EXISTS (SELECT 1 FROM "public"."Pass age" AS h WHERE h."body_vector_hash" = c."content_hash"'
+        ' AND h."body_vector" IS NOT NULL)'
+    )
+    assert [s(x) for x in q.tidy] == [
+        f'DELETE FROM {CONTENTS} AS c WHERE c."orphaned" AND NOT {held}',
+        f'UPDATE {CONTENTS} AS c SET "orphaned" = true WHERE NOT c."orphaned" AND NOT {held}',
+    ]
+    # A column an earlier version made: each row keyed by its vector's hash, a batch of keys at a time.
+    assert s(q.hash_rows) == (
+        'UPDATE "public"."Pass age" AS t SET "body_vector_hash" = CAST(md5(CAST(t."body_vector" AS text)) AS uuid)'
+        ' WHERE ("t"."id") IN (SELECT CAST(d."k0" AS bigint) FROM unnest(CAST(%b AS text[])) AS d("k0"))'
+        ' AND t."body_vector_hash" IS NULL'
+    )
+
+
+def test_crdb_contents_carry_the_prefix_columns_of_the_vector_index():
+    base = target()
+    t = VectorTarget(base.table, ("body",), "body_vector", "minilm", 384, "cosine", False, None, prefix_columns=("a",))
+    ddl = [s(x) for x in column_statements(_FakeDb(CRDB), t)]
+    assert (
+        f'CREATE TABLE IF NOT EXISTS {CONTENTS} ("content_hash" UUID NOT NULL, "a" bigint NOT NULL,'
+        ' "content_vector" VECTOR(384) NOT NULL, "orphaned" BOOL NOT NULL DEFAULT false,'
+        ' PRIMARY KEY ("content_hash", "a"))'
+    ) in ddl
+    q = FillQueries(t, CRDB)
+    assert (
+        f'CREATE VECTOR INDEX IF NOT EXISTS "Pass age_body_vector_idx" ON {CONTENTS} ("a", "content_vector"'
+        " vector_cosine_ops)"
+    ) in [s(x) for x in index_statements(_FakeDb(CRDB), t, q)]
+    # A row without a prefix value is left out (only a search pinning the prefix reads the index);
+    # a row whose prefix value changed holds its content under the new one too.
+    assert 'AND "h"."a" IS NOT NULL' in s(q.add_contents)
+    assert s(q.tidy[-1]).endswith(
+        'NOT EXISTS (SELECT 1 FROM "public"."Pass age_body_vector_contents" AS c WHERE c."content_hash" ='
+        ' h."body_vector_hash" AND c."a" = h."a") AND "h"."body_vector_hash" IS NOT NULL AND "h"."a" IS NOT NULL'
+        ' AND h."body_vector" IS NOT NULL ORDER BY "h"."body_vector_hash", "h"."a"'
+        ' ON CONFLICT ("content_hash", "a") DO UPDATE SET "orphaned" = false WHERE c."orphaned"'
+    )
 
 
 def test_has_text_is_one_set_of_white_space_in_python_and_both_regex_dialects():
@@ -143,10 +213,11 @@ def test_pg_trigger_watches_in_its_when_clause_and_resets_by_name():
 def test_crdb_write_types_every_array_and_is_conditional():
     q = FillQueries(target(), CRDB)
     assert s(q.write) == (
-        'UPDATE "public"."Pass age" AS t SET "body_vector" = CAST(d.vec AS VECTOR)'
-        ' FROM unnest(CAST(%b AS text[]), CAST(%b AS text[]), CAST(%b AS text[])) AS d("k0", "s0", vec)'
+        'UPDATE "public"."Pass age" AS t SET "body_vector" = CAST(d.vec AS VECTOR), "body_vector_hash" = d.vectorize_hash'
+        ' FROM unnest(CAST(%b AS text[]), CAST(%b AS text[]), CAST(%b AS uuid[]), CAST(%b AS text[]))'
+        ' AS d("k0", "s0", vectorize_hash, vec)'
         ' WHERE t."id" = CAST("d"."k0" AS bigint) AND t."body_vector" IS NULL'
-        ' AND CAST(t."body" AS text) IS NOT DISTINCT FROM "d"."s0"'
+        ' AND CAST(t."body" AS text) IS NOT DISTINCT FROM "d"."s0" RETURNING CAST("t"."id" AS text)'
     )
     literals = CRDB.vectors_array(np.array([[0.5, -1.0, 3.25e-8]], dtype=np.float32))
     assert literals == ["[0.5,-1.0,3.25e-08]"]
@@ -154,9 +225,10 @@ def test_crdb_write_types_every_array_and_is_conditional():
 
 def test_pg_write_binds_binary_vectors():
     q = FillQueries(target(), PG)
-    assert 'SET "body_vector" = d.vec FROM unnest(CAST(%b AS text[]), CAST(%b AS text[]), CAST(%b AS vector[]))' in s(
-        q.write
-    )
+    assert (
+        'SET "body_vector" = d.vec, "body_vector_hash" = d.vectorize_hash'
+        " FROM unnest(CAST(%b AS text[]), CAST(%b AS text[]), CAST(%b AS uuid[]), CAST(%b AS vector[]))"
+    ) in s(q.write)
     assert all(isinstance(v, np.ndarray) for v in PG.vectors_array(np.zeros((2, 3), np.float32)))
 
 
@@ -170,26 +242,34 @@ def test_keyset_pages_with_a_composite_key():
     assert 't."b" = CAST("d"."k0" AS text) AND t."a" = CAST("d"."k1" AS bigint)' in s(q.write)
 
 
-def spec(mode="index", filter=None, metric="cosine", **kw) -> dialects.SearchSpec:
+def spec(mode="index", filter=None, metric="cosine", contents=True, **kw) -> dialects.SearchSpec:
+    if contents is True:
+        contents = target().content_table
     return dialects.SearchSpec(
         table=TABLE, columns=["id", "body"], keys=["id"], vector_column="body_vector", metric=metric,
-        dimension=384, k=5, mode=mode, filter=filter, filter_params=["p1"] if filter is not None else [], **kw,
+        dimension=384, k=5, mode=mode, filter=filter, filter_params=["p1"] if filter is not None else [],
+        contents=contents, hash_column="body_vector_hash" if contents else None, key_types=["bigint"], **kw,
     )  # fmt: skip
 
 
 CAT = sql.SQL("(t.{} = CAST(%s AS text))").format(sql.Identifier("cat"))
+NEAR = (
+    f'(SELECT "c"."content_hash" FROM {CONTENTS} AS c ORDER BY "c"."content_vector" <=> CAST(%s AS vector(384))'
+    " LIMIT %s) AS near"
+)
 
 
-def test_crdb_search_ranks_unfiltered_and_drops_nulls_outside():
-    query, params = CRDB.search_statement(spec(), "Q")
+def test_crdb_search_ranks_the_nearest_contents_and_expands_them_to_their_rows():
+    query, params = CRDB.search_statement(spec(candidates=50), "Q")
     assert s(query) == (
-        'SELECT * FROM (SELECT "t"."id", "t"."body", "t"."body_vector" <=> CAST(%s AS vector(384)) AS "distance"'
-        ' FROM "public"."Pass age" AS t ORDER BY "t"."body_vector" <=> CAST(%s AS vector(384)) LIMIT %s) AS ranked'
-        ' WHERE ranked."distance" IS NOT NULL ORDER BY ranked."distance"'
+        'SELECT "t"."id", "t"."body", "t"."body_vector" <=> CAST(%s AS vector(384)) AS "distance"'
+        f' FROM {NEAR} JOIN "public"."Pass age" AS t ON "t"."body_vector_hash" = near."content_hash"'
+        ' WHERE t."body_vector" IS NOT NULL ORDER BY "distance", "t"."id" LIMIT %s'
     )
-    assert params == ["Q", "Q", 5]
-    inner = s(query)[s(query).index("(SELECT") : s(query).index(") AS ranked")]
-    assert "WHERE" not in inner  # any filter there turns CockroachDB's vector index off
+    assert params == ["Q", "Q", 50, 5]
+    # The vector query has no filter (any filter there turns CockroachDB's vector index off);
+    # NULL vectors and the user's filter are dropped outside it.
+    assert "WHERE" not in NEAR
     # No null_ordered_last (it may keep the optimizer from a vector search); settings are LOCAL.
     assert CRDB.search_settings(spec()) == []
     assert [s(stmt) for stmt, _ in CRDB.search_settings(spec(beam_size=64))] == [
@@ -197,51 +277,70 @@ def test_crdb_search_ranks_unfiltered_and_drops_nulls_outside():
     ]
 
 
-def test_crdb_filter_on_prefix_columns_stays_inside_the_ranked_subquery():
-    query, params = CRDB.search_statement(spec("prefix", CAT), "Q")
-    assert ' AS t WHERE (t."cat" = CAST(%s AS text)) ORDER BY "t"."body_vector" <=>' in s(query)
-    assert params == ["Q", "p1", "Q", 5]
-
-
-def test_crdb_other_filters_overfetch_from_the_index_and_filter_outside():
-    query, params = CRDB.search_statement(spec("overfetch", CAT), "Q")
-    assert s(query) == (
-        'SELECT "t"."id", "t"."body", ranked."distance" FROM (SELECT "id", "body_vector" <=> CAST(%s AS vector(384))'
-        ' AS "distance" FROM "public"."Pass age" ORDER BY "body_vector" <=> CAST(%s AS vector(384)) LIMIT %s) AS ranked'
-        ' JOIN "public"."Pass age" AS t ON t."id" = ranked."id"'
-        ' WHERE ranked."distance" IS NOT NULL AND (t."cat" = CAST(%s AS text)) ORDER BY ranked."distance" LIMIT %s'
+def test_crdb_filter_on_prefix_columns_stays_inside_the_vector_query():
+    pinned = sql.SQL("(c.{} = CAST(%s AS int8))").format(sql.Identifier("a"))
+    query, params = CRDB.search_statement(
+        spec("prefix", CAT, index_filter=pinned, index_filter_params=["p2"], candidates=50), "Q"
     )
-    assert params == ["Q", "Q", 5 * dialects.OVERFETCH, "p1", 5]
+    assert f' FROM {CONTENTS} AS c WHERE (c."a" = CAST(%s AS int8)) ORDER BY "c"."content_vector" <=>' in s(query)
+    assert params == ["Q", "p2", "Q", 50, "p1", 5]
 
 
-def test_crdb_exact_search_filters_in_place():
-    query, params = CRDB.search_statement(spec("exact", CAT), "Q")
-    assert ' WHERE "t"."body_vector" IS NOT NULL AND (t."cat" = CAST(%s AS text)) ORDER BY' in s(query)
-    assert params == ["Q", "p1", "Q", 5]
+def test_crdb_other_filters_apply_to_the_rows_of_the_nearest_contents():
+    query, params = CRDB.search_statement(spec("overfetch", CAT, candidates=50), "Q")
+    assert s(query).endswith(
+        ' WHERE t."body_vector" IS NOT NULL AND (t."cat" = CAST(%s AS text)) ORDER BY "distance", "t"."id" LIMIT %s'
+    )
+    assert params == ["Q", "Q", 50, "p1", 5]
 
 
-def test_crdb_search_mode_follows_prefix_columns():
+def test_exact_search_ranks_every_matching_row_in_place():
+    for dialect in (CRDB, PG):
+        query, params = dialect.search_statement(spec("exact", CAT), "Q")
+        assert s(query) == (
+            'SELECT * FROM (SELECT "t"."id", "t"."body", "t"."body_vector" <=> CAST(%s AS vector(384)) AS "distance"'
+            ' FROM "public"."Pass age" AS t WHERE t."body_vector" IS NOT NULL AND (t."cat" = CAST(%s AS text))'
+            ' OFFSET 0) AS candidates ORDER BY candidates."distance", "candidates"."id" LIMIT %s'
+        )
+        assert params == ["Q", "p1", 5]
+
+
+def test_search_mode_follows_prefix_columns_and_the_contents():
     assert CRDB.search_mode(spec()) == "index"
     assert CRDB.search_mode(spec(filter=CAT, filter_on_prefix=True)) == "prefix"
     assert CRDB.search_mode(spec(filter=CAT)) == "overfetch"
     assert PG.search_mode(spec(filter=CAT)) == "index"
+    # A column an earlier version indexed row by row is ranked exactly until encode upgrades it.
+    assert CRDB.search_mode(spec(contents=None)) == PG.search_mode(spec(contents=None)) == "exact"
 
 
 def test_pg_search_statements():
-    query, params = PG.search_statement(spec(filter=CAT), "Q")
+    query, params = PG.search_statement(spec(filter=CAT, candidates=50), "Q")
     assert s(query) == (
         'SELECT "t"."id", "t"."body", "t"."body_vector" <=> CAST(%s AS vector(384)) AS "distance"'
-        ' FROM "public"."Pass age" AS t WHERE t."body_vector" IS NOT NULL AND (t."cat" = CAST(%s AS text))'
-        ' ORDER BY "distance" LIMIT %s'
+        f' FROM {NEAR} JOIN "public"."Pass age" AS t ON "t"."body_vector_hash" = near."content_hash"'
+        ' WHERE t."body_vector" IS NOT NULL AND (t."cat" = CAST(%s AS text)) ORDER BY "distance", "t"."id" LIMIT %s'
     )
-    assert params == ["Q", "p1", 5]
-    exact, _ = PG.search_statement(spec("exact", CAT), "Q")
-    assert s(exact).endswith('OFFSET 0) AS candidates ORDER BY candidates."distance" LIMIT %s')
-    settings = [(s(stmt), p) for stmt, p in PG.search_settings(spec(filter=CAT, ef_search=40))]
-    assert settings == [
-        ("SELECT set_config('hnsw.ef_search', %s, true)", ("40",)),
-        ("SELECT set_config('hnsw.iterative_scan', 'strict_order', true)", ()),
-    ]
+    assert params == ["Q", "Q", 50, "p1", 5]
+    settings = [(s(stmt), p) for stmt, p in PG.search_settings(spec(filter=CAT, ef_search=40, candidates=50))]
+    assert settings == [("SELECT set_config('hnsw.ef_search', %s, true)", ("50",))]
+
+
+def test_hybrid_fusion_takes_the_vector_legs_rows_as_arrays():
+    fulltext = {"column": "body_tsv", "index": "body_tsv_idx", "language": "english"}
+    names = {n: n for n in ("score", "dense_rank", "text_rank", "distance")}
+    query, params = CRDB.hybrid_statement(
+        spec(), [("7", 0.25), ("3", 0.5)], "words", fulltext, candidates=100, fusion_k=60, weights=(1.0, 2.0),
+        names=names,
+    )  # fmt: skip
+    assert s(query).startswith(
+        'WITH dense AS (SELECT CAST(d."k0" AS bigint) AS "id", d."vectorize_distance",'
+        " row_number() OVER (ORDER BY d.vectorize_ordinal) AS vectorize_rank"
+        ' FROM unnest(CAST(%s AS text[]), CAST(%s AS float8[]), CAST(%s AS int8[])) AS d("k0", "vectorize_distance",'
+        " vectorize_ordinal))"
+    )
+    assert params[:3] == [["7", "3"], [0.25, 0.5], [1, 2]]
+    assert params[3:] == ["words", "words", 100, 1.0, 60, 2.0, 60, 5]
 
 
 def test_crdb_index_with_prefix_columns():
@@ -496,34 +595,36 @@ def test_import_staging_tables_on_both_engines():
 def chunked_target(prefix=()) -> VectorTarget:
     base = target()
     record = {
-        "table": "Pass age_body_vector_chunks", "index": "Pass age_body_vector_chunks_idx", "tokens": 128,
+        "table": "Pass age_body_vector_chunks", "hash_index": "Pass age_body_vector_chunks_hash_idx", "tokens": 128,
         "overlap": 0, "counting": "tokenizer",
-        "columns": {"chunk": "chunk", "start": "chunk_start", "end": "chunk_end", "vector": "chunk_vector"},
+        "columns": {"chunk": "chunk", "start": "chunk_start", "end": "chunk_end", "vector": "chunk_vector",
+                    "hash": "chunk_hash", "row_hash": "row_hash"},
         **({"prefix_columns": list(prefix)} if prefix else {}),
     }  # fmt: skip
     return VectorTarget(
         base.table, ("body",), "body_vector", "minilm", 384, "cosine", False, None, prefix_columns=tuple(prefix),
-        index_name=record["index"], chunks=record,
+        chunks=record,
     )  # fmt: skip
 
 
 CHUNKS = '"public"."Pass age_body_vector_chunks"'
 
 
-def test_crdb_chunk_table_and_its_vector_index_with_prefix_columns():
+def test_crdb_chunk_table_and_the_vector_index_with_prefix_columns():
     t = chunked_target(prefix=("a",))
     ddl = [s(x) for x in column_statements_for(t)]
     assert (
         f'CREATE TABLE IF NOT EXISTS {CHUNKS} ("id" bigint NOT NULL, "a" bigint NOT NULL, "chunk" INT4 NOT NULL,'
         ' "chunk_start" INT4 NOT NULL, "chunk_end" INT4 NOT NULL, "chunk_vector" VECTOR(384) NOT NULL,'
-        ' PRIMARY KEY ("id", "chunk"))'
+        ' "chunk_hash" UUID NOT NULL, "row_hash" UUID NOT NULL, PRIMARY KEY ("id", "chunk"))'
     ) in ddl
+    assert f'CREATE INDEX IF NOT EXISTS "Pass age_body_vector_chunks_hash_idx" ON {CHUNKS} ("chunk_hash")' in ddl
     statements = [s(x) for x in index_statements(FakeDb(CRDB), t, FillQueries(t, CRDB))]
+    # The vector index is on the distinct contents of the chunks (led by the prefix columns).
     assert (
-        f'CREATE VECTOR INDEX IF NOT EXISTS "Pass age_body_vector_chunks_idx" ON {CHUNKS}'
-        ' ("a", "chunk_vector" vector_cosine_ops)'
+        f'CREATE VECTOR INDEX IF NOT EXISTS "Pass age_body_vector_idx" ON {CONTENTS} ("a", "content_vector"'
+        " vector_cosine_ops)"
     ) in statements
-    # No vector index on the user's table: the chunks hold what search ranks.
     assert not any('ON "public"."Pass age" ("body_vector"' in x for x in statements)
 
 
@@ -534,18 +635,31 @@ def test_crdb_chunk_writes_are_conditional_and_replace_only_the_rows_that_took_t
         ' AND CAST(t."body" AS text) IS NOT DISTINCT FROM "d"."s0" RETURNING CAST("t"."id" AS text)'
     )
     assert s(q.delete_chunks) == (
-        f'DELETE FROM {CHUNKS} WHERE ("id") IN (SELECT CAST(d."k0" AS bigint) FROM unnest(CAST(%b AS text[])) AS d("k0"))'
+        f'DELETE FROM {CHUNKS} AS c WHERE ("c"."id") IN'
+        ' (SELECT CAST(d."k0" AS bigint) FROM unnest(CAST(%b AS text[])) AS d("k0"))'
     )
     assert s(q.insert_chunks) == (
-        f'INSERT INTO {CHUNKS} ("id", "a", "chunk", "chunk_start", "chunk_end", "chunk_vector")'
-        ' SELECT CAST(d."k0" AS bigint), "t"."a", d.n, d.s, d.e, CAST(d.vec AS VECTOR)'
+        f'INSERT INTO {CHUNKS} ("id", "a", "chunk", "chunk_start", "chunk_end", "chunk_hash", "row_hash",'
+        ' "chunk_vector") SELECT CAST(d."k0" AS bigint), "t"."a", d.n, d.s, d.e, d.h, d.r, CAST(d.vec AS VECTOR)'
         " FROM unnest(CAST(%b AS text[]), CAST(%b AS int4[]), CAST(%b AS int4[]), CAST(%b AS int4[]),"
-        ' CAST(%b AS text[])) AS d("k0", n, s, e, vec)'
+        ' CAST(%b AS uuid[]), CAST(%b AS uuid[]), CAST(%b AS text[])) AS d("k0", n, s, e, h, r, vec)'
         ' JOIN "public"."Pass age" AS t ON t."id" = CAST(d."k0" AS bigint)'
     )
-    assert s(q.delete_stale) == (
-        f'DELETE FROM {CHUNKS} AS c WHERE NOT EXISTS (SELECT 1 FROM "public"."Pass age" AS t'
-        ' WHERE "t"."id" = "c"."id" AND t."body_vector" IS NOT NULL)'
+    assert s(q.add_contents).startswith(
+        f'INSERT INTO {CONTENTS} AS c ("content_hash", "a", "content_vector") SELECT DISTINCT ON ("h"."chunk_hash",'
+        f' "h"."a") "h"."chunk_hash", "h"."a", h."chunk_vector" FROM {CHUNKS} AS h WHERE ("h"."id") IN'
+    )
+    # A row holds its chunks while its key is theirs, its vector set, its text the text split.
+    holds = '"t"."id" = "c"."id" AND t."body_vector" IS NOT NULL AND t."body_vector_hash" = c."row_hash"'
+    assert [s(x) for x in q.tidy[:2]] == [
+        'UPDATE "public"."Pass age" AS t SET "body_vector" = NULL WHERE t."body_vector" IS NOT NULL'
+        f" AND NOT EXISTS (SELECT 1 FROM {CHUNKS} AS c WHERE {holds})",
+        f'DELETE FROM {CHUNKS} AS c WHERE NOT EXISTS (SELECT 1 FROM "public"."Pass age" AS t WHERE {holds})',
+    ]
+    assert s(q.known_rows) == (
+        'SELECT h.vectorize_hash, v."body_vector" FROM unnest(CAST(%b AS uuid[])) AS h(vectorize_hash)'
+        ' CROSS JOIN LATERAL (SELECT t."body_vector" FROM "public"."Pass age" AS t'
+        ' WHERE t."body_vector_hash" = h.vectorize_hash AND t."body_vector" IS NOT NULL LIMIT 1) AS v'
     )
 
 
@@ -563,32 +677,33 @@ def test_crdb_chunk_search_has_no_filter_inside_the_vector_query():
 
     t = chunked_target(prefix=("a",))
     ct = chunk_table_of(t.table, t.chunks)
-    query, params = CRDB.search_statement(spec("overfetch", CAT, chunks=ct, candidates=50), "Q")
+    contents = t.content_table
+    query, params = CRDB.search_statement(spec("overfetch", CAT, chunks=ct, contents=contents, candidates=50), "Q")
     text = s(query)
-    near = text[text.index('FROM (SELECT "c"') : text.index(") AS near")]
-    assert near == (
-        'FROM (SELECT "c"."id", "c"."chunk", "c"."chunk_start", "c"."chunk_end",'
-        ' "c"."chunk_vector" <=> CAST(%s AS vector(384)) AS vectorize_distance'
-        f' FROM {CHUNKS} AS c ORDER BY "c"."chunk_vector" <=> CAST(%s AS vector(384)) LIMIT %s'
-    )
-    assert 'row_number() OVER (PARTITION BY "near"."id" ORDER BY near.vectorize_distance, near."chunk")' in text
-    assert text.endswith(
-        ' WHERE best.vectorize_pick = 1 AND t."body_vector" IS NOT NULL AND (t."cat" = CAST(%s AS text))'
-        ' ORDER BY best.vectorize_distance, "best"."id" LIMIT %s'
-    )
+    assert (
+        'FROM (SELECT "c"."content_hash", "c"."a" FROM "public"."Pass age_body_vector_contents" AS c'
+        ' ORDER BY "c"."content_vector" <=> CAST(%s AS vector(384)) LIMIT %s) AS near'
+        f' JOIN {CHUNKS} AS ch ON "ch"."chunk_hash" = near."content_hash" AND "ch"."a" = near."a"'
+        ' JOIN "public"."Pass age" AS t ON t."id" = ch."id" AND t."body_vector_hash" = ch."row_hash"'
+        ' WHERE t."body_vector" IS NOT NULL AND (t."cat" = CAST(%s AS text))) AS hit'
+    ) in text
+    assert 'row_number() OVER (PARTITION BY "hit"."id" ORDER BY hit.vectorize_distance, hit."chunk")' in text
+    assert text.endswith(' WHERE best.vectorize_pick = 1 ORDER BY best.vectorize_distance, "t"."id" LIMIT %s')
     assert params == ["Q", "Q", 50, "p1", 5]
     # A filter that pins the prefix columns is the vector query's only filter.
     pinned = sql.SQL("(c.{} = CAST(%s AS int8))").format(sql.Identifier("a"))
     query, params = CRDB.search_statement(
-        spec("prefix", CAT, chunks=ct, chunk_filter=pinned, chunk_filter_params=["p2"], candidates=50), "Q"
-    )
-    assert f' FROM {CHUNKS} AS c WHERE (c."a" = CAST(%s AS int8)) ORDER BY "c"."chunk_vector" <=>' in s(query)
+        spec("prefix", CAT, chunks=ct, contents=contents, index_filter=pinned, index_filter_params=["p2"],
+             candidates=50), "Q",
+    )  # fmt: skip
+    assert ' AS c WHERE (c."a" = CAST(%s AS int8)) ORDER BY "c"."content_vector" <=>' in s(query)
     assert params == ["Q", "p2", "Q", 50, "p1", 5]
-    # Exact: every chunk of every matching row.
-    query, params = CRDB.search_statement(spec("exact", CAT, chunks=ct), "Q")
+    # Exact: every chunk of every matching row that holds its chunks.
+    query, params = CRDB.search_statement(spec("exact", CAT, chunks=ct, contents=contents), "Q")
     assert (
-        f' FROM {CHUNKS} AS c JOIN "public"."Pass age" AS t ON t."id" = c."id"'
-        ' WHERE t."body_vector" IS NOT NULL AND (t."cat" = CAST(%s AS text))) AS near'
+        f' FROM {CHUNKS} AS ch JOIN "public"."Pass age" AS t ON t."id" = ch."id"'
+        ' AND t."body_vector_hash" = ch."row_hash" WHERE t."body_vector" IS NOT NULL AND (t."cat" = CAST(%s AS text))'
+        ") AS hit"
     ) in s(query)
     assert params == ["Q", "p1", 5]
 
@@ -611,6 +726,7 @@ def test_crdb_plain_fill_reads_and_compares_a_prefix_of_the_text():
     )
     assert s(q.write).endswith(
         ' AND t."body_vector" IS NULL AND left(CAST(t."body" AS text), 4096) IS NOT DISTINCT FROM "d"."s0"'
+        ' RETURNING CAST("t"."id" AS text)'
     )
     assert (
         s(q.by_key)

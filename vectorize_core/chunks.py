@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from psycopg import sql
 
 from . import names
+from .contents import content_table_of
 from .db import Column, Table
 from .dialects import is_blank
 from .errors import BadInput
@@ -37,11 +38,11 @@ PAGE_BYTES = 1 << 20
 
 @dataclass(frozen=True)
 class ChunkTable:
-    """The chunk table of a vector column: its name, its columns and its vector index."""
+    """The chunk table of a vector column: its name, its columns and its indexes."""
 
     schema: str
     name: str
-    index: str
+    index: str  # the vector index on it, on a column made before contents tables
     keys: tuple[str, ...]
     key_types: tuple[str, ...]
     prefix_columns: tuple[str, ...]
@@ -50,6 +51,9 @@ class ChunkTable:
     start: str  # where it starts in the row's text (characters)
     end: str  # where it ends (the character after its last)
     vector: str
+    hash: str | None = None  # the content hash of the chunk's text (its vector's key in the contents table)
+    row_hash: str | None = None  # the hash of the row's text that was split (the row's hash column then)
+    hash_index: str | None = None  # the index on hash: search expands a content to its chunks by it
 
     @property
     def ident(self) -> sql.Identifier:
@@ -72,7 +76,11 @@ class ChunkTable:
 def column_names(taken: set[str]) -> dict[str, str]:
     """The chunk table's own columns, named so that none meets a key or prefix column."""
     chosen = {}
-    for role, name in (("chunk", "chunk"), ("start", "chunk_start"), ("end", "chunk_end"), ("vector", "chunk_vector")):
+    roles = (
+        ("chunk", "chunk"), ("start", "chunk_start"), ("end", "chunk_end"), ("vector", "chunk_vector"),
+        ("hash", "chunk_hash"), ("row_hash", "row_hash"),
+    )  # fmt: skip
+    for role, name in roles:
         while name in taken:
             name = f"vectorize_{name}"
         chosen[role] = name
@@ -86,10 +94,13 @@ def joined_text(parts) -> str:
     return " ".join(part for part in parts if not is_blank(part))
 
 
-def vector_index_table(table: Table, record: dict | None) -> Table:
-    """The table a vector column's index is on: its own, or its chunk table (record: the
-    metadata's 'chunks')."""
-    return chunk_table_of(table, record).as_table() if record else table
+def vector_index_table(table: Table, meta: dict) -> Table:
+    """The table a vector column's index is on: its contents table; on a column made before
+    those, its chunk table or its own."""
+    contents = content_table_of(table, meta)
+    if contents is not None:
+        return contents.as_table()
+    return chunk_table_of(table, meta["chunks"]).as_table() if meta.get("chunks") else table
 
 
 def chunk_table_of(table: Table, record: dict) -> ChunkTable:
@@ -99,7 +110,7 @@ def chunk_table_of(table: Table, record: dict) -> ChunkTable:
     return ChunkTable(
         schema=table.schema,
         name=record["table"],
-        index=record["index"],
+        index=record.get("index", ""),
         keys=tuple(table.primary_key),
         key_types=tuple(table.columns[k].type_sql for k in table.primary_key),
         prefix_columns=prefix,
@@ -108,21 +119,22 @@ def chunk_table_of(table: Table, record: dict) -> ChunkTable:
         start=columns["start"],
         end=columns["end"],
         vector=columns["vector"],
+        hash=columns.get("hash"),
+        row_hash=columns.get("row_hash"),
+        hash_index=record.get("hash_index"),
     )
 
 
 def new_record(db, table: Table, vector_column: str, tokens: int, overlap: int, counting: str, prefix) -> dict:
     """The 'chunks' record of a column chunked for the first time: a free table name in the schema
     (never one another table has), its index name, the chunk columns, the sizes."""
-    name = names.fit_identifier(f"{table.name}_{vector_column}", "_chunks")
-    if db.relation_owner(table.schema, name) is not None:
-        name = names.fit_identifier(f"{table.name}_{vector_column}", "_chunks", salt=f"{table.schema}.{table.name}")
-    index = names.fit_identifier(name, "_idx")
-    if db.relation_owner(table.schema, index) is not None:
-        index = names.fit_identifier(name, "_idx", salt=f"{table.schema}.{table.name}")
+    salt = f"{table.schema}.{table.name}"
+    tag = names.relation_tag(table.schema, table.name, vector_column, "chunks")
+    name = names.own_or_free(db, table.schema, f"{table.name}_{vector_column}", "_chunks", salt=salt, tag=tag)
+    hash_index = names.own_or_free(db, table.schema, name, "_hash_idx", salt=salt, on=name)
     return {
         "table": name,
-        "index": index,
+        "hash_index": hash_index,
         "tokens": tokens,
         "overlap": overlap,
         "counting": counting,
@@ -131,17 +143,40 @@ def new_record(db, table: Table, vector_column: str, tokens: int, overlap: int, 
     }
 
 
+def upgraded_record(db, table: Table, record: dict) -> dict:
+    """The 'chunks' record of a column an earlier version chunked, with the hash columns and
+    index its chunk table gets now (free names: none meets a column of it)."""
+    if "hash" in record["columns"]:
+        return record
+    taken = {*table.primary_key, *(record.get("prefix_columns") or ()), *record["columns"].values()}
+    columns = dict(record["columns"])
+    for role, name in (("hash", "chunk_hash"), ("row_hash", "row_hash")):
+        while name in taken:
+            name = f"vectorize_{name}"
+        columns[role] = name
+        taken.add(name)
+    salt = f"{table.schema}.{table.name}"
+    hash_index = names.own_or_free(db, table.schema, record["table"], "_hash_idx", salt=salt, on=record["table"])
+    return {**record, "columns": columns, "hash_index": hash_index}
+
+
 # -- splitting ------------------------------------------------------------------------------
+
+
+# A chunk with fewer letters than this has no word to be found by (a table rule of '|' and
+# '-', a row of numbers): it joins its neighbour, so that it never ranks first for anything.
+MIN_LETTERS = 4
 
 
 class Splitter:
     """Splits a text into (start, end) spans the model reads whole, at natural boundaries."""
 
-    def __init__(self, count, tokens: int, overlap: int, max_token_chars: int | None = None):
+    def __init__(self, count, tokens: int, overlap: int, max_token_chars: int | None = None, room: int | None = None):
         import semchunk
 
         self.overlap = overlap or None
         self.count = count
+        self.room = room or tokens  # the most tokens the model reads whole: what a merged chunk may hold
         # Counts are remembered for one text at a time (semchunk asks for the same pieces again):
         # its own cache would keep pieces of every text, the largest ones included, for the run.
         self.counted: dict[str, int] = {}
@@ -158,9 +193,41 @@ class Splitter:
             return []
         try:
             _, offsets = self.chunker(text, offsets=True, overlap=self.overlap)
+            return self.without_wordless(text, [(int(s), int(e)) for s, e in offsets])
         finally:
             self.counted.clear()
-        return [(int(s), int(e)) for s, e in offsets]
+
+    def without_wordless(self, text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Spans of few letters joined to the one before (or after) where the model still reads
+        the two whole, and dropped where it would not (they hold no word); a text of no span with
+        words keeps its spans."""
+        if all(has_words(text[s:e]) for s, e in spans) or not any(has_words(text[s:e]) for s, e in spans):
+            return spans
+        kept: list[tuple[int, int]] = []
+        waiting: int | None = None  # the start of wordless spans before the first with words
+        for start, end in spans:
+            if has_words(text[start:end]):
+                if waiting is not None and self.remembered(text[waiting:end]) <= self.room:
+                    start = waiting
+                kept.append((start, end))
+                waiting = None
+            elif kept:
+                joined = (kept[-1][0], max(kept[-1][1], end))
+                if self.remembered(text[joined[0] : joined[1]]) <= self.room:
+                    kept[-1] = joined
+            elif waiting is None:
+                waiting = start
+        return kept
+
+
+def has_words(piece: str) -> bool:
+    letters = 0
+    for character in piece:
+        if character.isalpha():
+            letters += 1
+            if letters >= MIN_LETTERS:
+                return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -182,6 +249,20 @@ def counting_for(encoder) -> Counting:
         return Counting(count, room, "tokenizer", max_token_chars)
     limit = getattr(encoder, "max_length", None) or getattr(encoder, "max_tokens", None) or 512
     return Counting(lambda text: math.ceil(len(text) / CHARS_PER_TOKEN), limit, "characters")
+
+
+def peek_counting(encoder) -> Counting | None:
+    """counting_for() loading no model (a dry run): the tokenizer from the model's files, or
+    characters for an encoder without one; None when the files are not on this machine."""
+    if not callable(getattr(encoder, "token_counter", None)):
+        return counting_for(encoder)
+    peek = getattr(encoder, "peek_token_counter", None)
+    found = peek() if callable(peek) else None
+    if found is None:
+        return None
+    count, specials, max_token_chars = found
+    room = (getattr(encoder, "max_length", None) or 512) - specials
+    return Counting(count, room, "tokenizer", max_token_chars)
 
 
 def chunk_sizes(counting: Counting, tokens: int | None, overlap: int | None, prefix: str) -> tuple[int, int]:
@@ -215,9 +296,23 @@ def create_table(ct: ChunkTable, dimension: int) -> sql.Composed:
         sql.SQL("{} INT4 NOT NULL").format(sql.Identifier(ct.start)),
         sql.SQL("{} INT4 NOT NULL").format(sql.Identifier(ct.end)),
         sql.SQL("{} VECTOR({}) NOT NULL").format(sql.Identifier(ct.vector), sql.Literal(int(dimension))),
+        sql.SQL("{} UUID NOT NULL").format(sql.Identifier(ct.hash)),
+        sql.SQL("{} UUID NOT NULL").format(sql.Identifier(ct.row_hash)),
         sql.SQL("PRIMARY KEY ({})").format(sql.SQL(", ").join(sql.Identifier(c) for c in (*ct.keys, ct.chunk))),
     ]
     return sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(ct.ident, sql.SQL(", ").join(columns))
+
+
+def add_hash_columns(ct: ChunkTable) -> list[sql.Composed]:
+    alter = sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} UUID")
+    return [alter.format(ct.ident, sql.Identifier(c)) for c in (ct.hash, ct.row_hash)]
+
+
+def create_hash_index(ct: ChunkTable) -> sql.Composed:
+    """Search expands a content to its chunks, and encode finds a text's vector, by this index."""
+    return sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
+        sql.Identifier(ct.hash_index), ct.ident, sql.Identifier(ct.hash)
+    )
 
 
 def key_matches(ct: ChunkTable, alias: str, other: str) -> sql.Composed:
@@ -226,41 +321,49 @@ def key_matches(ct: ChunkTable, alias: str, other: str) -> sql.Composed:
     )
 
 
-def key_aliases(ct: ChunkTable) -> list[sql.Identifier]:
+def key_aliases(count: int) -> list[sql.Identifier]:
     """The keys' names in an unnest() of text arrays: k0, k1, ..."""
-    return [sql.Identifier(f"k{i}") for i in range(len(ct.keys))]
+    return [sql.Identifier(f"k{i}") for i in range(count)]
 
 
-def typed_keys(ct: ChunkTable) -> list[sql.Composed]:
+def typed_keys(key_types) -> list[sql.Composed]:
     """The keys of an unnest() aliased d (text, the form the fill reads keys in), cast back to
     their own types."""
     return [
-        sql.SQL("CAST(d.{} AS {})").format(a, sql.SQL(t)) for a, t in zip(key_aliases(ct), ct.key_types, strict=True)
+        sql.SQL("CAST(d.{} AS {})").format(a, sql.SQL(t))
+        for a, t in zip(key_aliases(len(key_types)), key_types, strict=True)
     ]
+
+
+def keys_in(alias: sql.Identifier, keys, key_types) -> sql.Composed:
+    """The row aliased `alias` is one of those whose keys are given (one text array a key column)."""
+    source = sql.SQL("unnest({}) AS d({})").format(
+        sql.SQL(", ").join(sql.SQL("CAST(%b AS text[])") for _ in keys), sql.SQL(", ").join(key_aliases(len(keys)))
+    )
+    return sql.SQL("({}) IN (SELECT {} FROM {})").format(
+        sql.SQL(", ").join(sql.SQL("{}.{}").format(alias, sql.Identifier(k)) for k in keys),
+        sql.SQL(", ").join(typed_keys(key_types)),
+        source,
+    )
 
 
 def delete_rows(ct: ChunkTable) -> sql.Composed:
     """Delete every chunk of the rows whose keys (text arrays) are given."""
-    source = sql.SQL("unnest({}) AS d({})").format(
-        sql.SQL(", ").join(sql.SQL("CAST(%b AS text[])") for _ in ct.keys), sql.SQL(", ").join(key_aliases(ct))
-    )
-    keys = sql.SQL(", ").join(sql.Identifier(k) for k in ct.keys)
-    return sql.SQL("DELETE FROM {} WHERE ({}) IN (SELECT {} FROM {})").format(
-        ct.ident, keys, sql.SQL(", ").join(typed_keys(ct)), source
-    )
+    return sql.SQL("DELETE FROM {} AS c WHERE {}").format(ct.ident, keys_in(sql.Identifier("c"), ct.keys, ct.key_types))
 
 
 def insert_chunks(ct: ChunkTable, table: Table, dialect) -> sql.Composed:
-    """Insert chunks given as arrays: the keys (text), chunk numbers, starts, ends, vectors. Prefix
-    columns are copied from the row."""
+    """Insert chunks given as arrays: the keys (text), chunk numbers, starts, ends, content hashes,
+    row hashes, vectors. Prefix columns are copied from the row."""
     params = [sql.SQL("CAST(%b AS text[])") for _ in ct.keys] + [sql.SQL("CAST(%b AS int4[])")] * 3
-    params.append(dialect.vectors_param())
-    source = sql.SQL("unnest({}) AS d({}, n, s, e, vec)").format(
-        sql.SQL(", ").join(params), sql.SQL(", ").join(key_aliases(ct))
+    params += [sql.SQL("CAST(%b AS uuid[])")] * 2 + [dialect.vectors_param()]
+    source = sql.SQL("unnest({}) AS d({}, n, s, e, h, r, vec)").format(
+        sql.SQL(", ").join(params), sql.SQL(", ").join(key_aliases(len(ct.keys)))
     )
-    typed = typed_keys(ct)
+    typed = typed_keys(ct.key_types)
     columns = sql.SQL(", ").join(
-        sql.Identifier(c) for c in (*ct.keys, *ct.prefix_columns, ct.chunk, ct.start, ct.end, ct.vector)
+        sql.Identifier(c)
+        for c in (*ct.keys, *ct.prefix_columns, ct.chunk, ct.start, ct.end, ct.hash, ct.row_hash, ct.vector)
     )
     values = [*typed]
     join = sql.SQL("")
@@ -270,15 +373,42 @@ def insert_chunks(ct: ChunkTable, table: Table, dialect) -> sql.Composed:
             sql.SQL("t.{} = {}").format(sql.Identifier(k), v) for k, v in zip(ct.keys, typed, strict=True)
         )
         join = sql.SQL(" JOIN {} AS t ON {}").format(table.ident, on)
-    values += [sql.SQL("d.n"), sql.SQL("d.s"), sql.SQL("d.e"), dialect.write_vectors_value(sql.SQL("d.vec"))]
+    values += [sql.SQL("d.n"), sql.SQL("d.s"), sql.SQL("d.e"), sql.SQL("d.h"), sql.SQL("d.r")]
+    values.append(dialect.write_vectors_value(sql.SQL("d.vec")))
     return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}{}").format(
         ct.ident, columns, sql.SQL(", ").join(values), source, join
     )
 
 
-def delete_stale(ct: ChunkTable, table: Table, vector_column: str) -> sql.Composed:
-    """Chunks no search may return: of rows deleted, or re-queued (their vector reset to NULL).
-    A row's new chunks are written with its vector, in one transaction, so none is lost here."""
+def row_holds(ct: ChunkTable, vector_column: str, hash_column: str) -> sql.Composed:
+    """The row aliased t holds the chunks aliased c: same key, its vector set, and its text the text
+    that was split (a row whose key or text changed since does not)."""
+    return sql.SQL("{} AND t.{} IS NOT NULL AND t.{} = c.{}").format(
+        key_matches(ct, "t", "c"),
+        sql.Identifier(vector_column),
+        sql.Identifier(hash_column),
+        sql.Identifier(ct.row_hash),
+    )
+
+
+def delete_stale(ct: ChunkTable, table: Table, vector_column: str, hash_column: str) -> sql.Composed:
+    """Chunks no search may return: of rows deleted, re-queued (their vector reset to NULL), or
+    whose key changed. A row's new chunks are written with its vector, in one transaction, so none
+    is lost here."""
+    return sql.SQL("DELETE FROM {ct} AS c WHERE NOT EXISTS (SELECT 1 FROM {table} AS t WHERE {holds})").format(
+        ct=ct.ident, table=table.ident, holds=row_holds(ct, vector_column, hash_column)
+    )
+
+
+def requeue_unchunked(ct: ChunkTable, table: Table, vector_column: str, hash_column: str) -> sql.Composed:
+    """Rows with a vector but none of their chunks (their key changed since: the chunks are under
+    the old one) are pending again, so the next fill splits them anew."""
     return sql.SQL(
-        "DELETE FROM {ct} AS c WHERE NOT EXISTS (SELECT 1 FROM {table} AS t WHERE {match} AND t.{vector} IS NOT NULL)"
-    ).format(ct=ct.ident, table=table.ident, match=key_matches(ct, "t", "c"), vector=sql.Identifier(vector_column))
+        "UPDATE {table} AS t SET {vector} = NULL WHERE t.{vector} IS NOT NULL"
+        " AND NOT EXISTS (SELECT 1 FROM {ct} AS c WHERE {holds})"
+    ).format(
+        table=table.ident,
+        vector=sql.Identifier(vector_column),
+        ct=ct.ident,
+        holds=row_holds(ct, vector_column, hash_column),
+    )

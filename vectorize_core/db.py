@@ -346,6 +346,14 @@ class Database:
         )
         return None if row is None else row[0]
 
+    def relation_comment(self, schema: str, name: str) -> str | None:
+        row = self.fetchone(
+            "SELECT obj_description(c.oid, 'pg_class') FROM pg_catalog.pg_class c"
+            " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+            (schema, name),
+        )
+        return None if row is None else row[0]
+
     def index_exists(self, table: Table, index_name: str) -> bool:
         return self.run(lambda conn: index_exists(conn, table.schema, table.name, index_name))
 

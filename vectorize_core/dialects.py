@@ -7,7 +7,7 @@ folder); the statements produced here are pinned by tests/test_dialects.py.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 from psycopg import sql
@@ -83,17 +83,34 @@ class SearchSpec:
     # that name (then ORDER BY distance would be ambiguous).
     distance_name: str = "distance"
     follower_read: bool = False  # CockroachDB: read from the nearest replica, a few seconds stale
-    # A chunked column: its chunk table (chunks.ChunkTable), the output names of the best chunk's
-    # number, start and end, the filter on the chunk table's prefix columns (alias c), and how
-    # many nearest chunks the index is asked for (None: k times CHUNK_FANOUT).
+    # The column's distinct contents (contents.ContentTable), which the vector index is on, and
+    # the user's table's hash column: a search through the index ranks the nearest `candidates`
+    # contents (None: k) and expands them to the rows, or chunks, holding them. None on a column
+    # an earlier version made: such a column is ranked exactly.
+    contents: object | None = None
+    hash_column: str | None = None
+    candidates: int | None = None
+    # The filter on the contents table's prefix columns (alias c): the CockroachDB index's own.
+    index_filter: sql.Composable | None = None
+    index_filter_params: list = field(default_factory=list)
+    # A chunked column: its chunk table (chunks.ChunkTable) and the output names of the best
+    # chunk's number, start and end.
     chunks: object | None = None
     chunk_names: tuple[str, str, str] = ("chunk", "chunk_start", "chunk_end")
-    chunk_filter: sql.Composable | None = None
-    chunk_filter_params: list = field(default_factory=list)
-    candidates: int | None = None
+    # Keys selected as text (the hybrid search's vector leg hands them to the fusion as text),
+    # and the key columns' types.
+    text_keys: bool = False
+    key_types: list[str] = field(default_factory=list)
 
     @property
     def select(self) -> list[sql.Composable]:
+        if self.text_keys:
+            return [
+                sql.SQL("CAST(t.{0} AS text) AS {0}").format(sql.Identifier(c))
+                if c in self.keys
+                else sql.Identifier("t", c)
+                for c in self.columns
+            ]
         return [sql.Identifier("t", c) for c in self.columns]
 
     @property
@@ -136,6 +153,15 @@ def watched_changed(watched: list[str]) -> sql.Composed:
     return sql.SQL(" OR ").join(
         sql.SQL("(OLD).{0} IS DISTINCT FROM (NEW).{0}").format(sql.Identifier(c)) for c in watched
     )
+
+
+def vector_value(value) -> np.ndarray:
+    """A vector as the database returned it: pgvector's binary form (an array) or text '[1,2,...]'."""
+    if isinstance(value, str):
+        return np.array(value.strip("[]").split(","), dtype=np.float32)
+    if hasattr(value, "to_numpy"):  # pgvector's Vector
+        value = value.to_numpy()
+    return np.asarray(value, dtype=np.float32)
 
 
 def vector_literal(vector) -> str:
@@ -500,95 +526,160 @@ class Dialect:
         """Settings local to the search's own transaction (set_config(..., true) is SET LOCAL), so
         nothing leaks into a library user's later statements."""
         # ef_search bounds how many rows an HNSW scan can return; 100 keeps recall high.
-        ef = max(spec.ef_search or DEFAULT_EF_SEARCH, spec.k)
-        settings = [(sql.SQL("SELECT set_config('hnsw.ef_search', %s, true)"), (str(min(ef, 1000)),))]
-        if spec.filter is not None and spec.mode == "index":
-            # pgvector 0.8: keep scanning the graph until enough rows pass the filter.
-            settings.append((sql.SQL("SELECT set_config('hnsw.iterative_scan', 'strict_order', true)"), ()))
-        return settings
-
-    def search_statement(self, spec: SearchSpec, query_vector: str) -> tuple[sql.Composed, list]:
-        """The ranked query and its parameters. 'index' lets the HNSW index serve it; 'exact'
-        fences the scan (OFFSET 0) so every matching row is ranked."""
-        if spec.chunks is not None:
-            return self.chunk_search_statement(spec, query_vector)
-        dist = self.ranked_distance(spec, sql.Identifier("t", spec.vector_column))
-        where = sql.SQL("t.{} IS NOT NULL").format(sql.Identifier(spec.vector_column))
-        if spec.filter is not None:
-            where = sql.SQL("{} AND {}").format(where, spec.filter)
-        inner = sql.SQL("SELECT {}, {} AS {} FROM {} AS t WHERE {}").format(
-            sql.SQL(", ").join(spec.select), dist, spec.alias, spec.table, where
-        )
-        params = [query_vector, *spec.filter_params, spec.k]
-        if spec.mode == "exact":
-            query = sql.SQL("SELECT * FROM ({} OFFSET 0) AS candidates ORDER BY candidates.{} LIMIT %s").format(
-                inner, spec.alias
-            )
-        else:
-            query = inner + sql.SQL(" ORDER BY {} LIMIT %s").format(spec.alias)
-        return query, params
+        ef = max(spec.ef_search or DEFAULT_EF_SEARCH, spec.k, spec.candidates or 0)
+        return [(sql.SQL("SELECT set_config('hnsw.ef_search', %s, true)"), (str(min(ef, 1000)),))]
 
     def search_mode(self, spec: SearchSpec) -> str:
-        return "index" if self.index_type(spec.dimension) else "exact"
+        return "index" if self.index_type(spec.dimension) and spec.contents is not None else "exact"
 
-    def chunk_search_statement(self, spec: SearchSpec, query_vector: str) -> tuple[sql.Composed, list]:
-        """The rows of a chunked column ranked by their nearest chunk, each row once, with that
-        chunk's number, start and end. 'exact' ranks every chunk of every matching row; otherwise
-        the vector index gives the nearest `candidates` chunks, from a query with no filter but
-        the prefix columns' (CockroachDB turns its vector index off for any other), and the rows
-        are found and filtered outside it: when they are k, they are the true top k."""
-        ct = spec.chunks
+    def search_statement(self, spec: SearchSpec, query_vector: str) -> tuple[sql.Composed, list]:
+        """The ranked query and its parameters: through the vector index (the nearest contents,
+        expanded to the rows holding them, which are then ranked by their own vectors), or
+        'exact' (every matching row, or chunk, ranked). Ties are ranked by key in both."""
+        if spec.mode == "exact" or spec.contents is None:
+            if spec.chunks is not None:
+                return self.best_chunks(spec, *self.exact_chunk_hits(spec, query_vector))
+            return self.exact_rows(spec, query_vector)
+        near, near_params = self.near_contents(spec, query_vector)
+        if spec.chunks is not None:
+            return self.best_chunks(spec, *self.chunk_hits(spec, query_vector, near, near_params))
+        row_distance = self.distance(
+            sql.Identifier("t", spec.vector_column), spec.metric, self.vector_param(spec.dimension)
+        )
+        query = sql.SQL(
+            "SELECT {select}, {distance} AS {alias} FROM ({near}) AS near JOIN {table} AS t ON {on}"
+            " WHERE {live} ORDER BY {alias}, {keys} LIMIT %s"
+        ).format(
+            select=sql.SQL(", ").join(spec.select),
+            distance=row_distance,
+            alias=spec.alias,
+            near=near,
+            table=spec.table,
+            on=self.holds_content(spec, sql.Identifier("t", spec.hash_column), "t"),
+            live=self.live_rows(spec),
+            keys=sql.SQL(", ").join(sql.Identifier("t", k) for k in spec.keys),
+        )
+        return query, [query_vector, *near_params, *spec.filter_params, spec.k]
+
+    def near_contents(self, spec: SearchSpec, query_vector: str) -> tuple[sql.Composed, list]:
+        """The nearest `candidates` contents, by the vector index: a query with no filter but the
+        prefix columns' (CockroachDB turns its vector index off for any other)."""
+        ct = spec.contents
+        columns = sql.SQL(", ").join(sql.Identifier("c", c) for c in ct.key)
+        where, params = sql.SQL(""), []
+        if spec.index_filter is not None:
+            where, params = sql.SQL(" WHERE {}").format(spec.index_filter), list(spec.index_filter_params)
         dist = self.ranked_distance(spec, sql.Identifier("c", ct.vector))
-        c_keys = [sql.Identifier("c", k) for k in ct.keys]
-        near_columns = sql.SQL(", ").join([*c_keys, *(sql.Identifier("c", n) for n in (ct.chunk, ct.start, ct.end))])
+        query = sql.SQL("SELECT {} FROM {} AS c{} ORDER BY {} LIMIT %s").format(columns, ct.ident, where, dist)
+        return query, [*params, query_vector, spec.candidates or spec.k]
+
+    def holds_content(self, spec: SearchSpec, hash_value: sql.Composable, alias: str) -> sql.Composed:
+        """The row (or chunk) aliased `alias`, whose content hash is hash_value, holds a content of
+        `near` (and under the same prefix values)."""
+        ct = spec.contents
+        match = [sql.SQL("{} = near.{}").format(hash_value, sql.Identifier(ct.hash))]
+        match += [
+            sql.SQL("{}.{} = near.{}").format(sql.Identifier(alias), sql.Identifier(p), sql.Identifier(p))
+            for p in ct.prefix_columns
+        ]
+        return sql.SQL(" AND ").join(match)
+
+    def live_rows(self, spec: SearchSpec) -> sql.Composed:
+        """Rows (alias t) that have a vector and match the filter."""
         live = sql.SQL("t.{} IS NOT NULL").format(sql.Identifier(spec.vector_column))
-        if spec.filter is not None:
-            live = sql.SQL("{} AND {}").format(live, spec.filter)
-        match = sql.SQL(" AND ").join(sql.SQL("t.{0} = c.{0}").format(sql.Identifier(k)) for k in ct.keys)
-        if spec.mode == "exact":
-            near = sql.SQL("SELECT {}, {} AS vectorize_distance FROM {} AS c JOIN {} AS t ON {} WHERE {}").format(
-                near_columns, dist, ct.ident, spec.table, match, live
-            )
-            near_params = [query_vector, *spec.filter_params]
-            outer, outer_params = sql.SQL(""), []
-        else:
-            inner_filter, inner_params = sql.SQL(""), []
-            if spec.chunk_filter is not None:
-                inner_filter, inner_params = sql.SQL(" WHERE {}").format(spec.chunk_filter), spec.chunk_filter_params
-            near = sql.SQL("SELECT {}, {} AS vectorize_distance FROM {} AS c{} ORDER BY {} LIMIT %s").format(
-                near_columns, dist, ct.ident, inner_filter, dist
-            )
-            candidates = spec.candidates or spec.k * CHUNK_FANOUT
-            near_params = [query_vector, *inner_params, query_vector, candidates]
-            outer, outer_params = sql.SQL(" AND {}").format(live), list(spec.filter_params)
-        n_keys = sql.SQL(", ").join(sql.Identifier("near", k) for k in ct.keys)
-        b_keys = sql.SQL(", ").join(sql.Identifier("best", k) for k in ct.keys)
-        back = sql.SQL(" AND ").join(sql.SQL("t.{0} = best.{0}").format(sql.Identifier(k)) for k in ct.keys)
+        return live if spec.filter is None else sql.SQL("{} AND {}").format(live, spec.filter)
+
+    def exact_rows(self, spec: SearchSpec, query_vector: str) -> tuple[sql.Composed, list]:
+        """Every matching row ranked by its vector: the scan fenced (OFFSET 0) so that no index
+        ranks it."""
+        dist = self.distance(sql.Identifier("t", spec.vector_column), spec.metric, self.vector_param(spec.dimension))
+        inner = sql.SQL("SELECT {}, {} AS {} FROM {} AS t WHERE {} OFFSET 0").format(
+            sql.SQL(", ").join(spec.select), dist, spec.alias, spec.table, self.live_rows(spec)
+        )
+        keys = sql.SQL(", ").join(sql.Identifier("candidates", k) for k in spec.keys)
+        query = sql.SQL("SELECT * FROM ({}) AS candidates ORDER BY candidates.{}, {} LIMIT %s").format(
+            inner, spec.alias, keys
+        )
+        return query, [query_vector, *spec.filter_params, spec.k]
+
+    def chunk_hits(self, spec: SearchSpec, query_vector: str, near, near_params) -> tuple[sql.Composed, list]:
+        """The chunks holding the nearest contents, of rows that hold them (their text is the
+        text that was split, their vector set) and match the filter, each with its distance."""
+        ch = spec.chunks
+        query = sql.SQL(
+            "SELECT {columns}, {distance} AS vectorize_distance FROM ({near}) AS near"
+            " JOIN {chunks} AS ch ON {on} JOIN {table} AS t ON {holds} WHERE {live}"
+        ).format(
+            columns=self.chunk_columns(ch),
+            distance=self.distance(sql.Identifier("ch", ch.vector), spec.metric, self.vector_param(spec.dimension)),
+            near=near,
+            chunks=ch.ident,
+            on=self.holds_content(spec, sql.Identifier("ch", ch.hash), "ch"),
+            table=spec.table,
+            holds=self.row_holds_chunk(spec),
+            live=self.live_rows(spec),
+        )
+        return query, [query_vector, *near_params, *spec.filter_params]
+
+    def exact_chunk_hits(self, spec: SearchSpec, query_vector: str) -> tuple[sql.Composed, list]:
+        """Every chunk of every row that holds them and matches the filter, with its distance."""
+        ch = spec.chunks
+        query = sql.SQL(
+            "SELECT {columns}, {distance} AS vectorize_distance FROM {chunks} AS ch JOIN {table} AS t ON {holds}"
+            " WHERE {live}"
+        ).format(
+            columns=self.chunk_columns(ch),
+            distance=self.distance(sql.Identifier("ch", ch.vector), spec.metric, self.vector_param(spec.dimension)),
+            chunks=ch.ident,
+            table=spec.table,
+            holds=self.row_holds_chunk(spec),
+            live=self.live_rows(spec),
+        )
+        return query, [query_vector, *spec.filter_params]
+
+    def chunk_columns(self, ch) -> sql.Composed:
+        return sql.SQL(", ").join(sql.Identifier("ch", c) for c in (*ch.keys, ch.chunk, ch.start, ch.end))
+
+    def row_holds_chunk(self, spec: SearchSpec) -> sql.Composed:
+        """The row aliased t holds the chunk aliased ch: same key, and (where recorded) its text
+        the text that was split. A chunk left under a key that another row has now is not its."""
+        ch = spec.chunks
+        match = sql.SQL(" AND ").join(sql.SQL("t.{0} = ch.{0}").format(sql.Identifier(k)) for k in ch.keys)
+        if ch.row_hash is None or spec.hash_column is None:
+            return match
+        return sql.SQL("{} AND t.{} = ch.{}").format(
+            match, sql.Identifier(spec.hash_column), sql.Identifier(ch.row_hash)
+        )
+
+    def best_chunks(self, spec: SearchSpec, hits: sql.Composable, params: list) -> tuple[sql.Composed, list]:
+        """The rows of chunk hits, each once, by its nearest chunk (ties: the first chunk), with
+        that chunk's number, start and end; ranked by that distance, then by key."""
+        ch = spec.chunks
         names = [sql.Identifier(n) for n in spec.chunk_names]
+        hit_keys = sql.SQL(", ").join(sql.Identifier("hit", k) for k in ch.keys)
         query = sql.SQL(
             "SELECT {select}, best.vectorize_distance AS {alias}, best.{chunk} AS {chunk_name},"
             " best.{start} AS {start_name}, best.{end} AS {end_name}"
-            " FROM (SELECT near.*, row_number() OVER (PARTITION BY {n_keys}"
-            " ORDER BY near.vectorize_distance, near.{chunk}) AS vectorize_pick FROM ({near}) AS near) AS best"
-            " JOIN {table} AS t ON {back} WHERE best.vectorize_pick = 1{outer}"
-            " ORDER BY best.vectorize_distance, {b_keys} LIMIT %s"
+            " FROM (SELECT hit.*, row_number() OVER (PARTITION BY {hit_keys}"
+            " ORDER BY hit.vectorize_distance, hit.{chunk}) AS vectorize_pick FROM ({hits}) AS hit) AS best"
+            " JOIN {table} AS t ON {back} WHERE best.vectorize_pick = 1"
+            " ORDER BY best.vectorize_distance, {keys} LIMIT %s"
         ).format(
             select=sql.SQL(", ").join(spec.select),
             alias=spec.alias,
-            chunk=sql.Identifier(ct.chunk),
-            start=sql.Identifier(ct.start),
-            end=sql.Identifier(ct.end),
+            chunk=sql.Identifier(ch.chunk),
+            start=sql.Identifier(ch.start),
+            end=sql.Identifier(ch.end),
             chunk_name=names[0],
             start_name=names[1],
             end_name=names[2],
-            n_keys=n_keys,
-            near=near,
+            hit_keys=hit_keys,
+            hits=hits,
             table=spec.table,
-            back=back,
-            outer=outer,
-            b_keys=b_keys,
+            back=sql.SQL(" AND ").join(sql.SQL("t.{0} = best.{0}").format(sql.Identifier(k)) for k in ch.keys),
+            keys=sql.SQL(", ").join(sql.Identifier("t", k) for k in ch.keys),
         )
-        return query, [*near_params, *outer_params, spec.k]
+        return query, [*params, spec.k]
 
     def text_ranking(self, spec: SearchSpec, fulltext: dict, text: str, candidates: int) -> tuple[sql.Composed, list]:
         """Keys of the rows matching the query's words and the filter, ranked by ts_rank, with
@@ -609,7 +700,7 @@ class Dialect:
     def hybrid_statement(
         self,
         spec: SearchSpec,
-        query_vector: str,
+        dense_rows: list[tuple],
         text: str,
         fulltext: dict,
         *,
@@ -618,13 +709,13 @@ class Dialect:
         weights: tuple[float, float],
         names: dict[str, str],
     ) -> tuple[sql.Composed, list]:
-        """Reciprocal rank fusion of the vector leg and the full-text leg, each ranked through its
-        own index with the filter, each at most candidates rows: score = w_dense / (fusion_k +
+        """Reciprocal rank fusion of the vector leg's rows (ranked beforehand: their keys as
+        text, distance, and a chunked column's best chunk) and the full-text leg, ranked here
+        through its index with the filter, at most candidates rows: score = w_dense / (fusion_k +
         dense rank) + w_text / (fusion_k + text rank), a leg that misses a row adding nothing.
         ``names`` gives the output names of score, dense_rank, text_rank and distance."""
         keys = [sql.Identifier(k) for k in spec.keys]
-        dense_spec = replace(spec, columns=list(spec.keys), k=candidates)
-        dense_query, dense_params = self.search_statement(dense_spec, query_vector)
+        dense_query, dense_params = self.dense_rows(spec, dense_rows)
         text_query, text_params = self.text_ranking(spec, fulltext, text, candidates)
         either = sql.SQL(", ").join(sql.SQL("coalesce(dense.{0}, sparse.{0}) AS {0}").format(k) for k in keys)
         same = sql.SQL(" AND ").join(sql.SQL("dense.{0} = sparse.{0}").format(k) for k in keys)
@@ -633,17 +724,12 @@ class Dialect:
         # A chunked column's best chunk, from the vector leg (none for a row only the text found).
         chunk_names = [sql.Identifier(n) for n in spec.chunk_names] if spec.chunks is not None else []
         carried = [sql.Identifier(f"vectorize_chunk{i}") for i in range(len(chunk_names))]
-        dense_chunk = sql.SQL("").join(
-            sql.SQL(", d.{} AS {}").format(n, c) for n, c in zip(chunk_names, carried, strict=True)
-        )
         fused_chunk = sql.SQL("").join(sql.SQL(", dense.{}").format(c) for c in carried)
         out_chunk = sql.SQL("").join(
             sql.SQL(", fused.{} AS {}").format(c, n) for n, c in zip(chunk_names, carried, strict=True)
         )
         query = sql.SQL(
-            "WITH dense AS (SELECT {d_keys}, d.{alias} AS vectorize_distance{dense_chunk},"
-            " row_number() OVER (ORDER BY d.{alias}) AS vectorize_rank FROM ({dense_query}) AS d),"
-            " sparse AS ({text_query})"
+            "WITH dense AS ({dense_query}), sparse AS ({text_query})"
             " SELECT {select}, fused.vectorize_score AS {score}, fused.dense_rank AS {dense_rank},"
             " fused.text_rank AS {text_rank}, fused.vectorize_distance AS {distance}{out_chunk}"
             " FROM (SELECT {either}, dense.vectorize_rank AS dense_rank, sparse.vectorize_rank AS text_rank,"
@@ -652,10 +738,8 @@ class Dialect:
             " + coalesce(CAST(%s AS float8) / (CAST(%s AS float8) + sparse.vectorize_rank), 0) AS vectorize_score"
             " FROM dense FULL OUTER JOIN sparse ON {same}) AS fused"
             " JOIN {table} AS t ON {back}"
-            " ORDER BY fused.vectorize_score DESC, fused.dense_rank, fused.text_rank LIMIT %s"
+            " ORDER BY fused.vectorize_score DESC, fused.dense_rank, fused.text_rank, {t_keys} LIMIT %s"
         ).format(
-            d_keys=sql.SQL(", ").join(sql.SQL("d.{}").format(k) for k in keys),
-            alias=spec.alias,
             dense_query=dense_query,
             text_query=text_query,
             select=sql.SQL(", ").join(spec.select),
@@ -663,13 +747,36 @@ class Dialect:
             same=same,
             back=back,
             table=spec.table,
-            dense_chunk=dense_chunk,
             fused_chunk=fused_chunk,
             out_chunk=out_chunk,
+            t_keys=sql.SQL(", ").join(sql.Identifier("t", k) for k in spec.keys),
             **out,
         )
         params = [*dense_params, *text_params, weights[0], fusion_k, weights[1], fusion_k, spec.k]
         return query, params
+
+    def dense_rows(self, spec: SearchSpec, rows: list[tuple]) -> tuple[sql.Composed, list]:
+        """The vector leg's rows (keys as text, distance, a chunked column's chunk number, start
+        and end) as a relation: the keys in their own types, the distance, the rank (their order)."""
+        nkeys = len(spec.keys)
+        chunked = spec.chunks is not None
+        arrays = [sql.SQL("CAST(%s AS text[])")] * nkeys + [sql.SQL("CAST(%s AS float8[])")]
+        arrays += [sql.SQL("CAST(%s AS int4[])")] * (3 if chunked else 0)
+        aliases = [sql.Identifier(f"k{i}") for i in range(nkeys)] + [sql.Identifier("vectorize_distance")]
+        aliases += [sql.Identifier(f"vectorize_chunk{i}") for i in range(3)] if chunked else []
+        columns = [
+            sql.SQL("CAST(d.{} AS {}) AS {}").format(sql.Identifier(f"k{i}"), sql.SQL(t), sql.Identifier(k))
+            for i, (k, t) in enumerate(zip(spec.keys, spec.key_types, strict=True))
+        ]
+        columns += [sql.SQL("d.{}").format(a) for a in aliases[nkeys:]]
+        query = sql.SQL(
+            "SELECT {}, row_number() OVER (ORDER BY d.vectorize_ordinal) AS vectorize_rank"
+            " FROM unnest({}, CAST(%s AS int8[])) AS d({}, vectorize_ordinal)"
+        ).format(sql.SQL(", ").join(columns), sql.SQL(", ").join(arrays), sql.SQL(", ").join(aliases))
+        columns_of_rows = [[row[i] for row in rows] for i in range(nkeys + 1 + (3 if chunked else 0))]
+        keys_text = [[None if v is None else str(v) for v in column] for column in columns_of_rows[:nkeys]]
+        distances = [float(v) for v in columns_of_rows[nkeys]]
+        return query, [*keys_text, distances, *columns_of_rows[nkeys + 1 :], list(range(1, len(rows) + 1))]
 
     def text_statement(
         self, spec: SearchSpec, text: str, fulltext: dict, names: dict[str, str]
@@ -955,55 +1062,13 @@ class CockroachDialect(Dialect):
         return None  # range statistics need admin; status says sizes are unavailable
 
     def search_mode(self, spec: SearchSpec) -> str:
-        """The vector index serves only filters that pin every prefix column (cockroach #146145)."""
+        """The vector index serves only filters that pin every prefix column (cockroach #146145):
+        others are applied to the rows of the nearest contents it gives (over-fetched)."""
+        if spec.contents is None:
+            return "exact"
         if spec.filter is None:
             return "index"
         return "prefix" if spec.filter_on_prefix else "overfetch"
-
-    def search_statement(self, spec: SearchSpec, query_vector: str) -> tuple[sql.Composed, list]:
-        if spec.chunks is not None:
-            return self.chunk_search_statement(spec, query_vector)
-        t_vector = sql.Identifier("t", spec.vector_column)
-        q = self.vector_param(spec.dimension)
-        dist = self.distance(t_vector, spec.metric, q)
-        select = sql.SQL(", ").join(spec.select)
-        alias = spec.alias
-        if spec.mode == "exact":
-            # Any filter here switches the vector index off: a brute-force, exact ranking.
-            where = sql.SQL("{} IS NOT NULL").format(t_vector)
-            if spec.filter is not None:
-                where = sql.SQL("{} AND {}").format(where, spec.filter)
-            query = sql.SQL("SELECT {}, {} AS {} FROM {} AS t WHERE {} ORDER BY {} LIMIT %s").format(
-                select, dist, alias, spec.table, where, dist
-            )
-            return query, [query_vector, *spec.filter_params, query_vector, spec.k]
-        if spec.mode == "overfetch":
-            # Rank with the index alone, then filter the over-fetched candidates outside it.
-            keys = [sql.Identifier(k) for k in spec.keys]
-            bare = self.distance(sql.Identifier(spec.vector_column), spec.metric, q)
-            join = sql.SQL(" AND ").join(sql.SQL("t.{0} = ranked.{0}").format(k) for k in keys)
-            query = sql.SQL(
-                "SELECT {select}, ranked.{alias} FROM (SELECT {keys}, {bare} AS {alias} FROM {table}"
-                " ORDER BY {bare} LIMIT %s) AS ranked JOIN {table} AS t ON {join}"
-                " WHERE ranked.{alias} IS NOT NULL AND {filter} ORDER BY ranked.{alias} LIMIT %s"
-            ).format(
-                select=select,
-                alias=alias,
-                keys=sql.SQL(", ").join(keys),
-                bare=bare,
-                table=spec.table,
-                join=join,
-                filter=spec.filter,
-            )
-            return query, [query_vector, query_vector, spec.k * OVERFETCH, *spec.filter_params, spec.k]
-        # 'index' and 'prefix': rank in a subquery whose only filter pins the prefix columns;
-        # drop NULL-vector rows outside it (an IS NOT NULL inside turns the index off).
-        where = sql.SQL(" WHERE {}").format(spec.filter) if spec.mode == "prefix" else sql.SQL("")
-        query = sql.SQL(
-            "SELECT * FROM (SELECT {}, {} AS {} FROM {} AS t{} ORDER BY {} LIMIT %s) AS ranked"
-            " WHERE ranked.{} IS NOT NULL ORDER BY ranked.{}"
-        ).format(select, dist, alias, spec.table, where, dist, alias, alias)
-        return query, [query_vector, *(spec.filter_params if spec.mode == "prefix" else []), query_vector, spec.k]
 
 
 def parse_crdb_version(text: str) -> tuple[int, ...]:

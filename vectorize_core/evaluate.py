@@ -15,7 +15,7 @@ from .db import Database
 from .dialects import SearchSpec, vector_literal
 from .errors import BadInput, NoVectorizedColumn
 from .evaluation import evaluate, read_qrels, read_queries, recall_against
-from .search import FUSION_K, chunk_options, distance_name, hybrid_names, ranked_rows, run_hybrid, run_ranked
+from .search import FUSION_K, column_options, distance_name, hybrid_names, ranked_rows, run_hybrid, run_ranked
 from .target import SearchTarget, load_encoder
 
 QUERY_BATCH = 64
@@ -94,7 +94,7 @@ def eval_columns(
             spec = SearchSpec(
                 table=info.ident, columns=[id_column], keys=list(info.primary_key), vector_column=vector_column,
                 metric=meta["metric"], dimension=int(meta["dimension"]), k=k, mode=mode, ef_search=ef_search,
-                **chunk_options(info, meta),
+                **column_options(info, meta),
             )  # fmt: skip
             run = {}
             for qid, vector in zip(ids, vectors, strict=True):
@@ -114,7 +114,7 @@ def eval_columns(
         spec = SearchSpec(
             table=info.ident, columns=[id_column], keys=list(info.primary_key), vector_column=vector_column,
             metric=meta["metric"], dimension=int(meta["dimension"]), k=k, mode="exact" if exact else "index",
-            ef_search=ef_search, distance_name=distance_name(info), **chunk_options(info, meta),
+            ef_search=ef_search, distance_name=distance_name(info), **column_options(info, meta),
         )  # fmt: skip
         for ranking in ("fulltext", "hybrid"):
             run = {}

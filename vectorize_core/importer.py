@@ -48,7 +48,8 @@ import psycopg
 import simdjson
 from psycopg import sql
 
-from . import tracking
+from . import contents, tracking
+from .contents import vector_hash
 from .db import Database, Table
 from .errors import BadInput, DatabaseError
 from .pipeline import (
@@ -67,6 +68,7 @@ from .target import (
     check_vector_column_name,
     default_vector_column,
     index_names,
+    resolve_contents,
     resolve_fulltext,
     watched_columns,
 )
@@ -1071,6 +1073,7 @@ def import_vectors(
                 if index == "now" and not has_index:  # then the UPDATE maintains them
                     build_indexes(db, target, result, index_memory, on_index)
                 result.updated = update_in_batches(db, target, staging, tell)
+                add_contents(db, target)
         finally:
             staging.drop(db)
         # Building the indexes once over the filled column is far cheaper than maintaining them.
@@ -1189,8 +1192,17 @@ def import_target(
     existing = info.columns.get(vector_column)
     meta = existing.metadata if existing else None
     metric = metric or recorded.get("metric")
+    if meta is not None and meta.get("chunks"):
+        raise BadInput(
+            f"{info.display}.{vector_column} is chunked (encode --chunk): search ranks its rows by their chunks' "
+            "vectors, which a file of one vector a row cannot give; import into another --vector-column, or "
+            f"`vectorize.py drop -t {info.display} --vector-column {vector_column}` first"
+        )
     if meta is not None:
-        check_same_fill(meta, info.display, vector_column, sources, model, metric, prefix)
+        check_same_fill(
+            meta, info.display, vector_column, sources, model, metric, prefix,
+            replace=f"or `vectorize.py drop -t {info.display} --vector-column {vector_column}` first",
+        )  # fmt: skip
         metric = meta.get("metric")
         model_name = model_name or meta.get("label")
     if existing is not None:
@@ -1200,7 +1212,8 @@ def import_target(
     if recorded.get("fulltext") and not fulltext:
         fulltext, language = True, language or recorded["fulltext"]["language"]
     track_changes = bool(recorded.get("track_changes") or (meta or {}).get("track_changes"))
-    index_name, pending_index_name = index_names(db, info, vector_column, meta)
+    pending_index_name = index_names(db, info, vector_column, meta)[1]
+    contents_record, hash_record, index_name = resolve_contents(db, info, vector_column, meta, ())
     return VectorTarget(
         table=info,
         sources=sources,
@@ -1219,7 +1232,16 @@ def import_target(
         index_type=db.dialect.index_type(dimension),
         watched=watched_columns(info, sources) if track_changes else (),
         fulltext=resolve_fulltext(db, info, sources, meta, fulltext, language),
+        contents=contents_record,
+        hash=hash_record,
     )
+
+
+def add_contents(db: Database, target: VectorTarget) -> None:
+    """The contents of the rows the import wrote (each distinct vector once) that the contents
+    table lacks."""
+    queries = FillQueries(target, db.dialect)
+    db.command(contents.upsert(queries.contents, queries.holders, contents.missing(queries.contents, queries.holders)))
 
 
 def check_keys_unique_in_their_type(db: Database, staging: Staging) -> None:
@@ -1263,8 +1285,17 @@ def update_in_batches(db: Database, target: VectorTarget, staging: Staging, tell
         sql.SQL("CAST(%s AS {})").format(sql.SQL(info.columns[k].type_sql)) for k in info.primary_key
     )
     as_text = sql.SQL(", ").join(sql.SQL("CAST(s.{} AS text)").format(k) for k in staging.key_columns)
-    write = sql.SQL("UPDATE {} AS t SET {} = v.vec FROM {} AS s JOIN {} AS v ON v.line = s.line WHERE {}").format(
-        info.ident, sql.Identifier(target.vector_column), staging.keys, staging.vectors, staging.matches
+    # A vector that came without a model is keyed by its own hash in the contents the index holds.
+    write = sql.SQL(
+        "UPDATE {} AS t SET {} = v.vec, {} = {} FROM {} AS s JOIN {} AS v ON v.line = s.line WHERE {}"
+    ).format(
+        info.ident,
+        sql.Identifier(target.vector_column),
+        sql.Identifier(target.hash["column"]),
+        vector_hash(sql.SQL("v.vec")),
+        staging.keys,
+        staging.vectors,
+        staging.matches,
     )
     # The bounds on the table's own key too: its primary key then finds the batch's rows, however
     # little the planner knows of the scratch tables.

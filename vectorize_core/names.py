@@ -47,3 +47,22 @@ def function_name(table: str, vector_column: str) -> str:
     """For engines whose trigger functions cannot take arguments: one per vector column, and
     function names are per schema, so the table is part of it."""
     return fit_identifier(f"vectorize_reset_{table}_{vector_column}", salt=f"{table}\x00{vector_column}")
+
+
+def own_or_free(db, schema: str, head: str, suffix: str, *, salt: str, tag: str = "", on: str = "") -> str:
+    """head + suffix for a relation the tool makes, unless another holds that name in the schema:
+    then the name salted with `salt`. The name is its own when the relation there is the one it
+    makes: a table whose comment is `tag`, or an index on the table `on`. So a rerun, and two
+    encoders started together on a new column, pick the same names."""
+    name = fit_identifier(head, suffix)
+    owner = db.relation_owner(schema, name)
+    if owner is None or (on and owner == on) or (tag and not on and db.relation_comment(schema, name) == tag):
+        return name
+    return fit_identifier(head, suffix, salt=salt)
+
+
+def relation_tag(schema: str, table: str, vector_column: str, role: str) -> str:
+    """The comment of a table the tool makes beside a user's table: whose, and what for."""
+    import json
+
+    return json.dumps({"vectorize_made": {"table": f"{schema}.{table}", "vector_column": vector_column, "role": role}})

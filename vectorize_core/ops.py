@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from psycopg import sql
 
 from . import names, tracking
-from .chunks import chunk_table_of
+from .chunks import chunk_table_of, vector_index_table
+from .contents import content_table_of
 from .db import Database, Table
 from .dialects import FULLTEXT_MAX_CHARS
 from .errors import BadInput, NoVectorizedColumn
@@ -43,6 +44,8 @@ class ColumnStatus:
     chunk_table: str | None = None
     chunk_bytes: int | None = None  # the chunk table with its indexes
     chunk_tokens: int | None = None
+    indexed: int | None = None  # the vectors the index holds: one a distinct content (None: made before those)
+    content_table: str | None = None
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -94,14 +97,20 @@ def column_status(db: Database, info: Table, vector_column: str, meta: dict, tri
         pending, no_text = int(pending or 0), int(no_text or 0)
     index, _ = recorded_index_names(info, vector_column, meta)
     chunked = chunk_table_of(info, meta["chunks"]) if meta.get("chunks") else None
-    index_table = chunked.as_table() if chunked else info
+    index_table = vector_index_table(info, meta)
     index = index if db.index_exists(index_table, index) else None
     chunk_count, chunk_bytes = chunk_sizes(db, chunked) if chunked else (None, None)
-    trouble = tracking.problem(db, info, vector_column, meta, triggers) or fulltext_problem(db, info, meta, sources)
+    contents = content_table_of(info, meta)
+    indexed = relation_rows(db, contents) if contents else None
+    trouble = (
+        tracking.problem(db, info, vector_column, meta, triggers)
+        or fulltext_problem(db, info, meta, sources)
+        or layout_problem(info, vector_column, meta, sources)
+    )
     index_bytes, index_note = db.dialect.index_bytes(db, index_table, index) if index else (None, None)
     notes = [n for n in (db.dialect.vector_bytes_note(), index_note) if n]
     serves = index_verdict(db, info, vector_column) if index and None not in sources else None
-    counted = (chunk_count, "chunk") if chunk_count is not None else (rows, "row")  # what the index holds
+    counted = (indexed or 0, "distinct content")  # what the index holds
     return ColumnStatus(
         table=info.display,
         column=",".join(c or "?" for c in sources),
@@ -129,16 +138,36 @@ def column_status(db: Database, info: Table, vector_column: str, meta: dict, tri
         chunk_table=chunked.display if chunked else None,
         chunk_bytes=chunk_bytes,
         chunk_tokens=meta["chunks"]["tokens"] if chunked else None,
+        indexed=indexed,
+        content_table=contents.display if contents else None,
+    )
+
+
+def relation_rows(db: Database, relation) -> int | None:
+    """The rows of a table vectorize made beside the user's (None when it is gone)."""
+    if db.relation_owner(relation.schema, relation.name) is None:
+        return None
+    return db.fetchone(sql.SQL("SELECT count(*) FROM {}").format(relation.ident))[0]
+
+
+def layout_problem(info: Table, vector_column: str, meta: dict, sources) -> str | None:
+    """A column an earlier version indexed row by row (not by distinct content), and the run that
+    rebuilds it."""
+    if meta.get("contents") or None in sources:
+        return None
+    columns = " ".join(f"-c {c}" for c in sources)
+    return (
+        "indexed by an earlier version of vectorize.py, which search ranks exactly; `vectorize.py encode -t "
+        f"{info.display} {columns} --vector-column {vector_column}` rebuilds its index over distinct contents "
+        "(no model time)"
     )
 
 
 def chunk_sizes(db: Database, chunked) -> tuple[int | None, int | None]:
     """A chunk table's chunks and bytes (table, indexes and TOAST; None where the engine keeps no
     sizes); (None, None) when the table is gone."""
-    if db.relation_owner(chunked.schema, chunked.name) is None:
-        return None, None
-    count = db.fetchone(sql.SQL("SELECT count(*) FROM {}").format(chunked.ident))[0]
-    return count, db.dialect.table_bytes(db, chunked.ident)
+    count = relation_rows(db, chunked)
+    return count, None if count is None else db.dialect.table_bytes(db, chunked.ident)
 
 
 def fulltext_problem(db: Database, info: Table, meta: dict, sources) -> str | None:
@@ -198,6 +227,7 @@ class DropPlan:
     statements: list[sql.Composable]
     fulltext_column: str | None = None  # the full-text column dropped with it (no other column uses it)
     chunk_table: str | None = None  # encode --chunk: the chunk table dropped with it
+    content_table: str | None = None  # the distinct contents, with the vector index
 
     @property
     def display(self) -> str:
@@ -250,10 +280,18 @@ def plan_drop(
         if db.index_exists(info, name):
             statements.append(sql.SQL("DROP INDEX {}").format(sql.Identifier(info.schema, name)))
     statements.append(sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(info.ident, sql.Identifier(vector_column)))
+    hash_column = (meta.get("hash") or {}).get("column")
+    if hash_column in info.columns:
+        # Its index goes with it.
+        statements.append(sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(info.ident, sql.Identifier(hash_column)))
     chunked = chunk_table_of(info, meta["chunks"]) if meta.get("chunks") else None
     if chunked:
-        # The chunk table, with its index: nothing else refers to it.
+        # The chunk table, with its indexes: nothing else refers to it.
         statements.append(sql.SQL("DROP TABLE IF EXISTS {}").format(chunked.ident))
+    contents = content_table_of(info, meta)
+    if contents:
+        # The contents table, with the vector index.
+        statements.append(sql.SQL("DROP TABLE IF EXISTS {}").format(contents.ident))
     fulltext = meta.get("fulltext")
     shared = any(
         (c.metadata or {}).get("fulltext") == fulltext for c in info.columns.values() if c.name != vector_column
@@ -266,7 +304,13 @@ def plan_drop(
         )
         dropped_fulltext = fulltext["column"]
     return DropPlan(
-        info, vector_column, list(meta["source"]), statements, dropped_fulltext, chunked.display if chunked else None
+        info,
+        vector_column,
+        list(meta["source"]),
+        statements,
+        dropped_fulltext,
+        chunked.display if chunked else None,
+        contents.display if contents else None,
     )
 
 

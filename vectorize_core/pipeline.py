@@ -19,11 +19,12 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-from . import chunks, tracking
+from . import chunks, contents, names, tracking
 from .chunks import chunk_table_of, joined_text
+from .contents import content_hash
 from .db import Database, index_exists
-from .dialects import is_blank
-from .errors import BadInput, DatabaseError, EncoderError, Interrupted
+from .dialects import is_blank, vector_value
+from .errors import BadInput, DatabaseError, DatabaseUnavailable, EncoderError, Interrupted
 from .output import plural
 from .target import VectorTarget, resolve_for_encode
 
@@ -45,6 +46,7 @@ class EncodeResult:
     blank: int = 0  # rows whose text is empty or only whitespace: skipped, not sent to the model
     truncated: int = 0  # rows longer than the model's input limit
     chunks: int = 0  # chunks written (encode --chunk)
+    repeats: int = 0  # texts (rows' and chunks') that took the vector of one encoded before: no model time
     unread_columns: int = 0  # rows whose later source columns the model never reached
     pending_after: int = 0  # rows pending when the run ended (changed, refused, or beyond --limit)
     busy_seconds: float = 0.0  # time spent filling (without --follow's idle polls)
@@ -56,6 +58,7 @@ class EncodeResult:
     index_skipped: bool = False  # --index skip: build it later with `vectorize.py index`
     pending_elsewhere: int = 0  # --shard: rows other shards still have to do (index not built yet)
     tracking_installed: bool = False  # this run (re)installed the change-tracking trigger
+    upgraded: int = 0  # rows of a column made by an earlier version keyed for its new index (no model)
     cleared: int = 0  # --reencode: vectors cleared before the fill
     fulltext_added: bool = False  # --fulltext made the tsvector column this run
     statements: list[str] = field(default_factory=list)  # --dry-run only
@@ -72,6 +75,7 @@ class EncodeResult:
             and not self.tracking_installed
             and not self.cleared
             and not self.fulltext_added
+            and not self.upgraded
         )
 
     @property
@@ -162,28 +166,90 @@ class FillQueries:
         ]
         # Every array parameter says its type: an all-NULL column of a page is otherwise an
         # untyped literal that unnest() cannot resolve.
-        arrays = [sql.SQL("CAST(%b AS text[])")] * (len(self.keys) + len(self.sources)) + [dialect.vectors_param()]
+        arrays = [sql.SQL("CAST(%b AS text[])")] * (len(self.keys) + len(self.sources))
+        arrays += [sql.SQL("CAST(%b AS uuid[])"), dialect.vectors_param()]
+        self.hash_column = sql.Identifier(t.hash["column"])
+        # The rows that took their vector come back: their contents are added (and a chunked
+        # column's chunks replaced) in the same transaction.
         self.write = sql.SQL(
-            "UPDATE {table} AS t SET {vector} = {value}"
-            " FROM unnest({params}) AS d({aliases}, vec)"
-            " WHERE {matches} AND t.{vector} IS NULL AND {unchanged}"
+            "UPDATE {table} AS t SET {vector} = {value}, {hash} = d.vectorize_hash"
+            " FROM unnest({params}) AS d({aliases}, vectorize_hash, vec)"
+            " WHERE {matches} AND t.{vector} IS NULL AND {unchanged} RETURNING {returned}"
         ).format(
             table=table.ident,
             vector=self.vector,
             value=dialect.write_vectors_value(sql.SQL("d.vec")),
+            hash=self.hash_column,
             params=sql.SQL(", ").join(arrays),
             aliases=sql.SQL(", ").join(key_aliases + source_aliases),
             matches=sql.SQL(" AND ").join(matches),
             unchanged=sql.SQL(" AND ").join(unchanged),
+            returned=sql.SQL(", ").join(sql.SQL("CAST({} AS text)").format(k) for k in t_keys),
+        )
+        self.contents = t.content_table
+        won = chunks.keys_in(
+            sql.Identifier("h"), table.primary_key, [c.type_sql for c in map(table.columns.get, table.primary_key)]
+        )
+        self.holders = contents.Holders(
+            table.ident, t.hash["column"], t.vector_column, sql.SQL("h.{} IS NOT NULL").format(self.vector)
         )
         if self.chunk_table is not None:
-            # The rows that took their vector: only their chunks are replaced.
-            self.write = self.write + sql.SQL(" RETURNING {}").format(
-                sql.SQL(", ").join(sql.SQL("CAST({} AS text)").format(k) for k in t_keys)
+            ct = self.chunk_table
+            self.holders = contents.Holders(ct.ident, ct.hash, ct.vector)
+            self.delete_chunks = chunks.delete_rows(ct)
+            self.insert_chunks = chunks.insert_chunks(ct, table, dialect)
+            self.delete_stale = chunks.delete_stale(ct, table, t.vector_column, t.hash["column"])
+            self.requeue_unchunked = chunks.requeue_unchunked(ct, table, t.vector_column, t.hash["column"])
+            # A row's own vector, by the hash of its whole text (another row with the same text).
+            self.known_rows = sql.SQL(
+                "SELECT h.vectorize_hash, v.{vector} FROM unnest(CAST(%b AS uuid[])) AS h(vectorize_hash)"
+                " CROSS JOIN LATERAL (SELECT t.{vector} FROM {table} AS t WHERE t.{hash} = h.vectorize_hash"
+                " AND t.{vector} IS NOT NULL LIMIT 1) AS v"
+            ).format(vector=self.vector, table=table.ident, hash=self.hash_column)
+        # Upgrading a column made before contents tables: rows with a vector and no hash, in key
+        # order, keyed by their vector's hash (and their chunks by theirs) a batch at a time.
+        unhashed = sql.SQL("SELECT {} FROM {} AS t WHERE t.{} IS NOT NULL AND t.{} IS NULL").format(
+            sql.SQL(", ").join(sql.SQL("CAST({} AS text)").format(k) for k in t_keys),
+            table.ident,
+            self.vector,
+            self.hash_column,
+        )
+        self.unhashed = unhashed + order
+        self.unhashed_after = unhashed + after + order
+        self.hash_rows = sql.SQL("UPDATE {} AS t SET {} = {} WHERE {} AND t.{} IS NULL").format(
+            table.ident,
+            self.hash_column,
+            contents.vector_hash(sql.SQL("t.{}").format(self.vector)),
+            chunks.keys_in(
+                sql.Identifier("t"), table.primary_key, [table.columns[k].type_sql for k in table.primary_key]
+            ),
+            self.hash_column,
+        )
+        if self.chunk_table is not None:
+            ct = self.chunk_table
+            self.hash_chunks = sql.SQL(
+                "UPDATE {chunks} AS c SET {hash} = {vector_hash}, {row_hash} = t.{row} FROM {table} AS t"
+                " WHERE {match} AND {keys_in}"
+            ).format(
+                chunks=ct.ident,
+                hash=sql.Identifier(ct.hash),
+                vector_hash=contents.vector_hash(sql.SQL("c.{}").format(sql.Identifier(ct.vector))),
+                row_hash=sql.Identifier(ct.row_hash),
+                row=self.hash_column,
+                table=table.ident,
+                match=chunks.key_matches(ct, "t", "c"),
+                keys_in=chunks.keys_in(sql.Identifier("c"), ct.keys, ct.key_types),
             )
-            self.delete_chunks = chunks.delete_rows(self.chunk_table)
-            self.insert_chunks = chunks.insert_chunks(self.chunk_table, table, dialect)
-            self.delete_stale = chunks.delete_stale(self.chunk_table, table, t.vector_column)
+        self.add_contents = contents.upsert(self.contents, self.holders, won)
+        self.known = contents.known_vectors(self.contents)
+        # Run before a fill, in order (see tidy()).
+        self.tidy = [self.requeue_unchunked, self.delete_stale] if self.chunk_table is not None else []
+        self.tidy += contents.sweep_statements(self.contents, self.holders)
+        if t.prefix_columns:
+            # A row whose prefix value changed holds its content under the new value too.
+            self.tidy.append(
+                contents.upsert(self.contents, self.holders, contents.missing(self.contents, self.holders))
+            )
 
     def read_text(self, column: sql.Composable) -> sql.Composable:
         """A source column as the fill reads it: its text, or the first `cut` characters of it."""
@@ -270,10 +336,28 @@ class PageReader:
         return rows
 
 
-def write_page(db: Database, queries: FillQueries, dialect, rows: list[tuple], vectors: np.ndarray) -> int:
-    columns = [[row[i] for row in rows] for i in range(len(queries.keys) + len(queries.sources))]
-    params = (*columns, dialect.vectors_array(vectors))
-    return db.run(lambda conn: conn.execute(queries.write, params).rowcount)
+def key_columns(rows: list[tuple], nkeys: int) -> list[list]:
+    """The keys of rows (or of keys), one list a key column: unnest()'s text arrays."""
+    return [[row[i] for row in rows] for i in range(nkeys)]
+
+
+def write_page(
+    db: Database, queries: FillQueries, dialect, rows: list[tuple], vectors: np.ndarray, hashes: list
+) -> int:
+    """The rows' vectors and hashes, then the contents they hold that the contents table lacks,
+    in one transaction (retried whole: it is idempotent)."""
+    nkeys = len(queries.keys)
+    columns = key_columns(rows, nkeys + len(queries.sources))
+    params = (*columns, hashes, dialect.vectors_array(vectors))
+
+    def write(conn) -> int:
+        with conn.transaction():
+            won = conn.execute(queries.write, params).fetchall()
+            if won:
+                conn.execute(queries.add_contents, key_columns(won, nkeys))
+            return len(won)
+
+    return db.run(write)
 
 
 # Chunks per INSERT statement of a page's write (all in the page's one transaction).
@@ -282,25 +366,38 @@ CHUNKS_PER_INSERT = 2048
 
 @dataclass
 class PageChunks:
-    """A page's chunks: whose row (index into the page), number, start, end, and the vectors."""
+    """A page's chunks: whose row (index into the page), number, start, end, content hash, and
+    the vectors."""
 
-    owners: list[int]
-    numbers: list[int]
-    starts: list[int]
-    ends: list[int]
+    owners: list[int] = field(default_factory=list)
+    numbers: list[int] = field(default_factory=list)
+    starts: list[int] = field(default_factory=list)
+    ends: list[int] = field(default_factory=list)
+    hashes: list = field(default_factory=list)
+    vectors: np.ndarray | None = None
+
+
+@dataclass
+class ChunkedPage:
+    """What a chunked page's write needs: each row's own vector and the hash of its whole text,
+    and its chunks."""
+
     vectors: np.ndarray
+    row_hashes: list
+    chunks: PageChunks
 
 
 def write_chunked_page(
-    db: Database, queries: FillQueries, dialect, rows: list[tuple], vectors: np.ndarray, page: PageChunks
+    db: Database, queries: FillQueries, dialect, rows: list[tuple], page: ChunkedPage
 ) -> tuple[int, int]:
     """The rows' vectors and their chunks, in one transaction: only rows whose text is still the
     text that was split and whose vector is still NULL take theirs, and only their old chunks are
-    replaced by the new. Retried whole on a transient failure (it is all or nothing). Returns the
-    rows and the chunks written."""
+    replaced by the new; then the contents of the new chunks. Retried whole on a transient
+    failure (it is all or nothing). Returns the rows and the chunks written."""
     nkeys = len(queries.keys)
-    columns = [[row[i] for row in rows] for i in range(nkeys + len(queries.sources))]
-    params = (*columns, dialect.vectors_array(vectors))
+    columns = key_columns(rows, nkeys + len(queries.sources))
+    params = (*columns, page.row_hashes, dialect.vectors_array(page.vectors))
+    chunked = page.chunks
 
     def write(conn) -> tuple[int, int]:
         with conn.transaction():
@@ -309,23 +406,26 @@ def write_chunked_page(
                 return 0, 0
             keys = [tuple(row[:nkeys]) for row in rows]
             done = [key for key in keys if key in won]
-            conn.execute(queries.delete_chunks, [[key[i] for key in done] for i in range(nkeys)])
-            chosen = [c for c, owner in enumerate(page.owners) if keys[owner] in won]
-            everything = len(chosen) == len(page.owners)
+            conn.execute(queries.delete_chunks, key_columns(done, nkeys))
+            chosen = [c for c, owner in enumerate(chunked.owners) if keys[owner] in won]
+            everything = len(chosen) == len(chunked.owners)
             # In slices: the statement's parameters stay small however many chunks a row has.
             for first in range(0, len(chosen), CHUNKS_PER_INSERT):
                 part = chosen[first : first + CHUNKS_PER_INSERT]
-                vectors_part = page.vectors[part[0] : part[-1] + 1] if everything else page.vectors[part]
+                vectors_part = chunked.vectors[part[0] : part[-1] + 1] if everything else chunked.vectors[part]
                 conn.execute(
                     queries.insert_chunks,
                     (
-                        *([keys[page.owners[c]][i] for c in part] for i in range(nkeys)),
-                        [page.numbers[c] for c in part],
-                        [page.starts[c] for c in part],
-                        [page.ends[c] for c in part],
+                        *([keys[chunked.owners[c]][i] for c in part] for i in range(nkeys)),
+                        [chunked.numbers[c] for c in part],
+                        [chunked.starts[c] for c in part],
+                        [chunked.ends[c] for c in part],
+                        [chunked.hashes[c] for c in part],
+                        [page.row_hashes[chunked.owners[c]] for c in part],
                         dialect.vectors_array(vectors_part),
                     ),
                 )
+            conn.execute(queries.add_contents, key_columns(done, nkeys))
             return len(won), len(chosen)
 
     return db.run(write)
@@ -406,14 +506,27 @@ def set_up_columns(db: Database, target: VectorTarget) -> None:
     statements = column_statements(db, target)
     if not statements:
         return
-    if not db.dialect.ddl_in_transaction:
-        for statement in statements:
-            run_ddl(db, statement)
-        return
-    try:
-        run_in_transaction(db, statements)
-    except DatabaseError as exc:
-        raise DatabaseError(f"{exc} (setting up {target.display}; nothing was changed)") from None
+    for attempt in range(SETUP_ATTEMPTS):
+        try:
+            if not db.dialect.ddl_in_transaction:
+                for statement in statements:
+                    run_ddl(db, statement)
+            else:
+                run_in_transaction(db, statements)
+            return
+        except DatabaseError as exc:
+            # Another encoder of the same column made the same table or index a moment before
+            # (IF NOT EXISTS is not proof against that): it is there now, and the names are the
+            # same (see names.own_or_free), so the statements pass when run again.
+            if exc.sqlstate not in CONCURRENT_DDL or attempt + 1 == SETUP_ATTEMPTS:
+                where = "" if not db.dialect.ddl_in_transaction else "; nothing was changed"
+                raise DatabaseError(f"{exc} (setting up {target.display}{where})", exc.sqlstate) from None
+
+
+# Two encoders setting up one column at once: a unique violation in the catalog, a duplicate
+# table or object. The setup is run again, up to SETUP_ATTEMPTS times.
+CONCURRENT_DDL = {"23505", "42P07", "42710"}
+SETUP_ATTEMPTS = 3
 
 
 def column_statements(db: Database, target: VectorTarget) -> list[sql.Composable]:
@@ -433,15 +546,58 @@ def column_statements(db: Database, target: VectorTarget) -> list[sql.Composable
             )
         )
     statements += dialect.fulltext_upgrade(target.table, target.fulltext, list(target.sources))  # bound an old one
-    if target.chunks:
-        statements.append(chunks.create_table(chunk_table_of(target.table, target.chunks), target.dimension))
+    statements += content_statements(db, target)
     return statements
+
+
+def content_statements(db: Database, target: VectorTarget) -> list[sql.Composable]:
+    """The hash column and its index, the contents table, the chunk table and its hash index: the
+    indexes encode looks texts up by, made before the fill (each IF NOT EXISTS)."""
+    table = target.table
+    hash_column = target.hash["column"]
+    statements = []
+    if hash_column not in table.columns:
+        statements.append(
+            sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} UUID").format(table.ident, sql.Identifier(hash_column))
+        )
+        # Tagged as the tool's: a rerun (or another encoder started at the same time) knows it.
+        tag = names.relation_tag(table.schema, table.name, target.vector_column, "hash")
+        statements.append(db.dialect.comment_on_column(table.ident, hash_column, tag))
+    statements.append(
+        sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({}) WHERE {} IS NOT NULL").format(
+            sql.Identifier(target.hash["index"]), table.ident, sql.Identifier(hash_column), sql.Identifier(hash_column)
+        )
+    )
+    content_table = target.content_table
+    statements.append(contents.create_table(content_table, target.dimension))
+    statements.append(
+        comment_on_table(
+            content_table.ident, names.relation_tag(table.schema, table.name, target.vector_column, "contents")
+        )
+    )
+    if target.chunks:
+        chunk_table = chunk_table_of(table, target.chunks)
+        statements.append(chunks.create_table(chunk_table, target.dimension))
+        statements.append(
+            comment_on_table(
+                chunk_table.ident, names.relation_tag(table.schema, table.name, target.vector_column, "chunks")
+            )
+        )
+        if target.column_exists:
+            # A chunk table an earlier version made gets its hash columns (no-ops on a newer one).
+            statements += chunks.add_hash_columns(chunk_table)
+        statements.append(chunks.create_hash_index(chunk_table))
+    return statements
+
+
+def comment_on_table(table: sql.Composable, text: str) -> sql.Composed:
+    return sql.SQL("COMMENT ON TABLE {} IS {}").format(table, sql.Literal(text))
 
 
 def named_indexes(db: Database, target: VectorTarget, queries: FillQueries) -> list[tuple[sql.Composable, str, str]]:
     """(CREATE INDEX statement, index name, table name): the pending-rows index, then the vector
-    index when an index can hold vectors of this size (a chunked column's is on its chunk table).
-    The first does not wait on the second."""
+    index when an index can hold vectors of this size (on the column's contents table). The first
+    does not wait on the second."""
     indexes = [
         # Pending rows, by key: finding them costs in proportion to them, not to the table.
         (
@@ -461,12 +617,11 @@ def named_indexes(db: Database, target: VectorTarget, queries: FillQueries) -> l
             )
         )
     if target.index_type is not None:
-        vectors = target.index_table
-        column = queries.chunk_table.vector if queries.chunk_table else target.vector_column
+        ct = target.content_table
         statement = db.dialect.create_index(
-            vectors.ident, target.index_name, column, target.metric, target.prefix_columns, target.dimension
+            ct.ident, target.index_name, ct.vector, target.metric, target.prefix_columns, target.dimension
         )
-        indexes.append((statement, target.index_name, vectors.name))
+        indexes.append((statement, target.index_name, ct.name))
     return indexes
 
 
@@ -492,14 +647,8 @@ class IndexProgress:
 
 
 def rows_with_vectors(db: Database, target: VectorTarget) -> int:
-    """The vectors the index will hold: rows with one, or a chunked column's chunks."""
-    if target.chunks:
-        return db.fetchone(sql.SQL("SELECT count(*) FROM {}").format(target.index_table.ident))[0]
-    return db.fetchone(
-        sql.SQL("SELECT count(*) FROM {} WHERE {} IS NOT NULL").format(
-            target.table.ident, sql.Identifier(target.vector_column)
-        )
-    )[0]
+    """The vectors the index will hold: the distinct contents."""
+    return db.fetchone(sql.SQL("SELECT count(*) FROM {}").format(target.content_table.ident))[0]
 
 
 def index_memory(db: Database, target: VectorTarget, memory: int | None, rows: int) -> int:
@@ -601,7 +750,7 @@ def run_ddl(db: Database, statement: sql.Composable) -> None:
     try:
         db.command(statement, retry=True)
     except DatabaseError as exc:
-        raise DatabaseError(f"{exc} (while running: {db.as_string(statement)})") from None
+        raise DatabaseError(f"{exc} (while running: {db.as_string(statement)})", exc.sqlstate) from None
 
 
 def ensure_extension(db: Database) -> None:
@@ -723,26 +872,31 @@ def encode(
             statements += clear_vectors(target)
         if target.track_changes:
             statements += tracking.install_statements(db, target)
+        statements += queries.tidy
+        statements += [queries.first_page, queries.next_page, queries.known]
         if queries.chunk_table is not None:
-            statements.append(queries.delete_stale)
-        statements += [queries.first_page, queries.next_page, queries.write]
+            statements.append(queries.known_rows)
+        statements.append(queries.write)
         if queries.chunk_table is not None:
             statements += [queries.delete_chunks, queries.insert_chunks]
+        statements.append(queries.add_contents)
         if not has_index:
             statements += index_statements(db, target, queries)
         result.statements = [db.as_string(s) for s in statements]
         return result
 
     ensure_extension(db)
+    if target.upgrading:
+        result.upgraded = upgrade_layout(db, target, queries)
     set_up_columns(db, target)
+    drop_legacy_index(db, target)
     result.column_created = not target.column_exists
     result.fulltext_added = bool(target.fulltext) and target.fulltext["column"] not in target.table.columns
     if target.reencode:
         result.cleared = run_in_transaction(db, clear_vectors(target))[0]
     if target.track_changes:
         result.tracking_installed = tracking.install(db, target)
-    if queries.chunk_table is not None:
-        db.command(queries.delete_stale, retry=True)  # chunks of rows deleted or re-queued since
+    tidy(db, queries)
 
     if index == "now" and not has_index:
         build_indexes_when_done(db, target, queries, result, None, on_index, index_memory)
@@ -758,6 +912,10 @@ def encode(
     started = time.monotonic()
     try:
         fill.run(page_size, limit, total, progress)
+    except DatabaseUnavailable as exc:
+        if not target.reencode:
+            raise
+        raise DatabaseUnavailable(f"{exc} ({how_to_continue(target)})") from None
     finally:
         result.seconds = time.monotonic() - started
 
@@ -775,10 +933,57 @@ def encode(
     return result
 
 
+# Rows keyed per transaction when a column made by an earlier version is upgraded.
+UPGRADE_BATCH = 5000
+
+
+def upgrade_layout(db: Database, target: VectorTarget, queries: FillQueries) -> int:
+    """Give a column made before contents tables (or taken over with --adopt) what its index is
+    now built on, running no model: the hash column, the contents table, a chunk table's hash
+    columns; each row's vector (and chunk's) keyed by its own hash, and added to the contents.
+    Done before the column's metadata says so, so search ranks it exactly until then. Returns
+    the rows keyed."""
+    for statement in content_statements(db, target):
+        run_ddl(db, statement)
+    keyed = 0
+    last: tuple = ()
+    while rows := db.fetchall(queries.unhashed_after if last else queries.unhashed, (*last, UPGRADE_BATCH)):
+        keys = key_columns(rows, len(queries.keys))
+        db.run(lambda conn, keys=keys: upgrade_batch(conn, queries, keys))
+        keyed += len(rows)
+        last = tuple(rows[-1])
+    return keyed
+
+
+def drop_legacy_index(db: Database, target: VectorTarget) -> None:
+    """The vector index an earlier version built on the rows (or chunks) themselves: search no
+    longer reads it, and it would slow every write."""
+    meta = target.existing_metadata or {}
+    legacy = meta.get("index")
+    if legacy and not meta.get("contents") and legacy != target.index_name:
+        run_ddl(db, sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(target.table.schema, legacy)))
+
+
+def upgrade_batch(conn, queries: FillQueries, keys: list[list]) -> None:
+    with conn.transaction():
+        conn.execute(queries.hash_rows, keys)
+        if queries.chunk_table is not None:
+            conn.execute(queries.hash_chunks, keys)
+        conn.execute(queries.add_contents, keys)
+
+
+def tidy(db: Database, queries: FillQueries) -> None:
+    """Re-queue rows whose chunks were lost (their key changed), remove chunks no row holds, and
+    sweep the contents no row or chunk holds (see contents.py)."""
+    for statement in queries.tidy:
+        db.command(statement, retry=True)
+
+
 def chunk_splitter(encoder, target: VectorTarget) -> chunks.Splitter:
     counting = chunks.counting_for(encoder)
     record = target.chunks
-    return chunks.Splitter(counting.count, record["tokens"], record["overlap"], counting.max_token_chars)
+    room = counting.room - (counting.count(target.prefix) if target.prefix else 0)
+    return chunks.Splitter(counting.count, record["tokens"], record["overlap"], counting.max_token_chars, room)
 
 
 def run_in_transaction(db: Database, statements: list[sql.Composable]) -> list[int]:
@@ -806,7 +1011,8 @@ def clear_vectors(target: VectorTarget) -> list[sql.Composed]:
         )
     ]
     if target.chunks:
-        statements.append(sql.SQL("DELETE FROM {}").format(target.index_table.ident))
+        statements.append(sql.SQL("DELETE FROM {}").format(chunk_table_of(target.table, target.chunks).ident))
+    statements.append(sql.SQL("DELETE FROM {}").format(target.content_table.ident))
     return statements
 
 
@@ -831,7 +1037,7 @@ def build_indexes_when_done(
 
 # Polling backoff of --follow: quick after activity, at most POLL_MAX seconds apart when idle.
 POLL_MIN, POLL_MAX = 0.2, 2.0
-# --follow on a chunked column: how often the chunks of deleted rows are removed.
+# --follow: how often chunks and contents no row holds any more are removed.
 SWEEP_SECONDS = 60.0
 
 
@@ -844,9 +1050,10 @@ def keep_following(db, fill, queries, page_size, max_idle, stop, on_round, start
     idle_since = swept = time.monotonic()
     wait = POLL_MIN
     while not stop.is_set():
-        if queries.chunk_table is not None and time.monotonic() - swept >= SWEEP_SECONDS:
-            # Chunks of rows deleted (or re-queued) meanwhile: hidden from search, and removed.
-            db.command(queries.delete_stale, retry=True)
+        if time.monotonic() - swept >= SWEEP_SECONDS:
+            # Chunks of rows deleted (or re-queued) meanwhile, hidden from search, are removed;
+            # and contents no row holds any more.
+            tidy(db, queries)
             swept = time.monotonic()
         before = result.written
         pending = db.fetchone(queries.count)[0]
@@ -946,9 +1153,9 @@ class Fill:
 
     def write(self, db: Database, rows: list[tuple], payload) -> int:
         if self.splitter is None:
-            return write_page(db, self.queries, self.db.dialect, rows, payload)
-        vectors, page = payload
-        written, chunk_count = write_chunked_page(db, self.queries, self.db.dialect, rows, vectors, page)
+            vectors, hashes = payload
+            return write_page(db, self.queries, self.db.dialect, rows, vectors, hashes)
+        written, chunk_count = write_chunked_page(db, self.queries, self.db.dialect, rows, payload)
         self.result.chunks += chunk_count
         return written
 
@@ -977,7 +1184,8 @@ class Fill:
         return document_text(self.target, parts)
 
     def encode(self, rows: list[tuple]) -> tuple[list[tuple], object]:
-        """The rows the encoder managed, with what their write needs (vectors; with chunks too)."""
+        """The rows the encoder managed, with what their write needs (vectors and hashes; with
+        chunks too)."""
         nkeys = len(self.queries.keys)
         parts = self.texts(rows)
         if self.splitter is None:
@@ -994,58 +1202,92 @@ class Fill:
             self.result.truncated += self.count_truncated(texts)
         if len(self.queries.sources) > 1 and self.max_length:
             self.result.unread_columns += sum(later_columns_unread(p, self.max_length) for p in parts)
-        vectors, failed = self.encode_texts(rows, texts, list(range(len(texts))), self.report)
+        hashes = [content_hash(text) for text in texts]
+        vectors, failed = self.vectors_of(rows, texts, hashes, list(range(len(rows))), self.known_contents(hashes))
         if not failed:
-            return rows, vectors
+            return rows, (vectors, hashes)
         keep = self.forget(rows, texts, failed)
-        return [rows[i] for i in keep], vectors[keep]
+        return [rows[i] for i in keep], (vectors[keep], [hashes[i] for i in keep])
+
+    def known_contents(self, hashes: list) -> dict:
+        """{hash: vector} of the hashes whose text the column has encoded before."""
+        wanted = list(dict.fromkeys(hashes))
+        found = self.db.fetchall(self.queries.known, (wanted,)) if wanted else []
+        return {h: vector_value(v) for h, v in found}
+
+    def known_rows(self, row_hashes: list) -> dict:
+        """{hash of a whole text: a row's own vector} for the texts another row already has."""
+        wanted = list(dict.fromkeys(row_hashes))
+        found = self.db.fetchall(self.queries.known_rows, (wanted,)) if wanted else []
+        return {h: vector_value(v) for h, v in found}
+
+    def vectors_of(self, rows, texts: list[str], hashes: list, owners: list[int], known: dict):
+        """The vectors of texts (each keyed by its hash; `owners` maps a text to its row), each
+        distinct text encoded once and none that `known` has; and the indices of the texts the
+        encoder refused (with --on-error skip). Progress is told in rows."""
+        first: dict = {}  # hash -> the first text with it
+        for i, h in enumerate(hashes):
+            first.setdefault(h, i)
+        wanted = [h for h in first if h not in known]
+        self.result.repeats += len(texts) - len(wanted)
+        progress = RowProgress(self.report, len(rows), len(wanted))
+        fresh, failed = self.encode_texts(
+            rows, [texts[first[h]] for h in wanted], [owners[first[h]] for h in wanted], progress.texts_done
+        )
+        progress.finish()
+        distinct = list(known) + wanted
+        position = {h: n for n, h in enumerate(distinct)}
+        table = np.empty((len(distinct), self.target.dimension), dtype=np.float32)
+        if known:
+            table[: len(known)] = np.stack(list(known.values()))
+        table[len(known) :] = fresh
+        refused = {wanted[i] for i in failed}
+        return table[[position[h] for h in hashes]], [i for i, h in enumerate(hashes) if h in refused]
 
     def encode_chunked(self, rows, parts, texts) -> tuple[list[tuple], object]:
-        """Split each row's text, encode its chunks and its own (model-truncated) text; a row one
-        of whose texts the encoder refuses is left pending whole. The rows' own texts come first
-        among the inputs and the chunks after them, so the chunks' vectors are one slice of the
-        page's (no copy of what is the most of it)."""
+        """Split each row's text, encode its chunks and its own (model-truncated) text, each
+        distinct text once; a row one of whose texts the encoder refuses is left pending whole.
+        The rows' own texts come first among the inputs and the chunks after them."""
         prefix = self.target.prefix
-        page = PageChunks([], [], [], [], np.zeros((0, self.target.dimension), np.float32))
-        own: list[str] = []  # the rows' own texts that are not also their one chunk
-        own_owner: list[int] = []
+        chunked = PageChunks()
         chunk_texts: list[str] = []
-        single: dict[int, int] = {}  # row -> its one chunk, which is its whole text
-        for i, row_parts in enumerate(parts):
-            document = joined_text(row_parts)
-            spans = self.splitter.spans(document)
-            if len(spans) == 1 and prefix + document[spans[0][0] : spans[0][1]] == texts[i]:
-                single[i] = len(chunk_texts)  # encoded once, for the row and its chunk
-            else:
-                own.append(texts[i])
-                own_owner.append(i)
-            for number, (start, end) in enumerate(spans):
+        documents = [joined_text(row_parts) for row_parts in parts]
+        for i, document in enumerate(documents):
+            for number, (start, end) in enumerate(self.splitter.spans(document)):
                 chunk_texts.append(prefix + document[start:end])
-                page.owners.append(i)
-                page.numbers.append(number)
-                page.starts.append(start)
-                page.ends.append(end)
-        first_chunk = len(own)
-        owner_of_input = own_owner + page.owners
-        vectors, failed = self.encode_texts(rows, own + chunk_texts, owner_of_input, None)
+                chunked.owners.append(i)
+                chunked.numbers.append(number)
+                chunked.starts.append(start)
+                chunked.ends.append(end)
+        row_hashes = [content_hash(prefix + document) for document in documents]
+        chunked.hashes = [content_hash(text) for text in chunk_texts]
+        own_hashes = [content_hash(text) for text in texts]
+        hashes = own_hashes + chunked.hashes
+        known = self.known_contents(hashes)
+        # A row's own text is no chunk's when it is longer than the model reads: another row
+        # with the same whole text has its vector.
+        unknown = [i for i, h in enumerate(own_hashes) if h not in known]
+        by_row = self.known_rows([row_hashes[i] for i in unknown])
+        known.update((own_hashes[i], by_row[row_hashes[i]]) for i in unknown if row_hashes[i] in by_row)
+        owners = list(range(len(rows))) + chunked.owners
+        vectors, failed = self.vectors_of(rows, texts + chunk_texts, hashes, owners, known)
         del chunk_texts
-        self.report(len(rows))
-        row_input = {row: n for n, row in enumerate(own_owner)} | {row: first_chunk + c for row, c in single.items()}
-        failed_rows = sorted({owner_of_input[i] for i in failed})
+        failed_rows = sorted({owners[i] for i in failed})
         if not failed_rows:
-            page.vectors = vectors[first_chunk:]
-            return rows, (vectors[[row_input[i] for i in range(len(rows))]], page)
+            chunked.vectors = vectors[len(rows) :]
+            return rows, ChunkedPage(vectors[: len(rows)], row_hashes, chunked)
         keep = self.forget(rows, texts, failed_rows)
         renumber = {old: new for new, old in enumerate(keep)}
-        chosen = [c for c, owner in enumerate(page.owners) if owner in renumber]
-        page = PageChunks(
-            owners=[renumber[page.owners[c]] for c in chosen],
-            numbers=[page.numbers[c] for c in chosen],
-            starts=[page.starts[c] for c in chosen],
-            ends=[page.ends[c] for c in chosen],
-            vectors=vectors[[first_chunk + c for c in chosen]],
+        chosen = [c for c, owner in enumerate(chunked.owners) if owner in renumber]
+        kept = PageChunks(
+            owners=[renumber[chunked.owners[c]] for c in chosen],
+            numbers=[chunked.numbers[c] for c in chosen],
+            starts=[chunked.starts[c] for c in chosen],
+            ends=[chunked.ends[c] for c in chosen],
+            hashes=[chunked.hashes[c] for c in chosen],
+            vectors=vectors[[len(rows) + c for c in chosen]],
         )
-        return [rows[i] for i in keep], (vectors[[row_input[i] for i in keep]], page)
+        return [rows[i] for i in keep], ChunkedPage(vectors[keep], [row_hashes[i] for i in keep], kept)
 
     def encode_texts(self, rows, texts: list[str], owner: list[int], on_chunk) -> tuple[np.ndarray, list[int]]:
         """Vectors of texts; the indices of those the encoder refused (with --on-error skip)."""
@@ -1084,6 +1326,25 @@ class Fill:
         self.result.skipped += rows - written
 
 
+class RowProgress:
+    """Progress told in rows while a page's distinct texts are encoded: a page of many rows and
+    few distinct texts moves the count as its texts are done."""
+
+    def __init__(self, report, rows: int, texts: int):
+        self.report, self.rows, self.texts = report, rows, texts
+        self.done = self.told = 0
+
+    def texts_done(self, count: int) -> None:
+        self.done += count
+        rows = self.rows * self.done // max(1, self.texts)
+        self.report(rows - self.told)
+        self.told = rows
+
+    def finish(self) -> None:
+        self.report(self.rows - self.told)
+        self.told = self.rows
+
+
 class StopNow(BaseException):
     """Raised between encoder calls when the run is interrupted (a BaseException, like
     KeyboardInterrupt: no handler of ordinary errors may swallow it)."""
@@ -1093,8 +1354,16 @@ def interrupted_message(result) -> str:
     chunked = f" ({plural(result.chunks, 'chunk')})" if result.chunks else ""
     return (
         f"interrupted: {plural(result.written, 'row')}{chunked} written to {result.target.display} in this run; "
-        "run the same command again to continue where it stopped"
+        f"{how_to_continue(result.target)}"
     )
+
+
+def how_to_continue(target: VectorTarget) -> str:
+    """What finishes a run cut short: the same command, but never --reencode again (it would clear
+    the column again, losing what this run wrote)."""
+    if target.reencode:
+        return "run it again without --reencode to continue where it stopped (--reencode would clear the column again)"
+    return "run the same command again to continue where it stopped"
 
 
 # A source is read as its first CUT_CHARS_PER_TOKEN characters for every token the model reads:
@@ -1156,7 +1425,7 @@ def build_index(
 ) -> EncodeResult:
     """Build the missing indexes of a vectorized column (after `encode --index skip`, or after
     the last of several fills): the vector index, the pending-rows index and the full text's."""
-    from .ops import find_vector_column
+    from .ops import find_vector_column, layout_problem
     from .target import current_sources, recorded_index_names, source_problem
 
     info = db.find_table(table, schema)
@@ -1164,6 +1433,8 @@ def build_index(
     sources = current_sources(info, meta)
     if None in sources:
         raise BadInput(f"{info.display}.{vector_column}: {source_problem(info, meta)}")
+    if not meta.get("contents"):
+        raise BadInput(f"{info.display}.{vector_column}: {layout_problem(info, vector_column, meta, sources)}")
     index_name, pending_index_name = recorded_index_names(info, vector_column, meta)
     dimension = int(meta["dimension"])
     target = VectorTarget(
@@ -1181,6 +1452,8 @@ def build_index(
         index_type=db.dialect.index_type(dimension),
         fulltext=meta.get("fulltext"),
         chunks=meta.get("chunks"),
+        contents=meta.get("contents"),
+        hash=meta.get("hash"),
     )
     result = EncodeResult(target)
     if not indexes_exist(db, target):

@@ -12,6 +12,7 @@ import numpy as np
 from psycopg import sql
 
 from .chunks import chunk_table_of, joined_text
+from .contents import content_table_of
 from .db import Database
 from .dialects import BEAM_SIZE_RANGE, CHUNK_FANOUT, OVERFETCH, SearchSpec, vector_literal
 from .errors import BadInput, DatabaseError, DimensionMismatch, EncoderError
@@ -91,29 +92,33 @@ def search_spec(
         ef_search=ef_search,
         beam_size=beam_size,
         distance_name=distance_name(target.table),
-        **chunk_options(target.table, meta),
+        **column_options(target.table, meta),
     )
     if where:
         doc = parse_filter(where) if isinstance(where, str) else where
         if doc:
             spec.filter, spec.filter_params = compile_filter(doc, target.table, alias="t")
             spec.filter_on_prefix = pins_prefix_columns(doc, meta.get("prefix_columns") or [])
-            if spec.chunks is not None and spec.filter_on_prefix:
-                # The chunk table carries the prefix columns: the index's own filter.
-                spec.chunk_filter, spec.chunk_filter_params = compile_filter(doc, spec.chunks.as_table(), alias="c")
+            if spec.contents is not None and spec.filter_on_prefix:
+                # The contents table carries the prefix columns: the index's own filter.
+                spec.index_filter, spec.index_filter_params = compile_filter(doc, spec.contents.as_table(), alias="c")
     spec.mode = "exact" if exact else db.dialect.search_mode(spec)
     return spec
 
 
-def chunk_options(table, meta: dict) -> dict:
-    """SearchSpec's fields for a chunked column (none for another): its chunk table and the
-    output names of the best chunk's number, start and end."""
-    if not meta.get("chunks"):
-        return {}
-    return {
-        "chunks": chunk_table_of(table, meta["chunks"]),
-        "chunk_names": tuple(distance_name(table, n) for n in ("chunk", "chunk_start", "chunk_end")),
+def column_options(table, meta: dict) -> dict:
+    """SearchSpec's fields for a column's layout: its key types, its contents table and hash
+    column (the index's), and for a chunked column its chunk table and the output names of the
+    best chunk's number, start and end."""
+    options = {
+        "key_types": [table.columns[k].type_sql for k in table.primary_key],
+        "contents": content_table_of(table, meta),
+        "hash_column": (meta.get("hash") or {}).get("column"),
     }
+    if meta.get("chunks"):
+        options["chunks"] = chunk_table_of(table, meta["chunks"])
+        options["chunk_names"] = tuple(distance_name(table, n) for n in ("chunk", "chunk_start", "chunk_end"))
+    return options
 
 
 def pins_prefix_columns(doc: dict, prefix: list[str]) -> bool:
@@ -130,32 +135,57 @@ def pins_prefix_columns(doc: dict, prefix: list[str]) -> bool:
 
 
 def emit_sql(db: Database, *, where=None, exact=False, hybrid=False, **choose) -> str:
-    """The search query for application code, with its parameters explained."""
+    """The search query for application code, with its parameters explained. Through the index
+    it asks for the nearest contents first (the candidates): when their rows are fewer than k,
+    ask for more, or rank exactly (what search does). --hybrid: the vector leg's query, then
+    the fusion's, which takes the vector leg's rows."""
     target = resolve_for_search(db, **choose)
     meta = target.metadata
     spec = search_spec(db, target, 10, where=where, exact=exact)
     if hybrid:
-        query, params = db.dialect.hybrid_statement(
-            spec, "<query vector>", "<query text>", fulltext_of(target), candidates=HYBRID_CANDIDATES,
-            fusion_k=FUSION_K, weights=(1.0, 1.0), names=hybrid_names(target.table),
-        )  # fmt: skip
-        spec = replace(spec, k=HYBRID_CANDIDATES)
-    else:
-        query, params = db.dialect.search_statement(spec, "<query vector>")
+        spec = replace(spec, columns=list(spec.keys), k=HYBRID_CANDIDATES, text_keys=True)
+    if spec.mode != "exact":
+        spec = replace(spec, candidates=first_candidates(spec))
+    query, params = db.dialect.search_statement(spec, "<query vector>")
     settings = [mogrify(db, stmt, p) for stmt, p in db.dialect.search_settings(spec)]
     prefix = f" (prefix {meta['query_prefix']!r})" if meta.get("query_prefix") else ""
-    described = ", ".join(
-        p[1:-1].replace("query ", "the query ") if p in ("<query vector>", "<query text>") else repr(p) for p in params
-    )
     lines = [
         f"-- {db.dialect.name}: nearest rows of {target.display}, metric {meta['metric']}, model {meta['model']}",
         f"-- the query vector is text '[x1,...,x{meta['dimension']}]' from {meta['model']}{prefix}",
-        f"-- parameters in order: {described} (the last is k)",
+    ]
+    if spec.mode != "exact":
+        lines.append(
+            f"-- through the index: the rows of the nearest {spec.candidates} distinct contents; when they are "
+            "fewer than k, ask for more contents (or rank exactly with --exact's query)"
+        )
+    lines += [
+        f"-- parameters in order: {described(params)} (the last is k)",
         "-- run in one transaction with:",
         *(f"--   {setting};" for setting in settings),
         db.as_string(query) + ";",
     ]
+    if hybrid:
+        fused, fused_params = db.dialect.hybrid_statement(
+            replace(spec, columns=search_spec(db, target, 10).columns, k=10, text_keys=False), [], "<query text>",
+            fulltext_of(target), candidates=HYBRID_CANDIDATES, fusion_k=FUSION_K, weights=(1.0, 1.0),
+            names=hybrid_names(target.table),
+        )  # fmt: skip
+        width = len(spec.keys) + 1 + (3 if spec.chunks is not None else 0)
+        lines += [
+            "-- then the fusion with the full text: its first parameters are the rows above, column by column",
+            f"-- (arrays of the keys as text, the distances{', the chunks' if spec.chunks is not None else ''},"
+            " their order 1, 2, ...), then: "
+            + described(fused_params[width + 1 :])
+            + " (the last is k)",
+            db.as_string(fused) + ";",
+        ]
     return "\n".join(lines)
+
+
+def described(params: list) -> str:
+    return ", ".join(
+        p[1:-1].replace("query ", "the query ") if p in ("<query vector>", "<query text>") else repr(p) for p in params
+    )
 
 
 def mogrify(db: Database, statement, params) -> str:
@@ -324,6 +354,12 @@ def leave_out_text(result: SearchResult, show: list[str]) -> None:
     result.text_columns = []
 
 
+def encode_command(target: SearchTarget) -> str:
+    """The encode command of a column (its table, sources and vector column)."""
+    columns = " ".join(f"-c {c}" for c in target.sources)
+    return f"vectorize.py encode -t {target.table.display} {columns} --vector-column {target.vector_column}"
+
+
 def fulltext_of(target: SearchTarget) -> dict:
     """The column's full-text record, or bad input saying how to add it."""
     if not target.metadata.get("fulltext"):
@@ -343,19 +379,9 @@ def run_hybrid(db, target, spec, vector, text, *, fusion_k, weights, candidates=
     if fusion_k <= 0 or min(weights) < 0:
         raise BadInput("--fusion-k must be above 0 and the leg weights at least 0")
     names = hybrid_names(target.table)
-    candidates = max(candidates or HYBRID_CANDIDATES, spec.k)
-    query, params = db.dialect.hybrid_statement(
-        spec,
-        vector_literal(vector),
-        text,
-        fulltext_of(target),
-        candidates=candidates,
-        fusion_k=fusion_k,
-        weights=weights,
-        names=names,
-    )
-    # The vector leg's settings (ef_search) are those of a search for all its candidates.
-    rows = run_ranked(db, replace(spec, k=candidates), query, params)
+    dense_spec, query, params = hybrid_statements(db, target, spec, vector_literal(vector), text, candidates,
+                                                  fusion_k, weights)  # fmt: skip
+    rows = run_ranked(db, spec, query, params)
     columns = [*spec.columns, names["score"], names["dense_rank"], names["text_rank"], names["distance"]]
     columns += spec.chunk_names if spec.chunks is not None else []
     result_rows, chunk_keys = with_chunk_text(target, spec, [dict(zip(columns, row, strict=True)) for row in rows])
@@ -371,6 +397,20 @@ def run_hybrid(db, target, spec, vector, text, *, fusion_k, weights, candidates=
         score_key=names["score"],
         rank_keys=(names["dense_rank"], names["text_rank"]),
     )
+
+
+def hybrid_statements(db, target, spec, literal, text, candidates, fusion_k, weights):
+    """The vector leg ranked first, as a search for `candidates` rows (through the index, or
+    exactly when the index's nearest hold fewer matching rows), and the fusion statement that
+    takes its rows and ranks the text leg: (the vector leg's spec, the fusion and its parameters)."""
+    candidates = max(candidates or HYBRID_CANDIDATES, spec.k)
+    dense_spec = replace(spec, columns=list(spec.keys), k=candidates, text_keys=True)
+    dense_rows, dense_spec.mode = ranked(db, dense_spec, literal)
+    query, params = db.dialect.hybrid_statement(
+        spec, dense_rows, text, fulltext_of(target), candidates=candidates, fusion_k=fusion_k, weights=weights,
+        names=hybrid_names(target.table),
+    )  # fmt: skip
+    return dense_spec, query, params
 
 
 @dataclass
@@ -398,18 +438,10 @@ def explain(
     target, spec, vector = prepare(db, text, probe=True, hybrid=hybrid, **options)
     literal = vector_literal(vector)
     if hybrid:
-        candidates = max(HYBRID_CANDIDATES, spec.k)
-        query, params = db.dialect.hybrid_statement(
-            spec, literal, text, fulltext_of(target), candidates=candidates, fusion_k=fusion_k, weights=weights,
-            names=hybrid_names(target.table),
-        )  # fmt: skip
-        settings = replace(spec, k=candidates)
+        dense_spec, query, params = hybrid_statements(db, target, spec, literal, text, None, fusion_k, weights)
+        plan = explained(db, dense_spec, literal) + explained(db, spec, literal, query, params)
     else:
-        if spec.chunks is not None and spec.mode != "exact":
-            spec = replace(spec, candidates=first_chunk_candidates(spec.k))
-        query, params = db.dialect.search_statement(spec, literal)
-        settings = replace(spec, k=max(spec.k, spec.candidates or 0))
-    plan = [abbreviate_vectors(row[0]) for row in run_ranked(db, settings, sql.SQL("EXPLAIN ") + query, params)]
+        plan = explained(db, spec, literal)
     index = target.index_name
     uses = db.dialect.plan_uses_index(plan, index)
     if uses:
@@ -425,6 +457,16 @@ def explain(
         leg = "serves" if uses_text else "does NOT serve"
         verdict = f"vector leg: {verdict}; text leg: the full-text index {text_index} {leg} it"
     return Explained(target, plan, uses, verdict, uses_text)
+
+
+def explained(db: Database, spec: SearchSpec, literal: str, query=None, params=None) -> list[str]:
+    """The engine's plan of a ranked query: the search's own statement unless one is given
+    (through the index, the first nearest contents it asks for)."""
+    if query is None:
+        if spec.mode != "exact":
+            spec = replace(spec, candidates=first_candidates(spec))
+        query, params = db.dialect.search_statement(spec, literal)
+    return [abbreviate_vectors(row[0]) for row in run_ranked(db, spec, sql.SQL("EXPLAIN ") + query, params)]
 
 
 # A vector literal of a plan ('[0.0123,-0.045,...]', 384 numbers): shown by its first numbers.
@@ -450,22 +492,19 @@ def run_search(db: Database, target: SearchTarget, spec: SearchSpec, vector: np.
     asked = spec.mode
     rows, spec.mode = ranked(db, spec, literal)
     notice = None
-    if asked != "exact" and spec.mode == "exact" and rows:
+    if spec.contents is None:
+        notice = (
+            f"{target.display} was indexed by an earlier version of vectorize.py: every row was ranked exactly; "
+            f"`{encode_command(target)}` rebuilds its index (no model time)"
+        )
+    elif asked != "exact" and spec.mode == "exact" and rows:
         notice = f"the vector index gave fewer than {spec.k} rows; every matching row was ranked exactly"
-    elif len(rows) < spec.k and spec.mode != "exact":
-        # The approximate path found fewer than k rows (a filter, NULL vectors ranked first by a
-        # plan without the index): rank exactly, so that whenever k rows have vectors (and match),
-        # k rows come back.
-        spec.mode = "exact"
-        rows = ranked_rows(db, spec, literal)
-        if len(rows) > 0:
-            notice = f"the vector index gave fewer than {spec.k} rows; every matching row was ranked exactly"
-    if asked != "exact" and not db.index_exists(target.index_table, target.index_name):
+    elif asked != "exact" and not db.index_exists(target.index_table, target.index_name):
         notice = f"{target.display} has no vector index (yet): every row was ranked exactly"
     elif asked == "overfetch":
         notice = (
-            f"the filter does not pin the vector index's prefix columns: it was applied to the "
-            f"{spec.k * OVERFETCH} nearest rows the index gave"
+            "the filter does not pin the vector index's prefix columns: it was applied to the rows of the "
+            "nearest contents the index gave"
         )
     names = [*spec.columns, spec.distance_name, *(spec.chunk_names if spec.chunks is not None else ())]
     result_rows, chunk_keys = with_chunk_text(target, spec, [dict(zip(names, row, strict=True)) for row in rows])
@@ -490,20 +529,27 @@ def with_chunk_text(target: SearchTarget, spec: SearchSpec, rows: list[dict]) ->
     number, start, end = spec.chunk_names
     text = distance_name(target.table, "chunk_text")
     sources = target.sources
+    with_text = set(sources) <= set(spec.columns)  # rows without their text (eval) get no chunk text
     for row in rows:
-        found = row.get(start) is not None
+        found = with_text and row.get(start) is not None
         row[text] = joined_text([row[c] for c in sources])[row[start] : row[end]] if found else None
     return rows, (number, start, end, text)
 
 
-# A chunked column: the most nearest chunks asked of the index before every row is ranked
+# The most nearest contents a search asks of the index before every matching row is ranked
 # exactly (pgvector's HNSW returns at most hnsw.ef_search rows, and it takes 1,000 at most).
-MAX_CHUNK_CANDIDATES = 1000
+MAX_CANDIDATES = 1000
 
 
-def first_chunk_candidates(k: int) -> int:
-    """The nearest chunks a chunked column's search asks of the index first."""
-    return min(MAX_CHUNK_CANDIDATES, max(k * CHUNK_FANOUT, 100))
+def first_candidates(spec: SearchSpec) -> int:
+    """The nearest contents a search asks of the index first: k (a content is a row at least),
+    more when a filter is applied to them (OVERFETCH) or a row has many (CHUNK_FANOUT)."""
+    wanted = spec.k
+    if spec.filter is not None and not spec.filter_on_prefix:
+        wanted *= OVERFETCH
+    if spec.chunks is not None:
+        wanted = max(wanted * CHUNK_FANOUT, 100)
+    return min(MAX_CANDIDATES, wanted)
 
 
 def ranked_rows(db: Database, spec: SearchSpec, literal: str) -> list[tuple]:
@@ -511,29 +557,23 @@ def ranked_rows(db: Database, spec: SearchSpec, literal: str) -> list[tuple]:
 
 
 def ranked(db: Database, spec: SearchSpec, literal: str) -> tuple[list[tuple], str]:
-    """The ranked rows, and how they were ranked in the end (a chunked column's search through
-    the index ranks exactly when the index's nearest chunks hold fewer than k rows)."""
-    if spec.chunks is not None and spec.mode != "exact":
-        return ranked_chunked_rows(db, spec, literal)
-    query, params = db.dialect.search_statement(spec, literal)
-    return run_ranked(db, spec, query, params), spec.mode
-
-
-def ranked_chunked_rows(db: Database, spec: SearchSpec, literal: str) -> tuple[list[tuple], str]:
-    """Rows by their nearest chunk through the index: more chunks asked for while they hold
-    fewer than k distinct (matching) rows, up to MAX_CHUNK_CANDIDATES; then every chunk of every
-    matching row is ranked exactly."""
-    candidates = first_chunk_candidates(spec.k)
+    """The ranked rows, and how they were ranked in the end. Through the index: the rows of the
+    nearest contents, more contents asked for while they hold fewer than k (matching) rows, up to
+    MAX_CANDIDATES; then every matching row (or chunk) is ranked exactly. When they hold k rows,
+    those are the true top k: a row not among them holds a content farther than all of them."""
+    if spec.mode == "exact":
+        query, params = db.dialect.search_statement(spec, literal)
+        return run_ranked(db, spec, query, params), spec.mode
+    candidates = first_candidates(spec)
     while True:
         asked = replace(spec, candidates=candidates)
         query, params = db.dialect.search_statement(asked, literal)
-        # The index's settings (ef_search) are those of a search for all the candidates.
-        rows = run_ranked(db, replace(asked, k=max(spec.k, candidates)), query, params)
+        rows = run_ranked(db, asked, query, params)
         if len(rows) >= spec.k:
             return rows, spec.mode
-        if candidates >= MAX_CHUNK_CANDIDATES:
+        if candidates >= MAX_CANDIDATES:
             return ranked(db, replace(spec, mode="exact"), literal)
-        candidates = min(MAX_CHUNK_CANDIDATES, candidates * 4)
+        candidates = min(MAX_CANDIDATES, candidates * 4)
 
 
 def run_ranked(db: Database, spec: SearchSpec, query, params) -> list[tuple]:

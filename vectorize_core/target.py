@@ -16,8 +16,9 @@ from psycopg import sql
 
 import modules
 
-from . import chunks, names
+from . import chunks, contents, names
 from .chunks import vector_index_table
+from .contents import ContentTable, content_table_of
 from .db import METADATA_KEY, Column, Database, Table
 from .errors import (
     AmbiguousVectorColumn,
@@ -117,6 +118,10 @@ class VectorTarget:
     reencode: bool = False  # clear every vector first
     fulltext: dict | None = None  # {"column", "index", "language"}: the tsvector for hybrid search
     chunks: dict | None = None  # encode --chunk: the chunk table's record (see chunks.py)
+    # The distinct contents the vector index holds (see contents.py), and the hash column of the
+    # user's table ({"column", "index"}); targets built without them get the default names.
+    contents: dict | None = None
+    hash: dict | None = None
 
     def __post_init__(self):
         # Targets built without chosen names (library callers) get the names earlier versions used.
@@ -126,6 +131,15 @@ class VectorTarget:
             object.__setattr__(
                 self, "pending_index_name", index_name_for(self.table.name, self.vector_column, "pending")
             )
+        if self.contents is None:
+            name = names.fit_identifier(f"{self.table.name}_{self.vector_column}", "_contents")
+            object.__setattr__(self, "contents", {"table": name, "columns": contents.column_names(self.prefix_columns)})
+        if self.hash is None:
+            hash_record = {
+                "column": names.fit_identifier(self.vector_column, "_hash"),
+                "index": index_name_for(self.table.name, self.vector_column, "hash"),
+            }
+            object.__setattr__(self, "hash", hash_record)
 
     @property
     def display(self) -> str:
@@ -133,8 +147,19 @@ class VectorTarget:
 
     @property
     def index_table(self) -> Table:
-        """The table the vector index is on: this one, or a chunked column's chunk table."""
-        return vector_index_table(self.table, self.chunks)
+        """The table the vector index is on: the contents table (this one, or a chunked
+        column's chunk table, on a column made before it)."""
+        return vector_index_table(self.table, self.metadata_record())
+
+    @property
+    def content_table(self) -> ContentTable | None:
+        return content_table_of(self.table, self.metadata_record())
+
+    @property
+    def upgrading(self) -> bool:
+        """The column exists without the contents its index is built on (an earlier version made it,
+        or --adopt takes it over): its vectors are keyed and added to them before a fill."""
+        return self.column_exists and not self.reencode and not (self.existing_metadata or {}).get("contents")
 
     @property
     def source_attnums(self) -> list[int]:
@@ -171,6 +196,10 @@ class VectorTarget:
             record["fulltext"] = dict(self.fulltext)
         if self.chunks:
             record["chunks"] = dict(self.chunks)
+        if self.contents:
+            record["contents"] = dict(self.contents)
+        if self.hash:
+            record["hash"] = dict(self.hash)
         if self.model == "external":
             record["external"] = True
             if self.label:
@@ -247,13 +276,12 @@ def resolve_for_encode(
             raise ModelMismatch(not_ours_message(info, existing, model))
     metric = metric or encoder.metric
     db.dialect.check_metric(metric)
-    index_name, pending_index_name = index_names(db, info, vector_column, meta)
+    pending_index_name = index_names(db, info, vector_column, meta)[1]
     chunk_record = resolve_chunks(
         db, info, vector_column, meta, encoder, prefix or "", tuple(prefix_columns),
         wanted=chunk, tokens=chunk_tokens, overlap=chunk_overlap, reencode=reencode, dry_run=dry_run,
     )  # fmt: skip
-    if chunk_record:
-        index_name = chunk_record["index"]
+    contents_record, hash_record, index_name = resolve_contents(db, info, vector_column, meta, tuple(prefix_columns))
     target = VectorTarget(
         table=info,
         sources=sources,
@@ -274,8 +302,28 @@ def resolve_for_encode(
         reencode=reencode,
         fulltext=resolve_fulltext(db, info, sources, meta, fulltext, language),
         chunks=chunk_record,
+        contents=contents_record,
+        hash=hash_record,
     )
     return target, encoder
+
+
+def resolve_contents(db: Database, info: Table, vector_column: str, meta: dict | None, prefix_columns):
+    """The contents table's record, the hash column's, and the vector index's name: as recorded,
+    or new ones (for a new column, or one an earlier version made, which encode then upgrades);
+    named free in the schema, never a relation or column another has. Checked, not made."""
+    if meta and meta.get("contents") and meta.get("hash"):
+        return meta["contents"], meta["hash"], meta["index"]
+    salt = f"{info.schema}.{info.name}"
+    tag = names.relation_tag(info.schema, info.name, vector_column, "contents")
+    name = names.own_or_free(db, info.schema, f"{info.name}_{vector_column}", "_contents", salt=salt, tag=tag)
+    index = names.own_or_free(db, info.schema, name, "_idx", salt=salt, on=name)
+    column = names.fit_identifier(vector_column, "_hash")
+    hash_tag = names.relation_tag(info.schema, info.name, vector_column, "hash")
+    while column in info.columns and info.columns[column].comment != hash_tag:
+        column = names.fit_identifier(f"vectorize_{column}")
+    record = {"table": name, "columns": contents.column_names(prefix_columns)}
+    return record, {"column": column, "index": free_index_name(db, info, vector_column, "hash")}, index
 
 
 def resolve_chunks(
@@ -312,14 +360,15 @@ def resolve_chunks(
                 raise ModelMismatch(
                     f"{where} is split with {flag} {recorded[key]}, not {given}; --reencode splits it again"
                 )
-        return recorded
-    if dry_run:
-        # The sizes need the model's tokenizer, which a dry run does not load.
+        return chunks.upgraded_record(db, info, recorded)
+    # A dry run loads no model: its tokenizer is read from the model's files (the same checks).
+    counting = chunks.peek_counting(encoder) if dry_run else chunks.counting_for(encoder)
+    if counting is None:
+        # The model's files are not on this machine: the sizes are checked when it is loaded.
         tokens = tokens or chunks.DEFAULT_CHUNK_TOKENS
         overlap = overlap or chunks.DEFAULT_OVERLAP
         how = "tokenizer"
     else:
-        counting = chunks.counting_for(encoder)
         tokens, overlap = chunks.chunk_sizes(counting, tokens, overlap, prefix)
         how = counting.how
         if how == "characters":
@@ -328,7 +377,7 @@ def resolve_chunks(
                 getattr(encoder, "name", "the model"), chunks.CHARS_PER_TOKEN,
             )  # fmt: skip
     if recorded:
-        return {**recorded, "tokens": tokens, "overlap": overlap, "counting": how}
+        return {**chunks.upgraded_record(db, info, recorded), "tokens": tokens, "overlap": overlap, "counting": how}
     return chunks.new_record(db, info, vector_column, tokens, overlap, how, prefix_columns)
 
 
@@ -516,17 +565,29 @@ def check_vector_column(existing, table: str, dimension: int, made_by: str) -> N
         )
 
 
-def check_same_fill(meta, table, vector_column, sources, model, metric, prefix, *, current=None) -> None:
+def check_same_fill(
+    meta,
+    table,
+    vector_column,
+    sources,
+    model,
+    metric,
+    prefix,
+    *,
+    current=None,
+    replace="or --reencode to replace its vectors",
+) -> None:
     """Refuse to mix a second model, metric, source or prefix into a column filled by another.
 
     ``current`` is the recorded sources under their current names (see current_sources): a
-    column renamed since is the same source."""
+    column renamed since is the same source. ``replace`` says how the command at hand replaces
+    the column's vectors."""
     where = f"{table}.{vector_column}"
     current = meta.get("source") or [] if current is None else current
     if meta.get("model") != model:
         raise ModelMismatch(
             f"{where} was filled by model {meta.get('model')!r}, not {model!r}; "
-            "use another --vector-column for a second model, or --reencode to replace its vectors"
+            f"use another --vector-column for a second model, {replace}"
         )
     if list(current) != list(sources):
         shown = ", ".join(c or f"{r} (dropped)" for r, c in zip(meta.get("source") or [], current, strict=False))
@@ -552,8 +613,12 @@ class SearchTarget:
 
     @property
     def index_table(self) -> Table:
-        """The table the vector index is on: this one, or a chunked column's chunk table."""
-        return vector_index_table(self.table, self.metadata.get("chunks"))
+        """The table the vector index is on (see VectorTarget.index_table)."""
+        return vector_index_table(self.table, self.metadata)
+
+    @property
+    def content_table(self) -> ContentTable | None:
+        return content_table_of(self.table, self.metadata)
 
     @property
     def sources(self) -> list[str]:
