@@ -179,6 +179,10 @@ def indexes_of(conn, table: str) -> list[str]:
     return [r[0] for r in conn.execute("SELECT indexdef FROM pg_indexes WHERE tablename = %s", (table,))]
 
 
+def vector_indexes(conn) -> list[str]:
+    return [r[0] for r in conn.execute("SELECT indexdef FROM pg_indexes WHERE indexdef LIKE '%USING hnsw%'")]
+
+
 def test_derived_index_names_never_meet(run_cli, url, conn, words):
     conn.execute("CREATE TABLE a_b (id int PRIMARY KEY, c text)")
     conn.execute("CREATE TABLE a (id int PRIMARY KEY, b_c text)")
@@ -189,14 +193,18 @@ def test_derived_index_names_never_meet(run_cli, url, conn, words):
     assert first.exit_code == 0 and second.exit_code == 0, second.output
     for table in ("a_b", "a"):
         defs = indexes_of(conn, table)
-        assert sum("USING hnsw" in d for d in defs) == 1, defs
-        assert sum("IS NULL" in d for d in defs) == 1, defs
+        assert sum("IS NULL" in d for d in defs) == 1, defs  # each table's pending-rows index
+    # a_b.c and a.b_c meet at a_b_c_vector_contents: the second column's contents table (and its
+    # vector index) is named apart.
+    tables = sorted(d.split(" ON ")[1].split(" USING")[0] for d in vector_indexes(conn))
+    assert len(set(tables)) == 2 and "public.a_b_c_vector_contents" in tables, tables
     index = second.stdout.split("index ")[1].split(" ready")[0]
-    assert any(f"INDEX {index} ON public.a " in d for d in indexes_of(conn, "a"))
+    (made,) = [d for d in vector_indexes(conn) if f"INDEX {index} ON " in d]
+    assert "ON public.a_b_c_vector_contents " not in made  # not the first column's
     statuses, _ = status(run_cli, url)
     assert all(s["index"] for s in statuses)
     assert run_cli("drop", "--url", url, "-t", "a", "-c", "b_c", "--yes").exit_code == 0
-    assert sum("USING hnsw" in d for d in indexes_of(conn, "a_b")) == 1  # the other table's index stays
+    assert len(vector_indexes(conn)) == 1  # the other table's index stays
 
 
 def test_long_names_fit_the_identifier_limit(run_cli, url, conn, words):
@@ -336,23 +344,24 @@ def test_vectors_wider_than_hnsw(run_cli, url, conn, dimension, index):
         conn.execute("INSERT INTO doc SELECT g, 'document ' || g FROM generate_series(1, 30) g")
         result = run_cli("encode", "--url", url, "-t", "doc", "-c", "doc", "-m", encoder.name)
         assert result.exit_code == 0, result.output
-        defs = indexes_of(conn, "doc")
+        defs = vector_indexes(conn)
         if index:
-            assert any("USING hnsw (((doc_vector)::halfvec(3072)) halfvec_cosine_ops)" in d for d in defs), defs
+            assert any("USING hnsw (((content_vector)::halfvec(3072)) halfvec_cosine_ops)" in d for d in defs), defs
         else:
-            assert not any("hnsw" in d for d in defs) and "searches rank every row exactly" in result.stdout
+            assert not defs and "searches rank every row exactly" in result.stdout
         query = encoder.vector("document 7")
         found = run_cli("search", "--url", url, "--query-vector", json.dumps(query.tolist()), "-k", "3", "--json")
         assert found.exit_code == 0, found.output
         assert json.loads(found.stdout)[0]["id"] == 7
         sql_text = run_cli("search", "--url", url, "--emit-sql").stdout
         if index:
-            assert 'CAST("t"."doc_vector" AS halfvec(3072)) <=> CAST(%s AS halfvec(3072))' in sql_text
+            assert 'CAST("c"."content_vector" AS halfvec(3072)) <=> CAST(%s AS halfvec(3072))' in sql_text
             conn.execute("SET enable_seqscan = off")  # 30 rows: show that the index can serve it
+            literal = json.dumps(query.tolist())
             plan = conn.execute(
-                "EXPLAIN " + sql_text.strip().splitlines()[-1].rstrip(";"), (json.dumps(query.tolist()), 3)
+                "EXPLAIN " + sql_text.strip().splitlines()[-1].rstrip(";"), (literal, literal, 10, 3)
             ).fetchall()
-            assert "doc_doc_vector_idx" in str(plan)
+            assert "doc_doc_vector_contents_idx" in str(plan)
     finally:
         modules.unregister(encoder.name)
 

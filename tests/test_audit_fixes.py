@@ -68,15 +68,15 @@ def test_explain_says_whether_the_vector_index_serves_the_search(run_cli, url, c
     conn.execute("ANALYZE doc")
     served = run_cli("search", "--url", url, "w w", "--explain")
     assert served.exit_code == 0, served.output
-    assert "Index Scan using doc_body_vector_idx" in served.stdout
-    assert served.stdout.strip().splitlines()[-1] == "-- the vector index doc_body_vector_idx serves this search"
+    assert "Index Scan using doc_body_vector_contents_idx" in served.stdout
+    assert served.stdout.strip().splitlines()[-1] == "-- the vector index doc_body_vector_contents_idx serves this search"
     exact = run_cli("search", "--url", url, "--explain", "--exact")  # no query: a probe vector
     assert exact.exit_code == 0 and "-- NOT served by the vector index" in exact.stdout
 
     (column,) = json.loads(run_cli("status", "--url", url, "--json").stdout)
     assert column["index_serves_search"] is True and column["index_bytes"] > 0
 
-    conn.execute("DROP INDEX doc_body_vector_idx")
+    conn.execute("DROP INDEX doc_body_vector_contents_idx")
     missing = run_cli("search", "--url", url, "--explain")
     assert "-- NOT served by a vector index: public.doc.body_vector has none (yet)" in missing.stdout
     search = run_cli("search", "--url", url, "w w", "-k", "3")

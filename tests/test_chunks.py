@@ -224,9 +224,9 @@ def test_limit_shard_and_skip_on_a_chunked_column(run_cli, url, conn, docs, coun
     assert len(chunk_keys(conn)) == 8
     assert_chunks_match_texts(conn)
     indexes = [
-        r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'doc_body_vector_chunks'")
+        r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'doc_body_vector_contents'")
     ]
-    assert "doc_body_vector_chunks_idx" in indexes  # the last shard built it
+    assert "doc_body_vector_contents_idx" in indexes  # the last shard built it
 
 
 def test_on_error_skip_leaves_the_whole_row_pending(run_cli, url, conn, docs, counting, monkeypatch):
@@ -259,9 +259,11 @@ def test_dry_run_prints_the_chunk_table_and_changes_nothing(run_cli, url, conn, 
     assert 'CREATE TABLE IF NOT EXISTS "public"."doc_body_vector_chunks"' in result.stdout
     assert '"id" integer NOT NULL' in result.stdout
     assert 'PRIMARY KEY ("id", "chunk")' in result.stdout
-    assert 'USING hnsw ("chunk_vector" vector_cosine_ops)' in result.stdout
+    # The vector index is on the chunks' distinct contents.
+    assert 'ON "public"."doc_body_vector_contents" USING hnsw ("content_vector" vector_cosine_ops)' in result.stdout
     assert table_checksum(conn, "doc") == before
     assert conn.execute("SELECT to_regclass('doc_body_vector_chunks')").fetchone()[0] is None
+    assert conn.execute("SELECT to_regclass('doc_body_vector_contents')").fetchone()[0] is None
 
 
 def test_index_skip_then_index_command_status_and_drop(run_cli, url, conn, docs, counting):
@@ -274,15 +276,20 @@ def test_index_skip_then_index_command_status_and_drop(run_cli, url, conn, docs,
     built = run_cli("index", "--url", url, "-t", "doc", "-c", "body")
     assert built.exit_code == 0, built.output
     status = json.loads(run_cli("status", "--url", url, "--json").stdout)[0]
-    assert status["index"] == "doc_body_vector_chunks_idx"
-    # What the index holds is chunks: a note on a small table counts them.
-    assert status["index_serves_search"] or f"with {status['chunks']} chunks" in status["index_serves_search_note"]
+    assert status["index"] == "doc_body_vector_contents_idx"
+    # What the index holds is the chunks' distinct contents: a note on a small table counts them.
+    distinct = conn.execute("SELECT count(DISTINCT chunk_hash) FROM doc_body_vector_chunks").fetchone()[0]
+    assert status["indexed"] == distinct
+    note = status["index_serves_search_note"]
+    assert status["index_serves_search"] or f"with {distinct} distinct contents" in note
     human = run_cli("status", "--url", url)
     assert "chunks" in human.stdout.splitlines()[0]
     dropped = run_cli("drop", "--url", url, "-t", "doc", "-c", "body", "--yes")
     assert dropped.exit_code == 0, dropped.output
     assert "chunk table public.doc_body_vector_chunks" in dropped.stdout
-    assert conn.execute("SELECT to_regclass('doc_body_vector_chunks')").fetchone()[0] is None
+    assert "contents table public.doc_body_vector_contents" in dropped.stdout
+    for made in ("doc_body_vector_chunks", "doc_body_vector_contents"):
+        assert conn.execute("SELECT to_regclass(%s)", (made,)).fetchone()[0] is None
     assert conn.execute("SELECT count(*) FROM doc").fetchone()[0] == 8
 
 
@@ -365,7 +372,10 @@ def test_key_columns_named_like_the_chunk_columns(run_cli, url, conn, counting):
     columns = [r[0] for r in conn.execute(
         "SELECT attname FROM pg_attribute WHERE attrelid = 'odd_body_vector_chunks'::regclass AND attnum > 0 ORDER BY attnum"
     )]  # fmt: skip
-    assert columns == ["chunk", "chunk_start", "vectorize_chunk", "vectorize_chunk_start", "chunk_end", "chunk_vector"]
+    assert columns == [
+        "chunk", "chunk_start", "vectorize_chunk", "vectorize_chunk_start", "chunk_end", "chunk_vector", "chunk_hash",
+        "row_hash",
+    ]  # fmt: skip
     found = json.loads(run_cli("search", "--url", url, "zebra", "-t", "odd", "--json", "-k", "1").stdout)
     assert (found[0]["chunk"], found[0]["chunk_start"]) == ("b", 2)
     assert "zebra" in found[0]["chunk_text"]

@@ -298,9 +298,10 @@ def test_exact_search_ranks_every_matching_row_in_place():
     for dialect in (CRDB, PG):
         query, params = dialect.search_statement(spec("exact", CAT), "Q")
         assert s(query) == (
-            'SELECT * FROM (SELECT "t"."id", "t"."body", "t"."body_vector" <=> CAST(%s AS vector(384)) AS "distance"'
+            'SELECT "candidates"."id", "candidates"."body", "candidates"."distance" FROM (SELECT "t"."id", "t"."body",'
+            ' "t"."body_vector" <=> CAST(%s AS vector(384)) AS "distance", t."id" AS "vectorize_key0"'
             ' FROM "public"."Pass age" AS t WHERE t."body_vector" IS NOT NULL AND (t."cat" = CAST(%s AS text))'
-            ' OFFSET 0) AS candidates ORDER BY candidates."distance", "candidates"."id" LIMIT %s'
+            ' OFFSET 0) AS candidates ORDER BY "candidates"."distance", "candidates"."vectorize_key0" LIMIT %s'
         )
         assert params == ["Q", "p1", 5]
 

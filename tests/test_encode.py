@@ -47,10 +47,9 @@ def test_encode_stores_the_model_output_for_each_row(run_cli, url, conn, passage
 
 def test_encode_creates_hnsw_index_and_records_metadata(run_cli, url, conn, passage):
     assert run_cli("encode", "--url", url, "-t", "passage", "-c", "passage").exit_code == 0
-    (indexdef,) = conn.execute(
-        "SELECT indexdef FROM pg_indexes WHERE tablename = 'passage' AND indexdef LIKE '%hnsw%'"
-    ).fetchone()
-    assert "USING hnsw (passage_vector vector_cosine_ops)" in indexdef
+    (indexdef,) = conn.execute("SELECT indexdef FROM pg_indexes WHERE indexdef LIKE '%hnsw%'").fetchone()
+    # The vector index is on the column's distinct contents, in a table beside passage.
+    assert "ON public.passage_passage_vector_contents USING hnsw (content_vector vector_cosine_ops)" in indexdef
     comment = conn.execute("SELECT col_description('passage'::regclass, 4)").fetchone()[0]
     assert json.loads(comment)["vectorize"] == {
         "version": 1,
@@ -59,8 +58,13 @@ def test_encode_creates_hnsw_index_and_records_metadata(run_cli, url, conn, pass
         "dimension": 384,
         "metric": "cosine",
         "source_attnums": [2],
-        "index": "passage_passage_vector_idx",
+        "index": "passage_passage_vector_contents_idx",
         "pending_index": "passage_passage_vector_pending",
+        "contents": {
+            "table": "passage_passage_vector_contents",
+            "columns": {"hash": "content_hash", "vector": "content_vector", "orphaned": "orphaned"},
+        },
+        "hash": {"column": "passage_vector_hash", "index": "passage_passage_vector_hash"},
     }
     assert (
         conn.execute(

@@ -84,12 +84,13 @@ def test_what_only_a_live_server_settles(run_cli, engine_url, engine_conn, words
     under the conditional write; the import staging table (CREATE TABLE AS) of a rowid table."""
     engine_conn.execute("CREATE TABLE t (id INT PRIMARY KEY, body CHAR(24), title TEXT, views INT DEFAULT 0)")
     engine_conn.execute(
-        "INSERT INTO t (id, body, title) SELECT g, 'w ' || (g % 7)::TEXT, NULL FROM generate_series(1, 300) g"
+        "INSERT INTO t (id, body, title) SELECT g, 'w ' || g::TEXT, NULL FROM generate_series(1, 3000) g"
     )
     base = ("encode", "--url", engine_url, "-t", "t", "-c", "body", "-c", "title", "-m", "words")
     result = run_cli(*base, "--track-changes")
     assert result.exit_code == 0, result.output
-    assert "Encoded 300 rows" in result.stdout  # char(n) and an all-NULL second column
+    assert "Encoded 3000 rows" in result.stdout  # char(n) and an all-NULL second column
+    engine_conn.execute("ANALYZE t")
     explained = run_cli("search", "--url", engine_url, "w 3", "--explain")
     assert explained.exit_code == 0, explained.output
     assert "serves this search" in explained.stdout.splitlines()[-1], explained.stdout
@@ -149,6 +150,6 @@ def test_chunked_encode_search_track_and_drop(run_cli, engine_url, engine_conn):
     keys = {r[0] for r in engine_conn.execute("SELECT DISTINCT id FROM manual_body_vector_chunks")}
     assert keys == {1, 2, 3, 4}
     status = json.loads(run_cli("status", "--url", engine_url, "--json").stdout)[0]
-    assert status["chunks"] and status["pending"] == 0 and status["index"] == "manual_body_vector_chunks_idx"
+    assert status["chunks"] and status["pending"] == 0 and status["index"] == "manual_body_vector_contents_idx"
     assert run_cli("drop", "--url", engine_url, "-t", "manual", "-c", "body", "--yes").exit_code == 0
     assert engine_conn.execute("SELECT count(*) FROM manual").fetchone()[0] == 4

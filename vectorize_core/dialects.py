@@ -590,15 +590,25 @@ class Dialect:
         return live if spec.filter is None else sql.SQL("{} AND {}").format(live, spec.filter)
 
     def exact_rows(self, spec: SearchSpec, query_vector: str) -> tuple[sql.Composed, list]:
-        """Every matching row ranked by its vector: the scan fenced (OFFSET 0) so that no index
-        ranks it."""
+        """Every matching row ranked by its vector (ties by key): the scan fenced (OFFSET 0) so
+        that no index ranks it."""
         dist = self.distance(sql.Identifier("t", spec.vector_column), spec.metric, self.vector_param(spec.dimension))
-        inner = sql.SQL("SELECT {}, {} AS {} FROM {} AS t WHERE {} OFFSET 0").format(
-            sql.SQL(", ").join(spec.select), dist, spec.alias, spec.table, self.live_rows(spec)
+        tie = [f"vectorize_key{i}" for i in range(len(spec.keys))]
+        inner = sql.SQL("SELECT {}, {} AS {}, {} FROM {} AS t WHERE {} OFFSET 0").format(
+            sql.SQL(", ").join(spec.select),
+            dist,
+            spec.alias,
+            sql.SQL(", ").join(
+                sql.SQL("t.{} AS {}").format(sql.Identifier(k), sql.Identifier(a))
+                for k, a in zip(spec.keys, tie, strict=True)
+            ),
+            spec.table,
+            self.live_rows(spec),
         )
-        keys = sql.SQL(", ").join(sql.Identifier("candidates", k) for k in spec.keys)
-        query = sql.SQL("SELECT * FROM ({}) AS candidates ORDER BY candidates.{}, {} LIMIT %s").format(
-            inner, spec.alias, keys
+        query = sql.SQL("SELECT {} FROM ({}) AS candidates ORDER BY {} LIMIT %s").format(
+            sql.SQL(", ").join(sql.Identifier("candidates", c) for c in (*spec.columns, spec.distance_name)),
+            inner,
+            sql.SQL(", ").join(sql.Identifier("candidates", c) for c in (spec.distance_name, *tie)),
         )
         return query, [query_vector, *spec.filter_params, spec.k]
 

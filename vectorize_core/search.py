@@ -174,9 +174,7 @@ def emit_sql(db: Database, *, where=None, exact=False, hybrid=False, **choose) -
         lines += [
             "-- then the fusion with the full text: its first parameters are the rows above, column by column",
             f"-- (arrays of the keys as text, the distances{', the chunks' if spec.chunks is not None else ''},"
-            " their order 1, 2, ...), then: "
-            + described(fused_params[width + 1 :])
-            + " (the last is k)",
+            " their order 1, 2, ...), then: " + described(fused_params[width + 1 :]) + " (the last is k)",
             db.as_string(fused) + ";",
         ]
     return "\n".join(lines)
