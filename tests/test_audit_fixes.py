@@ -69,7 +69,9 @@ def test_explain_says_whether_the_vector_index_serves_the_search(run_cli, url, c
     served = run_cli("search", "--url", url, "w w", "--explain")
     assert served.exit_code == 0, served.output
     assert "Index Scan using doc_body_vector_contents_idx" in served.stdout
-    assert served.stdout.strip().splitlines()[-1] == "-- the vector index doc_body_vector_contents_idx serves this search"
+    assert (
+        served.stdout.strip().splitlines()[-1] == "-- the vector index doc_body_vector_contents_idx serves this search"
+    )
     exact = run_cli("search", "--url", url, "--explain", "--exact")  # no query: a probe vector
     assert exact.exit_code == 0 and "-- NOT served by the vector index" in exact.stdout
 

@@ -214,7 +214,7 @@ def test_crdb_write_types_every_array_and_is_conditional():
     q = FillQueries(target(), CRDB)
     assert s(q.write) == (
         'UPDATE "public"."Pass age" AS t SET "body_vector" = CAST(d.vec AS VECTOR), "body_vector_hash" = d.vectorize_hash'
-        ' FROM unnest(CAST(%b AS text[]), CAST(%b AS text[]), CAST(%b AS uuid[]), CAST(%b AS text[]))'
+        " FROM unnest(CAST(%b AS text[]), CAST(%b AS text[]), CAST(%b AS uuid[]), CAST(%b AS text[]))"
         ' AS d("k0", "s0", vectorize_hash, vec)'
         ' WHERE t."id" = CAST("d"."k0" AS bigint) AND t."body_vector" IS NULL'
         ' AND CAST(t."body" AS text) IS NOT DISTINCT FROM "d"."s0" RETURNING CAST("t"."id" AS text)'

@@ -50,10 +50,18 @@ def test_import_jsonl_stores_indexes_and_records_external(run_cli, url, items, t
     assert json.loads(comment)["vectorize"] == {
         "version": 1, "source": ["body"], "model": "external", "label": "my-model",
         "dimension": 5, "metric": "cosine", "external": True, "source_attnums": [2],
-        "index": "items_body_vector_idx", "pending_index": "items_body_vector_pending",
+        "index": "items_body_vector_contents_idx", "pending_index": "items_body_vector_pending",
+        "contents": {"table": "items_body_vector_contents",
+                     "columns": {"hash": "content_hash", "vector": "content_vector", "orphaned": "orphaned"}},
+        "hash": {"column": "body_vector_hash", "index": "items_body_vector_hash"},
     }  # fmt: skip
-    (indexdef,) = items.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'items_body_vector_idx'").fetchone()
-    assert "hnsw (body_vector vector_cosine_ops)" in indexdef
+    (indexdef,) = items.execute(
+        "SELECT indexdef FROM pg_indexes WHERE indexname = 'items_body_vector_contents_idx'"
+    ).fetchone()
+    assert "items_body_vector_contents USING hnsw (content_vector vector_cosine_ops)" in indexdef
+    # Imported vectors are keyed by their own hash: the index holds each distinct one once.
+    distinct = items.execute("SELECT count(DISTINCT body_vector::text) FROM items").fetchone()[0]
+    assert items.execute("SELECT count(*) FROM items_body_vector_contents").fetchone()[0] == distinct == 15
     assert items.execute("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'vectorize_import%'").fetchone()[0] == 0
 
     # encode will not mix a model into imported vectors; text search says a vector is needed

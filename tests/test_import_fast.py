@@ -194,7 +194,7 @@ def test_progress_reports_validation_load_checks_writes_and_index(url, items, tm
     assert set(result.phase_seconds) == {"validating", "loading", "checking", "writing"}
     assert [(e.index, e.phase) for e in index_events if e.phase in ("started", "done")] == [
         ("items_body_vector_pending", "started"), ("items_body_vector_pending", "done"),
-        ("items_body_vector_idx", "started"), ("items_body_vector_idx", "done"),
+        ("items_body_vector_contents_idx", "started"), ("items_body_vector_contents_idx", "done"),
     ]  # fmt: skip
     assert result.index_created and result.index_seconds > 0 and result.updated == N
 
@@ -234,10 +234,11 @@ def test_index_skip_then_the_index_command(run_cli, url, items, tmp_path):
     skipped = import_npy(run_cli, url, npy, keys, "--index", "skip")
     assert skipped.exit_code == 0, skipped.output
     assert "no index built (--index skip)" in skipped.stdout
-    assert items.execute("SELECT count(*) FROM pg_indexes WHERE indexname LIKE 'items_body_vector%'").fetchone()[0] == 0
+    built_indexes = "SELECT count(*) FROM pg_indexes WHERE indexname IN ('items_body_vector_pending', 'items_body_vector_contents_idx')"
+    assert items.execute(built_indexes).fetchone()[0] == 0
     built = run_cli("index", "--url", url, "-t", "items", "-c", "body")
     assert built.exit_code == 0, built.output
-    assert items.execute("SELECT count(*) FROM pg_indexes WHERE indexname LIKE 'items_body_vector%'").fetchone()[0] == 2
+    assert items.execute(built_indexes).fetchone()[0] == 2
 
 
 def test_index_now_builds_before_the_vectors_are_written(url, items, tmp_path):
@@ -251,7 +252,9 @@ def test_index_now_builds_before_the_vectors_are_written(url, items, tmp_path):
     first_write = next(i for i, (phase, done) in enumerate(order) if phase == "writing" and done > 0)
     assert ("index", "done") in order[:first_write]
     assert_bits_equal(stored_float32(items), awkward_float32(N))
-    assert items.execute("SELECT count(*) FROM pg_indexes WHERE indexname = 'items_body_vector_idx'").fetchone()[0]
+    assert items.execute(
+        "SELECT count(*) FROM pg_indexes WHERE indexname = 'items_body_vector_contents_idx'"
+    ).fetchone()[0]
 
 
 def test_missing_keys_with_npy(run_cli, url, items, tmp_path):

@@ -31,7 +31,7 @@ def test_progress_is_reported_while_the_indexes_build(url, doc, words):
     assert result.index_created and result.index_seconds > 0
     started = [p.index for p in seen if p.phase == "started"]
     done = [p.index for p in seen if p.phase == "done"]
-    assert started == done == ["doc_body_vector_pending", "doc_body_vector_idx"]
+    assert started == done == ["doc_body_vector_pending", "doc_body_vector_contents_idx"]
     # Between its start and its end, each event is about the index being built.
     assert [p.index for p in seen] == sorted([p.index for p in seen], key=started.index)
 
@@ -47,10 +47,10 @@ def test_index_skip_then_the_index_command(run_cli, url, doc, words):
     assert built.exit_code == 0, built.output
     assert "Indexes of public.doc.body_vector ready" in built.stdout
     assert (
-        "Building index doc_body_vector_idx ..." in built.stderr
-        and "Index doc_body_vector_idx built in" in built.stderr
+        "Building index doc_body_vector_contents_idx ..." in built.stderr
+        and "Index doc_body_vector_contents_idx built in" in built.stderr
     )
-    assert hnsw_indexes(doc) == ["doc_body_vector_idx"]
+    assert hnsw_indexes(doc) == ["doc_body_vector_contents_idx"]
     assert "Nothing to do" in run_cli("index", "--url", url, "-t", "doc", "-c", "body").stdout
 
 

@@ -64,11 +64,14 @@ def test_an_unknown_model_on_an_encoded_column_says_unknown_model_first(run_cli,
 def test_status_says_why_the_index_does_not_serve_a_small_table(run_cli, url, notes):
     (column,) = json.loads(run_cli("status", "--url", url, "--json").stdout)
     assert column["index"] and column["index_serves_search"] is False
-    assert "with 12 rows the planner ranks every row exactly" in column["index_serves_search_note"]
+    assert (
+        "with 12 distinct contents the planner ranks every distinct content exactly"
+        in column["index_serves_search_note"]
+    )
     assert "as the table grows" in column["index_serves_search_note"]
     human = run_cli("status", "--url", url)
     assert human.exit_code == 0
-    assert "Note: public.notes.body_vector: index not used: with 12 rows" in human.stdout
+    assert "Note: public.notes.body_vector: index not used: with 12 distinct contents" in human.stdout
 
 
 def test_status_has_no_note_when_the_index_serves_search(run_cli, url, conn, words):
@@ -148,7 +151,10 @@ def test_status_shows_the_label_of_imported_vectors(run_cli, url, conn, tmp_path
 def test_drop_says_it_dropped_the_full_text_column_too(run_cli, url, notes):
     result = run_cli("drop", "--url", url, "-t", "notes", "-c", "body", "--yes")
     assert result.exit_code == 0, result.output
-    assert result.stdout.strip() == "Dropped public.notes.body_vector and its full-text column body_tsv."
+    assert result.stdout.strip() == (
+        "Dropped public.notes.body_vector and its full-text column body_tsv"
+        " and its contents table public.notes_body_vector_contents."
+    )
     columns = {
         r[0] for r in notes.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'notes'")
     }

@@ -73,7 +73,7 @@ def test_status_figures_match_counts(run_cli, url, articles, words):
         "metric": "l2",
     }
     assert (entry["rows"], entry["embedded"], entry["pending"], entry["no_text"]) == (7, 4, 2, 1)
-    assert entry["index"] == "articles_title_vector_idx" and entry["tracking"] is False
+    assert entry["index"] == "articles_title_vector_contents_idx" and entry["tracking"] is False
     assert entry["vector_bytes"] > 4 * 8 * 4 and entry["index_bytes"] > 0
 
     assert (
@@ -97,7 +97,7 @@ def test_pending_rows_are_found_through_the_partial_index(run_cli, url, articles
     articles.execute("ANALYZE articles")
     # The statement encode itself runs to find the next page of pending rows.
     dry = run_cli("encode", "--url", url, "-t", "articles", "-c", "title", "-m", "words", "--dry-run").stdout
-    pages = [line for line in dry.splitlines() if line.startswith("SELECT") and ") > (" not in line]
+    pages = [line for line in dry.splitlines() if line.startswith("SELECT CAST") and ") > (" not in line]
     assert len(pages) == 1, dry
     first_page = pages[0]
     plan = "\n".join(r[0] for r in articles.execute("EXPLAIN " + first_page.rstrip(";"), (1024,)))
@@ -138,8 +138,8 @@ def test_emit_sql_prints_the_parameterised_query(run_cli, url, articles, words):
     query = result.stdout.strip().splitlines()[-1].rstrip(";")
     assert '"title_vector" <-> CAST(%s AS vector(8))' in query
     assert "set_config('hnsw.ef_search', '100', true)" in result.stdout
-    assert "parameters in order: the query vector, 10 (the last is k)" in result.stdout
-    rows = articles.execute(query, ("[6,2,0,0,0,0,0,0]", 3)).fetchall()
+    assert "parameters in order: the query vector, the query vector, 10, 10 (the last is k)" in result.stdout
+    rows = articles.execute(query, ("[6,2,0,0,0,0,0,0]", "[6,2,0,0,0,0,0,0]", 10, 3)).fetchall()
     assert len(rows) == 3 and rows[0][0] in range(1, 10)
 
 
