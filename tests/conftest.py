@@ -141,6 +141,49 @@ def words():
     modules.unregister(encoder.name)
 
 
+class CountingEncoder:
+    """Deterministic test encoder with a tokenizer: a token is a word, the model reads 12.
+
+    A text's vector is made of hashes of its words (summed, normalised): texts sharing words are
+    near, and a chunk holding a rare word is nearest to a query of that word."""
+
+    name = "chunkwords"
+    description = "test encoder: hashed words, 12 tokens read"
+    dimension = 16
+    metric = "cosine"
+    max_length = 12
+
+    def __init__(self):
+        self.batches: list[list[str]] = []
+        self.before_encode = None
+
+    def token_counter(self):
+        return (lambda text: len(text.split())), 0, None
+
+    @staticmethod
+    def vector(text: str) -> np.ndarray:
+        total = np.zeros(16, dtype=np.float32)
+        for word in text.split()[:12]:  # what the model reads
+            digest = hashlib.sha256(word.lower().strip(".,").encode()).digest()
+            total += np.frombuffer(digest[:16], dtype=np.uint8).astype(np.float32) - 127.5
+        norm = np.linalg.norm(total)
+        return total / norm if norm else total
+
+    def encode(self, batch):
+        self.batches.append(list(batch))
+        if self.before_encode is not None:
+            self.before_encode(list(batch))
+        return np.stack([self.vector(t) for t in batch]) if batch else np.zeros((0, 16), np.float32)
+
+
+@pytest.fixture
+def counting():
+    encoder = CountingEncoder()
+    modules.register(encoder)
+    yield encoder
+    modules.unregister(encoder.name)
+
+
 def table_checksum(conn, table: str) -> str:
     """Contents and shape of a table, to show that a failed command left it untouched."""
     rows = conn.execute(sql.SQL("SELECT * FROM {} ORDER BY 1").format(sql.SQL(table))).fetchall()

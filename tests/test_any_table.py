@@ -359,7 +359,7 @@ def test_vectors_wider_than_hnsw(run_cli, url, conn, dimension, index):
             conn.execute("SET enable_seqscan = off")  # 30 rows: show that the index can serve it
             literal = json.dumps(query.tolist())
             plan = conn.execute(
-                "EXPLAIN " + sql_text.strip().splitlines()[-1].rstrip(";"), (literal, literal, 10, 3)
+                "EXPLAIN " + sql_text.strip().splitlines()[-1].rstrip(";"), (literal, literal, literal, 10, 3)
             ).fetchall()
             assert "doc_doc_vector_contents_idx" in str(plan)
     finally:

@@ -254,19 +254,20 @@ def spec(mode="index", filter=None, metric="cosine", contents=True, **kw) -> dia
 
 CAT = sql.SQL("(t.{} = CAST(%s AS text))").format(sql.Identifier("cat"))
 NEAR = (
-    f'(SELECT "c"."content_hash" FROM {CONTENTS} AS c ORDER BY "c"."content_vector" <=> CAST(%s AS vector(384))'
-    " LIMIT %s) AS near"
+    '(SELECT n0.*, max(n0.vectorize_near) OVER () AS vectorize_far FROM (SELECT "c"."content_hash",'
+    ' "c"."content_vector" <=> CAST(%s AS vector(384)) AS vectorize_near'
+    f' FROM {CONTENTS} AS c ORDER BY "c"."content_vector" <=> CAST(%s AS vector(384)) LIMIT %s) AS n0) AS near'
 )
 
 
 def test_crdb_search_ranks_the_nearest_contents_and_expands_them_to_their_rows():
     query, params = CRDB.search_statement(spec(candidates=50), "Q")
     assert s(query) == (
-        'SELECT "t"."id", "t"."body", "t"."body_vector" <=> CAST(%s AS vector(384)) AS "distance"'
-        f' FROM {NEAR} JOIN "public"."Pass age" AS t ON "t"."body_vector_hash" = near."content_hash"'
+        'SELECT "t"."id", "t"."body", "t"."body_vector" <=> CAST(%s AS vector(384)) AS "distance",'
+        f' near.vectorize_far FROM {NEAR} JOIN "public"."Pass age" AS t ON "t"."body_vector_hash" = near."content_hash"'
         ' WHERE t."body_vector" IS NOT NULL ORDER BY "distance", "t"."id" LIMIT %s'
     )
-    assert params == ["Q", "Q", 50, 5]
+    assert params == ["Q", "Q", "Q", 50, 5]
     # The vector query has no filter (any filter there turns CockroachDB's vector index off);
     # NULL vectors and the user's filter are dropped outside it.
     assert "WHERE" not in NEAR
@@ -283,7 +284,7 @@ def test_crdb_filter_on_prefix_columns_stays_inside_the_vector_query():
         spec("prefix", CAT, index_filter=pinned, index_filter_params=["p2"], candidates=50), "Q"
     )
     assert f' FROM {CONTENTS} AS c WHERE (c."a" = CAST(%s AS int8)) ORDER BY "c"."content_vector" <=>' in s(query)
-    assert params == ["Q", "p2", "Q", 50, "p1", 5]
+    assert params == ["Q", "Q", "p2", "Q", 50, "p1", 5]
 
 
 def test_crdb_other_filters_apply_to_the_rows_of_the_nearest_contents():
@@ -291,7 +292,7 @@ def test_crdb_other_filters_apply_to_the_rows_of_the_nearest_contents():
     assert s(query).endswith(
         ' WHERE t."body_vector" IS NOT NULL AND (t."cat" = CAST(%s AS text)) ORDER BY "distance", "t"."id" LIMIT %s'
     )
-    assert params == ["Q", "Q", 50, "p1", 5]
+    assert params == ["Q", "Q", "Q", 50, "p1", 5]
 
 
 def test_exact_search_ranks_every_matching_row_in_place():
@@ -318,11 +319,11 @@ def test_search_mode_follows_prefix_columns_and_the_contents():
 def test_pg_search_statements():
     query, params = PG.search_statement(spec(filter=CAT, candidates=50), "Q")
     assert s(query) == (
-        'SELECT "t"."id", "t"."body", "t"."body_vector" <=> CAST(%s AS vector(384)) AS "distance"'
-        f' FROM {NEAR} JOIN "public"."Pass age" AS t ON "t"."body_vector_hash" = near."content_hash"'
+        'SELECT "t"."id", "t"."body", "t"."body_vector" <=> CAST(%s AS vector(384)) AS "distance",'
+        f' near.vectorize_far FROM {NEAR} JOIN "public"."Pass age" AS t ON "t"."body_vector_hash" = near."content_hash"'
         ' WHERE t."body_vector" IS NOT NULL AND (t."cat" = CAST(%s AS text)) ORDER BY "distance", "t"."id" LIMIT %s'
     )
-    assert params == ["Q", "Q", 50, "p1", 5]
+    assert params == ["Q", "Q", "Q", 50, "p1", 5]
     settings = [(s(stmt), p) for stmt, p in PG.search_settings(spec(filter=CAT, ef_search=40, candidates=50))]
     assert settings == [("SELECT set_config('hnsw.ef_search', %s, true)", ("50",))]
 
@@ -682,15 +683,17 @@ def test_crdb_chunk_search_has_no_filter_inside_the_vector_query():
     query, params = CRDB.search_statement(spec("overfetch", CAT, chunks=ct, contents=contents, candidates=50), "Q")
     text = s(query)
     assert (
-        'FROM (SELECT "c"."content_hash", "c"."a" FROM "public"."Pass age_body_vector_contents" AS c'
-        ' ORDER BY "c"."content_vector" <=> CAST(%s AS vector(384)) LIMIT %s) AS near'
+        ' near.vectorize_far FROM (SELECT n0.*, max(n0.vectorize_near) OVER () AS vectorize_far FROM'
+        ' (SELECT "c"."content_hash", "c"."a", "c"."content_vector" <=> CAST(%s AS vector(384)) AS vectorize_near'
+        ' FROM "public"."Pass age_body_vector_contents" AS c'
+        ' ORDER BY "c"."content_vector" <=> CAST(%s AS vector(384)) LIMIT %s) AS n0) AS near'
         f' JOIN {CHUNKS} AS ch ON "ch"."chunk_hash" = near."content_hash" AND "ch"."a" = near."a"'
         ' JOIN "public"."Pass age" AS t ON t."id" = ch."id" AND t."body_vector_hash" = ch."row_hash"'
         ' WHERE t."body_vector" IS NOT NULL AND (t."cat" = CAST(%s AS text))) AS hit'
     ) in text
     assert 'row_number() OVER (PARTITION BY "hit"."id" ORDER BY hit.vectorize_distance, hit."chunk")' in text
     assert text.endswith(' WHERE best.vectorize_pick = 1 ORDER BY best.vectorize_distance, "t"."id" LIMIT %s')
-    assert params == ["Q", "Q", 50, "p1", 5]
+    assert params == ["Q", "Q", "Q", 50, "p1", 5]
     # A filter that pins the prefix columns is the vector query's only filter.
     pinned = sql.SQL("(c.{} = CAST(%s AS int8))").format(sql.Identifier("a"))
     query, params = CRDB.search_statement(
@@ -698,7 +701,7 @@ def test_crdb_chunk_search_has_no_filter_inside_the_vector_query():
              candidates=50), "Q",
     )  # fmt: skip
     assert ' AS c WHERE (c."a" = CAST(%s AS int8)) ORDER BY "c"."content_vector" <=>' in s(query)
-    assert params == ["Q", "p2", "Q", 50, "p1", 5]
+    assert params == ["Q", "Q", "p2", "Q", 50, "p1", 5]
     # Exact: every chunk of every matching row that holds its chunks.
     query, params = CRDB.search_statement(spec("exact", CAT, chunks=ct, contents=contents), "Q")
     assert (

@@ -138,8 +138,9 @@ def test_emit_sql_prints_the_parameterised_query(run_cli, url, articles, words):
     query = result.stdout.strip().splitlines()[-1].rstrip(";")
     assert '"title_vector" <-> CAST(%s AS vector(8))' in query
     assert "set_config('hnsw.ef_search', '100', true)" in result.stdout
-    assert "parameters in order: the query vector, the query vector, 10, 10 (the last is k)" in result.stdout
-    rows = articles.execute(query, ("[6,2,0,0,0,0,0,0]", "[6,2,0,0,0,0,0,0]", 10, 3)).fetchall()
+    vector = "[6,2,0,0,0,0,0,0]"
+    assert "parameters in order: the query vector, the query vector, the query vector, 10, 10" in result.stdout
+    rows = articles.execute(query, (vector, vector, vector, 10, 3)).fetchall()
     assert len(rows) == 3 and rows[0][0] in range(1, 10)
 
 

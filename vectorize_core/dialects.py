@@ -547,7 +547,7 @@ class Dialect:
             sql.Identifier("t", spec.vector_column), spec.metric, self.vector_param(spec.dimension)
         )
         query = sql.SQL(
-            "SELECT {select}, {distance} AS {alias} FROM ({near}) AS near JOIN {table} AS t ON {on}"
+            "SELECT {select}, {distance} AS {alias}, near.vectorize_far FROM ({near}) AS near JOIN {table} AS t ON {on}"
             " WHERE {live} ORDER BY {alias}, {keys} LIMIT %s"
         ).format(
             select=sql.SQL(", ").join(spec.select),
@@ -562,16 +562,22 @@ class Dialect:
         return query, [query_vector, *near_params, *spec.filter_params, spec.k]
 
     def near_contents(self, spec: SearchSpec, query_vector: str) -> tuple[sql.Composed, list]:
-        """The nearest `candidates` contents, by the vector index: a query with no filter but the
-        prefix columns' (CockroachDB turns its vector index off for any other)."""
+        """The nearest `candidates` contents, by the vector index (a query with no filter but the
+        prefix columns': CockroachDB turns its vector index off for any other), each with the
+        distance of the farthest of them (vectorize_far): a row as near as that may hold a
+        content the index did not give, so only rows nearer than it are surely in order."""
         ct = spec.contents
         columns = sql.SQL(", ").join(sql.Identifier("c", c) for c in ct.key)
         where, params = sql.SQL(""), []
         if spec.index_filter is not None:
             where, params = sql.SQL(" WHERE {}").format(spec.index_filter), list(spec.index_filter_params)
+        exact = self.distance(sql.Identifier("c", ct.vector), spec.metric, self.vector_param(spec.dimension))
         dist = self.ranked_distance(spec, sql.Identifier("c", ct.vector))
-        query = sql.SQL("SELECT {} FROM {} AS c{} ORDER BY {} LIMIT %s").format(columns, ct.ident, where, dist)
-        return query, [*params, query_vector, spec.candidates or spec.k]
+        query = sql.SQL(
+            "SELECT n0.*, max(n0.vectorize_near) OVER () AS vectorize_far FROM"
+            " (SELECT {}, {} AS vectorize_near FROM {} AS c{} ORDER BY {} LIMIT %s) AS n0"
+        ).format(columns, exact, ct.ident, where, dist)
+        return query, [query_vector, *params, query_vector, spec.candidates or spec.k]
 
     def holds_content(self, spec: SearchSpec, hash_value: sql.Composable, alias: str) -> sql.Composed:
         """The row (or chunk) aliased `alias`, whose content hash is hash_value, holds a content of
@@ -617,7 +623,7 @@ class Dialect:
         text that was split, their vector set) and match the filter, each with its distance."""
         ch = spec.chunks
         query = sql.SQL(
-            "SELECT {columns}, {distance} AS vectorize_distance FROM ({near}) AS near"
+            "SELECT {columns}, {distance} AS vectorize_distance, near.vectorize_far FROM ({near}) AS near"
             " JOIN {chunks} AS ch ON {on} JOIN {table} AS t ON {holds} WHERE {live}"
         ).format(
             columns=self.chunk_columns(ch),
@@ -663,13 +669,15 @@ class Dialect:
 
     def best_chunks(self, spec: SearchSpec, hits: sql.Composable, params: list) -> tuple[sql.Composed, list]:
         """The rows of chunk hits, each once, by its nearest chunk (ties: the first chunk), with
-        that chunk's number, start and end; ranked by that distance, then by key."""
+        that chunk's number, start and end (and through the index vectorize_far); ranked by that
+        distance, then by key."""
         ch = spec.chunks
+        far = sql.SQL(", best.vectorize_far") if spec.mode != "exact" and spec.contents is not None else sql.SQL("")
         names = [sql.Identifier(n) for n in spec.chunk_names]
         hit_keys = sql.SQL(", ").join(sql.Identifier("hit", k) for k in ch.keys)
         query = sql.SQL(
             "SELECT {select}, best.vectorize_distance AS {alias}, best.{chunk} AS {chunk_name},"
-            " best.{start} AS {start_name}, best.{end} AS {end_name}"
+            " best.{start} AS {start_name}, best.{end} AS {end_name}{far}"
             " FROM (SELECT hit.*, row_number() OVER (PARTITION BY {hit_keys}"
             " ORDER BY hit.vectorize_distance, hit.{chunk}) AS vectorize_pick FROM ({hits}) AS hit) AS best"
             " JOIN {table} AS t ON {back} WHERE best.vectorize_pick = 1"
@@ -684,6 +692,7 @@ class Dialect:
             start_name=names[1],
             end_name=names[2],
             hit_keys=hit_keys,
+            far=far,
             hits=hits,
             table=spec.table,
             back=sql.SQL(" AND ").join(sql.SQL("t.{0} = best.{0}").format(sql.Identifier(k)) for k in ch.keys),

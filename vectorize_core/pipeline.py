@@ -1103,6 +1103,9 @@ class Fill:
         # Rows the encoder refused, by key, with the text it refused: not sent again (--follow
         # polls) until their text changes.
         self.refused: dict[tuple, str] = {}
+        # The vectors the last page encoded, by hash: its write may still be in flight while the
+        # next page looks its texts up (one page of vectors, whatever the table's size).
+        self.recent: dict = {}
         self.total = 0
         self.encoded = 0
         self.progress = None
@@ -1210,10 +1213,13 @@ class Fill:
         return [rows[i] for i in keep], (vectors[keep], [hashes[i] for i in keep])
 
     def known_contents(self, hashes: list) -> dict:
-        """{hash: vector} of the hashes whose text the column has encoded before."""
+        """{hash: vector} of the hashes whose text the column has encoded before: in the contents
+        table, or on the page before (whose write may not have committed yet)."""
         wanted = list(dict.fromkeys(hashes))
         found = self.db.fetchall(self.queries.known, (wanted,)) if wanted else []
-        return {h: vector_value(v) for h, v in found}
+        known = {h: vector_value(v) for h, v in found}
+        known.update((h, self.recent[h]) for h in wanted if h not in known and h in self.recent)
+        return known
 
     def known_rows(self, row_hashes: list) -> dict:
         """{hash of a whole text: a row's own vector} for the texts another row already has."""
@@ -1235,13 +1241,14 @@ class Fill:
             rows, [texts[first[h]] for h in wanted], [owners[first[h]] for h in wanted], progress.texts_done
         )
         progress.finish()
+        refused = {wanted[i] for i in failed}
+        self.recent = {h: fresh[i] for i, h in enumerate(wanted) if h not in refused}
         distinct = list(known) + wanted
         position = {h: n for n, h in enumerate(distinct)}
         table = np.empty((len(distinct), self.target.dimension), dtype=np.float32)
         if known:
             table[: len(known)] = np.stack(list(known.values()))
         table[len(known) :] = fresh
-        refused = {wanted[i] for i in failed}
         return table[[position[h] for h in hashes]], [i for i, h in enumerate(hashes) if h in refused]
 
     def encode_chunked(self, rows, parts, texts) -> tuple[list[tuple], object]:

@@ -155,8 +155,9 @@ def emit_sql(db: Database, *, where=None, exact=False, hybrid=False, **choose) -
     ]
     if spec.mode != "exact":
         lines.append(
-            f"-- through the index: the rows of the nearest {spec.candidates} distinct contents; when they are "
-            "fewer than k, ask for more contents (or rank exactly with --exact's query)"
+            f"-- through the index: the rows of the nearest {spec.candidates} distinct contents, and the farthest"
+            " one's distance (vectorize_far); when fewer than k rows are nearer than it, ask for more contents"
+            " (or rank exactly with --exact's query)"
         )
     lines += [
         f"-- parameters in order: {described(params)} (the last is k)",
@@ -556,18 +557,23 @@ def ranked_rows(db: Database, spec: SearchSpec, literal: str) -> list[tuple]:
 
 def ranked(db: Database, spec: SearchSpec, literal: str) -> tuple[list[tuple], str]:
     """The ranked rows, and how they were ranked in the end. Through the index: the rows of the
-    nearest contents, more contents asked for while they hold fewer than k (matching) rows, up to
-    MAX_CANDIDATES; then every matching row (or chunk) is ranked exactly. When they hold k rows,
-    those are the true top k: a row not among them holds a content farther than all of them."""
+    nearest contents, more contents asked for while they hold fewer than k (matching) rows nearer
+    than the farthest of them, up to MAX_CANDIDATES; then every matching row (or chunk) is ranked
+    exactly. When they hold k such rows, those are the true top k in the true order: a row not
+    among them holds a content at least as far as all the contents given."""
     if spec.mode == "exact":
         query, params = db.dialect.search_statement(spec, literal)
         return run_ranked(db, spec, query, params), spec.mode
     candidates = first_candidates(spec)
+    distance = len(spec.columns)  # where a row's distance is
     while True:
         asked = replace(spec, candidates=candidates)
         query, params = db.dialect.search_statement(asked, literal)
-        rows = run_ranked(db, asked, query, params)
-        if len(rows) >= spec.k:
+        found = run_ranked(db, asked, query, params)
+        rows = [row[:-1] for row in found]  # less the farthest candidate's distance
+        # The k-th row nearer than the farthest content the index gave: no row it did not give
+        # can come before it, nor tie with it (ties are ranked by key).
+        if len(rows) >= spec.k and rows[spec.k - 1][distance] < found[0][-1]:
             return rows, spec.mode
         if candidates >= MAX_CANDIDATES:
             return ranked(db, replace(spec, mode="exact"), literal)
