@@ -683,7 +683,7 @@ def test_crdb_chunk_search_has_no_filter_inside_the_vector_query():
     query, params = CRDB.search_statement(spec("overfetch", CAT, chunks=ct, contents=contents, candidates=50), "Q")
     text = s(query)
     assert (
-        ' near.vectorize_far FROM (SELECT n0.*, max(n0.vectorize_near) OVER () AS vectorize_far FROM'
+        " near.vectorize_far FROM (SELECT n0.*, max(n0.vectorize_near) OVER () AS vectorize_far FROM"
         ' (SELECT "c"."content_hash", "c"."a", "c"."content_vector" <=> CAST(%s AS vector(384)) AS vectorize_near'
         ' FROM "public"."Pass age_body_vector_contents" AS c'
         ' ORDER BY "c"."content_vector" <=> CAST(%s AS vector(384)) LIMIT %s) AS n0) AS near'
