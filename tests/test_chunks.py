@@ -4,6 +4,8 @@ embedded PostgreSQL+pgvector."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -11,7 +13,7 @@ import pytest
 from psycopg import sql
 
 import modules
-from conftest import CountingEncoder, cosine, stored_vectors
+from conftest import ROOT, CountingEncoder, cosine, stored_vectors
 
 FILLER = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
 
@@ -99,7 +101,9 @@ def chunk_keys(conn, table="doc_body_vector_chunks") -> dict[int, int]:
     return dict(rows)
 
 
-def assert_chunks_match_texts(conn, table="doc", column="body", chunk_table="doc_body_vector_chunks"):
+def assert_chunks_match_texts(
+    conn, table="doc", column="body", chunk_table="doc_body_vector_chunks", vector_of=CountingEncoder.vector
+):
     """Every row with a vector has chunks that split exactly its current text, each with the
     model's vector of its own text; no chunk belongs to a row without a vector."""
     texts = dict(
@@ -118,7 +122,7 @@ def assert_chunks_match_texts(conn, table="doc", column="body", chunk_table="doc
         assert [f[0] for f in found] == list(range(len(found)))
         assert " ".join(text[s:e] for _, s, e, _ in found).split() == text.split()
         for _, s, e, vector in found:
-            np.testing.assert_allclose(json.loads(vector), CountingEncoder.vector(text[s:e]), rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(json.loads(vector), vector_of(text[s:e]), rtol=1e-6, atol=1e-6)
 
 
 def test_a_row_edited_while_it_is_encoded_stays_pending_with_no_chunks(run_cli, url, conn, docs, counting):
@@ -437,3 +441,215 @@ def test_serve_answers_with_the_best_chunk_and_without_text_when_asked(run_cli, 
         assert lean[0]["id"] == 5 and "body" not in lean[0] and "zebra" in lean[0]["chunk_text"]
         columns = client.get("/columns").json()["columns"]
         assert columns[0]["chunks"] == sum(chunk_keys(conn).values())
+
+
+# -- what users' tables do to a chunked column ------------------------------------------------------
+
+
+def test_two_shards_started_together_set_the_column_up_once_and_both_finish(pg_server):
+    """The first chunked encode of a column, by two shards at the same moment: one chunk table,
+    one contents table, every row found (three tries, each on a fresh database)."""
+    import psycopg
+    from test_reliability import encoder_env, vectorize_tiny
+
+    from conftest import fresh_database
+
+    for attempt in range(3):
+        url = fresh_database(pg_server.get_uri())
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE t (id int PRIMARY KEY, body text)")
+            conn.execute(
+                "INSERT INTO t SELECT g, repeat('row ' || g || ' has words and more words. ', 30 + g % 11)"
+                " FROM generate_series(1, 60) g"
+            )
+            command = [sys.executable, str(ROOT / "vectorize.py"), "encode", "-t", "t", "-c", "body", "-m", "tiny"]
+            procs = [
+                subprocess.Popen(
+                    [*command, "--chunk", "--shard", f"{i}/2"],
+                    env=encoder_env(url),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )  # fmt: skip
+                for i in (1, 2)
+            ]
+            for proc in procs:
+                out, err = proc.communicate(timeout=300)
+                assert proc.returncode == 0, (attempt, err)
+            made = [r[0] for r in conn.execute("SELECT relname FROM pg_class WHERE relname LIKE 't_body_vector%%'")]
+            assert sorted(n for n in made if n.endswith(("_chunks", "_contents"))) == [
+                "t_body_vector_chunks", "t_body_vector_contents"
+            ]  # fmt: skip
+            assert conn.execute("SELECT count(*) FROM t WHERE body_vector IS NULL").fetchone()[0] == 0
+            assert len(chunk_keys(conn, "t_body_vector_chunks")) == 60
+            assert_chunks_match_texts(conn, "t", chunk_table="t_body_vector_chunks", vector_of=vectorize_tiny.vector)
+
+
+@pytest.mark.parametrize("change", ["shift", "swap", "rename"])
+def test_a_changed_key_leaves_no_chunk_behind_and_the_row_is_found_after_the_next_run(
+    run_cli, url, conn, docs, counting, change
+):
+    table = "doc"
+    if change == "rename":  # a text key
+        conn.execute("CREATE TABLE tdoc (id text PRIMARY KEY, body text)")
+        conn.execute("INSERT INTO tdoc SELECT 'k' || id, body FROM doc")
+        table = "tdoc"
+    base = ("encode", "--url", url, "-t", table, "-c", "body", "-m", "chunkwords")
+    assert run_cli(*base, "--chunk").exit_code == 0  # no change tracking
+    zebra = "the zebra crossed the frozen river"
+    if change == "shift":
+        conn.execute("UPDATE doc SET id = id + 1000000000")
+        moved = 1000000005
+    elif change == "swap":  # the needle's row takes key 4, and key 5 goes to another text
+        conn.execute("UPDATE doc SET id = -id WHERE id IN (4, 5)")
+        conn.execute("UPDATE doc SET id = 4 WHERE id = -5")
+        conn.execute("UPDATE doc SET id = 5 WHERE id = -4")
+        moved = 4
+    else:
+        conn.execute("UPDATE tdoc SET id = 'renamed-5' WHERE id = 'k5'")
+        moved = "renamed-5"
+
+    def search(k):
+        result = run_cli("search", "--url", url, zebra, "-t", table, "--json", "-k", k)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    # Before any run: no row is returned with another text's chunk, nor a moved row's old ones.
+    texts = {str(k): t for k, t in conn.execute(sql.SQL("SELECT id::text, body FROM {}").format(sql.Identifier(table)))}
+    for row in search(8):
+        assert texts[str(row["id"])][row["chunk_start"] : row["chunk_end"]] == row["chunk_text"]
+        assert "zebra" not in row["chunk_text"]
+    assert run_cli(*base).exit_code == 0
+    found = search(1)
+    assert str(found[0]["id"]) == str(moved) and "zebra" in found[0]["chunk_text"]
+    keys = {
+        str(k)
+        for (k,) in conn.execute(
+            sql.SQL("SELECT DISTINCT id FROM {}").format(sql.Identifier(f"{table}_body_vector_chunks"))
+        ).fetchall()
+    }
+    assert keys == set(texts)  # every row's chunks under its key now, none under an old one
+
+
+def test_import_vectors_into_a_chunked_column_is_refused_by_cause(run_cli, url, conn, docs, counting, tmp_path):
+    from conftest import table_checksum
+
+    assert encode_chunked(run_cli, url).exit_code == 0
+    path = tmp_path / "v.jsonl"
+    path.write_text("".join(json.dumps({"id": i, "vector": [0.25] * 16}) + "\n" for i in range(1, 9)))
+    before = table_checksum(conn, "doc"), chunks_of(conn)
+    for extra in ((), ("--model-name", "chunkwords"), ("--model-name", "minilm")):
+        refused = run_cli("import-vectors", "--url", url, "-t", "doc", "-c", "body", "--file", path, *extra)
+        assert refused.exit_code == 2, refused.output
+        assert "is chunked (encode --chunk)" in refused.stderr and "--reencode" not in refused.stderr
+        assert "another --vector-column" in refused.stderr and "vectorize.py drop" in refused.stderr
+        assert (table_checksum(conn, "doc"), chunks_of(conn)) == before
+
+
+def test_import_advice_names_options_import_vectors_has(run_cli, url, conn, words, tmp_path):
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY, body text)")
+    conn.execute("INSERT INTO t VALUES (1, 'a b'), (2, 'c d')")
+    assert run_cli("encode", "--url", url, "-t", "t", "-c", "body", "-m", "words").exit_code == 0
+    path = tmp_path / "v.jsonl"
+    path.write_text(json.dumps({"id": 1, "vector": [1.0] * 8}) + "\n")
+    refused = run_cli("import-vectors", "--url", url, "-t", "t", "-c", "body", "--file", path)
+    assert refused.exit_code == 2 and "--reencode" not in refused.stderr
+    assert "another --vector-column" in refused.stderr and "vectorize.py drop" in refused.stderr
+
+
+@pytest.fixture
+def dated(conn):
+    """200 long rows with a year; 60 of them from 2003."""
+    conn.execute("CREATE TABLE paper (id int PRIMARY KEY, body text, year int)")
+    for i in range(1, 201):
+        needle = "the zebra crossed the frozen river." if i % 17 == 0 else None
+        conn.execute(
+            "INSERT INTO paper VALUES (%s, %s, %s)", (i, long_text(90, i, needle, at=40), 2003 if i % 10 < 3 else 1999)
+        )
+    return conn
+
+
+def test_filtered_search_on_a_chunked_column_returns_the_true_top_k_in_every_mode(run_cli, url, dated, counting):
+    base = ("encode", "--url", url, "-t", "paper", "-c", "body", "-m", "chunkwords", "--chunk", "--fulltext")
+    assert run_cli(*base).exit_code == 0
+    where = ("--where", '{"year": 2003}')
+    for mode in ((), ("--exact",), ("--hybrid",)):
+        result = run_cli("search", "--url", url, "zebra river", "-t", "paper", "-k", "60", "--json", *where, *mode)
+        assert result.exit_code == 0, result.output
+        rows = json.loads(result.stdout)
+        assert len(rows) == 60 and all(r["id"] % 10 < 3 for r in rows), mode  # all 60 that match
+    # Through the index the rows are exact search's, in its order.
+    ranked = [
+        [r["id"] for r in json.loads(run_cli("search", "--url", url, "zebra river", "-t", "paper", "-k", k, "--json",
+                                             *where, *mode).stdout)]
+        for k in (10, 25) for mode in ((), ("--exact",))
+    ]  # fmt: skip
+    assert ranked[0] == ranked[1] and ranked[2] == ranked[3]
+
+
+def test_eval_hybrid_on_a_chunked_column(run_cli, url, dated, counting, tmp_path):
+    assert (
+        run_cli(
+            "encode", "--url", url, "-t", "paper", "-c", "body", "-m", "chunkwords", "--chunk", "--fulltext"
+        ).exit_code
+        == 0
+    )
+    queries = tmp_path / "q.tsv"
+    queries.write_text("q1\tzebra river\nq2\tfrozen crossed\n")
+    qrels = tmp_path / "r.tsv"
+    qrels.write_text("q1\t17\t1\nq2\t34\t1\n")
+    result = run_cli(
+        "eval", "--url", url, "-t", "paper", "-c", "body", "--queries", queries, "--qrels", qrels, "--hybrid", "--json"
+    )
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout)
+    assert [s["ranking"] for s in scores] == ["dense", "fulltext", "hybrid"]
+    assert all(0 <= s["ndcg@10"] <= 1 and s["queries"] == 2 for s in scores)
+
+
+def test_pieces_without_words_join_their_neighbour():
+    from vectorize_core.chunks import Splitter, has_words
+
+    table = "\n".join(["| Name | Value |", "|------|-------|", "| --- | --- |"] * 3)
+    text = f"Intro words here to start with.\n\n{table}\n\nThe closing paragraph has words too."
+    splitter = Splitter(lambda t: len(t.split()), tokens=6, overlap=0, room=40)
+    spans = splitter.spans(text)
+    assert all(has_words(text[s:e]) for s, e in spans), [text[s:e] for s, e in spans]
+    assert all(len(text[s:e].split()) <= 40 for s, e in spans)  # the model still reads each whole
+    covered = "".join(text[s:e] for s, e in spans)
+    assert "|------|" in covered  # joined to a neighbour, not lost (it fits)
+    # Where joining would pass what the model reads, a piece without words is dropped instead.
+    tight = Splitter(lambda t: len(t.split()), tokens=6, overlap=0, room=6)
+    assert all(has_words(text[s:e]) for s, e in tight.spans(text))
+    # A text of no words at all keeps its pieces (a row with text has chunks).
+    assert Splitter(lambda t: len(t.split()), tokens=2, overlap=0).spans("| -- | -- | -- |")
+
+
+def test_dry_run_checks_the_chunk_size_as_the_run_does(run_cli, url, conn):
+    from conftest import table_checksum
+
+    conn.execute("CREATE TABLE doc (id int PRIMARY KEY, body text)")
+    conn.execute("INSERT INTO doc VALUES (1, 'a b c')")
+    before = table_checksum(conn, "doc")
+    real = run_cli("encode", "--url", url, "-t", "doc", "-c", "body", "--chunk", "--chunk-tokens", "300")
+    dry = run_cli("encode", "--url", url, "-t", "doc", "-c", "body", "--chunk", "--chunk-tokens", "300", "--dry-run")
+    assert real.exit_code == dry.exit_code == 2
+    assert dry.stderr.splitlines()[-1] == real.stderr.splitlines()[-1]
+    assert "the model reads 254 tokens of text at a time" in dry.stderr
+    assert "converting the model" not in dry.stderr  # a dry run loads no model
+    assert table_checksum(conn, "doc") == before
+    assert run_cli("encode", "--url", url, "-t", "doc", "-c", "body", "--chunk", "--dry-run").exit_code == 0
+
+
+def test_an_interrupted_reencode_advises_the_command_that_finishes_it(url, conn, docs, counting):
+    from vectorize_core import connect, encode
+    from vectorize_core.errors import Interrupted
+
+    with connect(url) as db:
+        encode(db, table="doc", column="body", model="chunkwords", chunk=True)
+        stop = threading.Event()
+        counting.before_encode = lambda batch: stop.set()
+        with pytest.raises(Interrupted) as caught:
+            encode(db, table="doc", column="body", model="chunkwords", reencode=True, interrupt=stop, batch_size=2)
+    assert "run it again without --reencode" in str(caught.value)
+    assert "--reencode would clear the column again" in str(caught.value)

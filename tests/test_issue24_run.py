@@ -214,7 +214,7 @@ def test_explain_shows_the_query_vector_by_its_first_numbers(run_cli, url, conn,
     modules.register(encoder)
     try:
         assert run_cli("encode", "--url", url, "-t", "notes", "-c", "body", "-m", "chunkwords").exit_code == 0
-        result = run_cli("search", "--url", url, "note things", "-t", "notes", "--explain", "--exact")
+        result = run_cli("search", "--url", url, "note things", "-t", "notes", "--explain")
     finally:
         modules.unregister(encoder.name)
     assert result.exit_code == 0, result.output
