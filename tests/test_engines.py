@@ -153,3 +153,53 @@ def test_chunked_encode_search_track_and_drop(run_cli, engine_url, engine_conn):
     assert status["chunks"] and status["pending"] == 0 and status["index"] == "manual_body_vector_contents_idx"
     assert run_cli("drop", "--url", engine_url, "-t", "manual", "-c", "body", "--yes").exit_code == 0
     assert engine_conn.execute("SELECT count(*) FROM manual").fetchone()[0] == 4
+
+
+def test_repeated_text_is_indexed_once_and_searched_as_exactly(run_cli, engine_url, engine_conn, counting):
+    """The contents table, its upserts and sweeps, the hash lookups and the search through the
+    index on each engine: a table of repeated paragraphs, a prefix column, a changed key of a
+    chunked row, and an import keyed by its vectors."""
+    paragraphs = [f"Permission is granted under condition {i} to copy this notice." for i in range(12)]
+    engine_conn.execute("CREATE TABLE notice (id INT PRIMARY KEY, tenant INT, body TEXT)")
+    for i in range(1, 601):
+        body = f"A unique sentence about item {i} and the river." if i % 50 == 0 else paragraphs[i % 12]
+        engine_conn.execute("INSERT INTO notice VALUES (%s, %s, %s)", (i, i % 3, body))
+    base = ("encode", "--url", engine_url, "-t", "notice", "-c", "body", "-m", "chunkwords", "--track-changes")
+    prefix = ("--prefix-column", "tenant") if is_crdb(engine_conn) else ()
+    result = run_cli(*base, *prefix, "--batch-size", "100")
+    assert result.exit_code == 0, result.output
+    sent = [text for batch in counting.batches for text in batch]
+    assert len(sent) == len(set(sent)) == 24
+    for query in ("item 150 river", "condition 7 copy"):
+        for where in ((), ("--where", '{"tenant": 1}')):
+            through_index = run_cli("search", "--url", engine_url, query, "-k", "30", "--json", *where)
+            exact = run_cli("search", "--url", engine_url, query, "-k", "30", "--json", "--exact", *where)
+            assert through_index.exit_code == 0, through_index.output
+            assert json.loads(through_index.stdout) == json.loads(exact.stdout)
+    engine_conn.execute("UPDATE notice SET body = 'rewritten' WHERE body = %s", (paragraphs[4],))
+    for _ in range(2):  # marked, then swept
+        assert run_cli(*base).exit_code == 0
+    (status,) = json.loads(run_cli("status", "--url", engine_url, "--json").stdout)
+    held = engine_conn.execute("SELECT count(DISTINCT (body, tenant)) FROM notice").fetchone()[0]
+    assert status["indexed"] == (held if prefix else 24)
+
+
+def test_chunked_rows_whose_key_changed_are_split_again(run_cli, engine_url, engine_conn, counting):
+    filler = " ".join(f"Clause {i} keeps this notice in all copies of the work." for i in range(30))
+    engine_conn.execute("CREATE TABLE contract (id INT PRIMARY KEY, body TEXT)")
+    for i in range(1, 7):
+        extra = " The zebra crossed the frozen river at dawn." if i == 3 else ""
+        engine_conn.execute("INSERT INTO contract VALUES (%s, %s)", (i, filler + extra))
+    base = ("encode", "--url", engine_url, "-t", "contract", "-c", "body", "-m", "chunkwords")
+    assert run_cli(*base, "--chunk").exit_code == 0
+    engine_conn.execute("UPDATE contract SET id = id + 1000000000")
+    query = ("search", "--url", engine_url, "The zebra crossed the frozen river at dawn", "-t", "contract", "--json")
+    assert json.loads(run_cli(*query).stdout) == []  # no chunk belongs to a row under another key
+    counting.batches.clear()
+    assert run_cli(*base).exit_code == 0
+    # Split again with no model time for the chunks (their contents were kept): only the rows'
+    # own text (the opening the model reads, the same in every row) is encoded, once.
+    sent = [text for batch in counting.batches for text in batch]
+    assert len(sent) == 1 and filler.startswith(sent[0]), sent
+    found = json.loads(run_cli(*query, "-k", "1").stdout)
+    assert found[0]["id"] == 1000000003 and "zebra" in found[0]["chunk_text"]
