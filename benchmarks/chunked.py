@@ -319,8 +319,8 @@ def bench_search(admin: str, quick: bool) -> dict:
     encoder = BenchEncoder()
     modules.register(encoder)
     url = fresh_db(admin, "bench_chunk_search")
-    words = [f"w{i}" for i in range(640)]
-    load_rows(url, "chunked", [(i + 1, " ".join(words)) for i in range(rows)])  # 10 chunks a row
+    # 10 chunks a row, each text its own (no repeats: the index holds every chunk).
+    load_rows(url, "chunked", [(r + 1, " ".join(f"r{r}w{i}" for i in range(640))) for r in range(rows)])
     load_rows(url, "plain", [(i + 1, f"row {i + 1}") for i in range(rows * 10)])
     out = {}
     queries = embedding_like(200, seed=99)

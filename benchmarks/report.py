@@ -169,6 +169,10 @@ def write_report(r: dict, path: Path) -> None:
             "Recall@100 0.31151, MAP@100 0.14244.",
         ]
     lines += chunk_lines(r)
+    if "repeated" in r:
+        from repeated import section as repeated_section  # benchmarks/repeated.py: text that repeats
+
+        lines += ["", repeated_section(r["repeated"])]
     if "formats" in r:
         from formats import section  # benchmarks/formats.py: vectors in and out by format
 

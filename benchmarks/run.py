@@ -848,6 +848,8 @@ BENCHMARKS = {
     "chunks-beir": chunked_benchmark("beir"),
     "chunks-cost": chunked_benchmark("cost"),
     "chunks-search": chunked_benchmark("search"),
+    # Text that repeats (licence files): the index of distinct contents, against exact search.
+    "repeated": lambda admin, quick: __import__("repeated").bench_with_record(admin, quick),
 }
 
 

@@ -541,11 +541,13 @@ MAX_CANDIDATES = 1000
 
 
 def first_candidates(spec: SearchSpec) -> int:
-    """The nearest contents a search asks of the index first: k (a content is a row at least),
-    more when a filter is applied to them (OVERFETCH) or a row has many (CHUNK_FANOUT)."""
-    wanted = spec.k
+    """The nearest contents a search asks of the index first: k + 1 (a content is a row at least,
+    and the k-th row must be nearer than the farthest content given, which k contents alone
+    never prove), more when a filter is applied to them (OVERFETCH) or a row has many
+    (CHUNK_FANOUT)."""
+    wanted = spec.k + 1
     if spec.filter is not None and not spec.filter_on_prefix:
-        wanted *= OVERFETCH
+        wanted = spec.k * OVERFETCH
     if spec.chunks is not None:
         wanted = max(wanted * CHUNK_FANOUT, 100)
     return min(MAX_CANDIDATES, wanted)
