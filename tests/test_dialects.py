@@ -49,6 +49,11 @@ def test_pg_hnsw_index_ddl():
         s(PG.create_index(TABLE, "passage_idx", "body_vector", "ip"))
         == 'CREATE INDEX IF NOT EXISTS "passage_idx" ON "public"."Pass age" USING hnsw ("body_vector" vector_ip_ops)'
     )
+    # A column whose text repeats: a denser graph on PostgreSQL; C-SPANN has no such setting.
+    assert s(PG.create_index(TABLE, "i", "v", "ip", dense=True)).endswith(
+        'USING hnsw ("v" vector_ip_ops) WITH (m = 24)'
+    )
+    assert s(CRDB.create_index(TABLE, "i", "v", "l2", dense=True)) == s(CRDB.create_index(TABLE, "i", "v", "l2"))
 
 
 def test_crdb_setup_needs_the_feature_flag_only_before_25_4():

@@ -68,6 +68,11 @@ def test_the_index_holds_each_distinct_text_once_and_the_model_reads_it_once(run
         np.testing.assert_allclose(stored[key], CountingEncoder.vector(text), rtol=1e-6, atol=1e-6)
     (status,) = json.loads(run_cli("status", "--url", url, "--json").stdout)
     assert status["indexed"] == 40 and status["embedded"] == 1940
+    # Text that repeats gets a denser graph (its distinct contents gather in near copies).
+    (indexdef,) = conn.execute(
+        "SELECT indexdef FROM pg_indexes WHERE indexname = 'notice_body_vector_contents_idx'"
+    ).fetchone()
+    assert "WITH (m='24')" in indexdef
 
     # New rows repeating known texts cost no model time; a new text is encoded once.
     counting.batches.clear()

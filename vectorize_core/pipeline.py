@@ -23,7 +23,7 @@ from . import chunks, contents, names, tracking
 from .chunks import chunk_table_of, joined_text
 from .contents import content_hash
 from .db import Database, index_exists
-from .dialects import is_blank, vector_value
+from .dialects import REPEATED_RATIO, is_blank, vector_value
 from .errors import BadInput, DatabaseError, DatabaseUnavailable, EncoderError, Interrupted
 from .output import plural
 from .target import VectorTarget, resolve_for_encode
@@ -594,7 +594,9 @@ def comment_on_table(table: sql.Composable, text: str) -> sql.Composed:
     return sql.SQL("COMMENT ON TABLE {} IS {}").format(table, sql.Literal(text))
 
 
-def named_indexes(db: Database, target: VectorTarget, queries: FillQueries) -> list[tuple[sql.Composable, str, str]]:
+def named_indexes(
+    db: Database, target: VectorTarget, queries: FillQueries, dense: bool = False
+) -> list[tuple[sql.Composable, str, str]]:
     """(CREATE INDEX statement, index name, table name): the pending-rows index, then the vector
     index when an index can hold vectors of this size (on the column's contents table). The first
     does not wait on the second."""
@@ -619,7 +621,7 @@ def named_indexes(db: Database, target: VectorTarget, queries: FillQueries) -> l
     if target.index_type is not None:
         ct = target.content_table
         statement = db.dialect.create_index(
-            ct.ident, target.index_name, ct.vector, target.metric, target.prefix_columns, target.dimension
+            ct.ident, target.index_name, ct.vector, target.metric, target.prefix_columns, target.dimension, dense
         )
         indexes.append((statement, target.index_name, ct.name))
     return indexes
@@ -651,11 +653,21 @@ def rows_with_vectors(db: Database, target: VectorTarget) -> int:
     return db.fetchone(sql.SQL("SELECT count(*) FROM {}").format(target.content_table.ident))[0]
 
 
-def index_memory(db: Database, target: VectorTarget, memory: int | None, rows: int) -> int:
+def repeats(db: Database, queries: FillQueries, contents: int) -> bool:
+    """Whether the column's text repeats: its rows with a vector (or its chunks) are at least
+    REPEATED_RATIO times its distinct contents (then the vector index is a denser graph)."""
+    if not contents:
+        return False
+    live = sql.SQL(" WHERE {}").format(queries.holders.live) if queries.holders.live is not None else sql.SQL("")
+    held = db.fetchone(sql.SQL("SELECT count(*) FROM {} AS h{}").format(queries.holders.ident, live))[0]
+    return held >= REPEATED_RATIO * contents
+
+
+def index_memory(db: Database, target: VectorTarget, memory: int | None, rows: int, dense: bool = False) -> int:
     """The build's memory: as asked, else room for the graph of the rows that have vectors."""
     if memory:
         return memory
-    estimate = db.dialect.index_memory_estimate(rows, target.dimension) if target.index_type else 0
+    estimate = db.dialect.index_memory_estimate(rows, target.dimension, dense) if target.index_type else 0
     return min(MAX_AUTO_INDEX_MEMORY, max(DEFAULT_INDEX_MEMORY, int(estimate * 1.25)))
 
 
@@ -700,9 +712,10 @@ def create_indexes(
     """Build the pending-rows, full-text and vector indexes that are missing; returns what the
     engine said along the way (pgvector's notice that the graph outgrew its memory)."""
     rows = rows_with_vectors(db, target)
-    memory = index_memory(db, target, memory, rows) if db.dialect.name == "postgresql" else None
+    dense = repeats(db, queries, rows)
+    memory = index_memory(db, target, memory, rows, dense) if db.dialect.name == "postgresql" else None
     settings = db.dialect.index_build_settings(memory)
-    named = named_indexes(db, target, queries)
+    named = named_indexes(db, target, queries, dense)
     notices: list[str] = []
 
     def create(conn):
