@@ -688,17 +688,22 @@ def test_crdb_chunk_search_has_no_filter_inside_the_vector_query():
     query, params = CRDB.search_statement(spec("overfetch", CAT, chunks=ct, contents=contents, candidates=50), "Q")
     text = s(query)
     assert (
-        " near.vectorize_far FROM (SELECT n0.*, max(n0.vectorize_near) OVER () AS vectorize_far FROM"
-        ' (SELECT "c"."content_hash", "c"."a", "c"."content_vector" <=> CAST(%s AS vector(384)) AS vectorize_near'
+        ' FROM (SELECT "ch"."id", "ch"."chunk", "ch"."chunk_start", "ch"."chunk_end", "ch"."row_hash",'
+        " near.vectorize_near AS vectorize_distance, near.vectorize_far FROM (SELECT n0.*,"
+        ' max(n0.vectorize_near) OVER () AS vectorize_far FROM (SELECT "c"."content_hash", "c"."a",'
+        ' "c"."content_vector" <=> CAST(%s AS vector(384)) AS vectorize_near'
         ' FROM "public"."Pass age_body_vector_contents" AS c'
         ' ORDER BY "c"."content_vector" <=> CAST(%s AS vector(384)) LIMIT %s) AS n0) AS near'
-        f' JOIN {CHUNKS} AS ch ON "ch"."chunk_hash" = near."content_hash" AND "ch"."a" = near."a"'
-        ' JOIN "public"."Pass age" AS t ON t."id" = ch."id" AND t."body_vector_hash" = ch."row_hash"'
-        ' WHERE t."body_vector" IS NOT NULL AND (t."cat" = CAST(%s AS text))) AS hit'
+        f' JOIN {CHUNKS} AS ch ON "ch"."chunk_hash" = near."content_hash" AND "ch"."a" = near."a") AS hit'
     ) in text
     assert 'row_number() OVER (PARTITION BY "hit"."id" ORDER BY hit.vectorize_distance, hit."chunk")' in text
-    assert text.endswith(' WHERE best.vectorize_pick = 1 ORDER BY best.vectorize_distance, "t"."id" LIMIT %s')
-    assert params == ["Q", "Q", "Q", 50, "p1", 5]
+    # The row holds the chunk (same key, the text that was split), has a vector, matches the filter.
+    assert text.endswith(
+        ' JOIN "public"."Pass age" AS t ON t."id" = "best"."id" AND t."body_vector_hash" = "best"."row_hash"'
+        ' WHERE best.vectorize_pick = 1 AND t."body_vector" IS NOT NULL AND (t."cat" = CAST(%s AS text))'
+        ' ORDER BY best.vectorize_distance, "t"."id" LIMIT %s'
+    )
+    assert params == ["Q", "Q", 50, "p1", 5]
     # A filter that pins the prefix columns is the vector query's only filter.
     pinned = sql.SQL("(c.{} = CAST(%s AS int8))").format(sql.Identifier("a"))
     query, params = CRDB.search_statement(
@@ -706,13 +711,13 @@ def test_crdb_chunk_search_has_no_filter_inside_the_vector_query():
              candidates=50), "Q",
     )  # fmt: skip
     assert ' AS c WHERE (c."a" = CAST(%s AS int8)) ORDER BY "c"."content_vector" <=>' in s(query)
-    assert params == ["Q", "Q", "p2", "Q", 50, "p1", 5]
+    assert params == ["Q", "p2", "Q", 50, "p1", 5]
     # Exact: every chunk of every matching row that holds its chunks.
     query, params = CRDB.search_statement(spec("exact", CAT, chunks=ct, contents=contents), "Q")
     assert (
-        f' FROM {CHUNKS} AS ch JOIN "public"."Pass age" AS t ON t."id" = ch."id"'
-        ' AND t."body_vector_hash" = ch."row_hash" WHERE t."body_vector" IS NOT NULL AND (t."cat" = CAST(%s AS text))'
-        ") AS hit"
+        f' FROM {CHUNKS} AS ch JOIN "public"."Pass age" AS t ON t."id" = "ch"."id"'
+        ' AND t."body_vector_hash" = "ch"."row_hash" WHERE t."body_vector" IS NOT NULL'
+        ' AND (t."cat" = CAST(%s AS text))) AS hit'
     ) in s(query)
     assert params == ["Q", "p1", 5]
 

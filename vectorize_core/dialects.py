@@ -632,23 +632,20 @@ class Dialect:
         return query, [query_vector, *spec.filter_params, spec.k]
 
     def chunk_hits(self, spec: SearchSpec, query_vector: str, near, near_params) -> tuple[sql.Composed, list]:
-        """The chunks holding the nearest contents, of rows that hold them (their text is the
-        text that was split, their vector set) and match the filter, each with its distance."""
+        """The chunks holding the nearest contents, each with its content's distance (its vector
+        is the chunk's), and the row's hash when it was split: best_chunks keeps a chunk only while
+        its row still has it."""
         ch = spec.chunks
         query = sql.SQL(
-            "SELECT {columns}, {distance} AS vectorize_distance, near.vectorize_far FROM ({near}) AS near"
-            " JOIN {chunks} AS ch ON {on} JOIN {table} AS t ON {holds} WHERE {live}"
+            "SELECT {columns}, near.vectorize_near AS vectorize_distance, near.vectorize_far FROM ({near}) AS near"
+            " JOIN {chunks} AS ch ON {on}"
         ).format(
             columns=self.chunk_columns(ch),
-            distance=self.distance(sql.Identifier("ch", ch.vector), spec.metric, self.vector_param(spec.dimension)),
             near=near,
             chunks=ch.ident,
             on=self.holds_content(spec, sql.Identifier("ch", ch.hash), "ch"),
-            table=spec.table,
-            holds=self.row_holds_chunk(spec),
-            live=self.live_rows(spec),
         )
-        return query, [query_vector, *near_params, *spec.filter_params]
+        return query, near_params
 
     def exact_chunk_hits(self, spec: SearchSpec, query_vector: str) -> tuple[sql.Composed, list]:
         """Every chunk of every row that holds them and matches the filter, with its distance."""
@@ -661,31 +658,39 @@ class Dialect:
             distance=self.distance(sql.Identifier("ch", ch.vector), spec.metric, self.vector_param(spec.dimension)),
             chunks=ch.ident,
             table=spec.table,
-            holds=self.row_holds_chunk(spec),
+            holds=self.row_holds_chunk(spec, "ch"),
             live=self.live_rows(spec),
         )
         return query, [query_vector, *spec.filter_params]
 
     def chunk_columns(self, ch) -> sql.Composed:
-        return sql.SQL(", ").join(sql.Identifier("ch", c) for c in (*ch.keys, ch.chunk, ch.start, ch.end))
+        columns = (*ch.keys, ch.chunk, ch.start, ch.end, *((ch.row_hash,) if ch.row_hash else ()))
+        return sql.SQL(", ").join(sql.Identifier("ch", c) for c in columns)
 
-    def row_holds_chunk(self, spec: SearchSpec) -> sql.Composed:
-        """The row aliased t holds the chunk aliased ch: same key, and (where recorded) its text
-        the text that was split. A chunk left under a key that another row has now is not its."""
+    def row_holds_chunk(self, spec: SearchSpec, alias: str) -> sql.Composed:
+        """The row aliased t holds the chunk aliased `alias`: same key, and (where recorded) its
+        text the text that was split. A chunk left under a key that another row has now is not
+        its (a row's chunks are all replaced at once: they share their row hash)."""
         ch = spec.chunks
-        match = sql.SQL(" AND ").join(sql.SQL("t.{0} = ch.{0}").format(sql.Identifier(k)) for k in ch.keys)
+        a = sql.Identifier(alias)
+        match = sql.SQL(" AND ").join(sql.SQL("t.{0} = {1}.{0}").format(sql.Identifier(k), a) for k in ch.keys)
         if ch.row_hash is None or spec.hash_column is None:
             return match
-        return sql.SQL("{} AND t.{} = ch.{}").format(
-            match, sql.Identifier(spec.hash_column), sql.Identifier(ch.row_hash)
+        return sql.SQL("{} AND t.{} = {}.{}").format(
+            match, sql.Identifier(spec.hash_column), a, sql.Identifier(ch.row_hash)
         )
 
     def best_chunks(self, spec: SearchSpec, hits: sql.Composable, params: list) -> tuple[sql.Composed, list]:
         """The rows of chunk hits, each once, by its nearest chunk (ties: the first chunk), with
-        that chunk's number, start and end (and through the index vectorize_far); ranked by that
-        distance, then by key."""
+        that chunk's number, start and end (and through the index vectorize_far), of rows that
+        hold their chunks, have a vector and match the filter (exact hits are filtered already);
+        ranked by that distance, then by key."""
         ch = spec.chunks
-        far = sql.SQL(", best.vectorize_far") if spec.mode != "exact" and spec.contents is not None else sql.SQL("")
+        indexed = spec.mode != "exact" and spec.contents is not None
+        far = sql.SQL(", best.vectorize_far") if indexed else sql.SQL("")
+        live = (
+            self.live_rows(spec) if indexed else sql.SQL("t.{} IS NOT NULL").format(sql.Identifier(spec.vector_column))
+        )
         names = [sql.Identifier(n) for n in spec.chunk_names]
         hit_keys = sql.SQL(", ").join(sql.Identifier("hit", k) for k in ch.keys)
         query = sql.SQL(
@@ -693,7 +698,7 @@ class Dialect:
             " best.{start} AS {start_name}, best.{end} AS {end_name}{far}"
             " FROM (SELECT hit.*, row_number() OVER (PARTITION BY {hit_keys}"
             " ORDER BY hit.vectorize_distance, hit.{chunk}) AS vectorize_pick FROM ({hits}) AS hit) AS best"
-            " JOIN {table} AS t ON {back} WHERE best.vectorize_pick = 1"
+            " JOIN {table} AS t ON {back} WHERE best.vectorize_pick = 1 AND {live}"
             " ORDER BY best.vectorize_distance, {keys} LIMIT %s"
         ).format(
             select=sql.SQL(", ").join(spec.select),
@@ -704,14 +709,15 @@ class Dialect:
             chunk_name=names[0],
             start_name=names[1],
             end_name=names[2],
+            live=live,
             hit_keys=hit_keys,
             far=far,
             hits=hits,
             table=spec.table,
-            back=sql.SQL(" AND ").join(sql.SQL("t.{0} = best.{0}").format(sql.Identifier(k)) for k in ch.keys),
+            back=self.row_holds_chunk(spec, "best"),
             keys=sql.SQL(", ").join(sql.Identifier("t", k) for k in ch.keys),
         )
-        return query, [*params, spec.k]
+        return query, [*params, *(spec.filter_params if indexed else []), spec.k]
 
     def text_ranking(self, spec: SearchSpec, fulltext: dict, text: str, candidates: int) -> tuple[sql.Composed, list]:
         """Keys of the rows matching the query's words and the filter, ranked by ts_rank, with
