@@ -139,8 +139,8 @@ def test_emit_sql_prints_the_parameterised_query(run_cli, url, articles, words):
     assert '"title_vector" <-> CAST(%s AS vector(8))' in query
     assert "set_config('hnsw.ef_search', '100', true)" in result.stdout
     vector = "[6,2,0,0,0,0,0,0]"
-    assert "parameters in order: the query vector, the query vector, the query vector, 10, 10" in result.stdout
-    rows = articles.execute(query, (vector, vector, vector, 10, 3)).fetchall()
+    assert "parameters in order: the query vector, the query vector, the query vector, 11, 10" in result.stdout
+    rows = articles.execute(query, (vector, vector, vector, 11, 3)).fetchall()
     assert len(rows) == 3 and rows[0][0] in range(1, 10)
 
 
