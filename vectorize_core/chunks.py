@@ -21,7 +21,7 @@ from psycopg import sql
 
 from . import names
 from .contents import content_table_of
-from .db import Column, Table
+from .db import Column, Relation, Table
 from .dialects import is_blank
 from .errors import BadInput
 
@@ -37,11 +37,9 @@ PAGE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
-class ChunkTable:
+class ChunkTable(Relation):
     """The chunk table of a vector column: its name, its columns and its indexes."""
 
-    schema: str
-    name: str
     index: str  # the vector index on it, on a column made before contents tables
     keys: tuple[str, ...]
     key_types: tuple[str, ...]
@@ -54,14 +52,6 @@ class ChunkTable:
     hash: str | None = None  # the content hash of the chunk's text (its vector's key in the contents table)
     row_hash: str | None = None  # the hash of the row's text that was split (the row's hash column then)
     hash_index: str | None = None  # the index on hash: search expands a content to its chunks by it
-
-    @property
-    def ident(self) -> sql.Identifier:
-        return sql.Identifier(self.schema, self.name)
-
-    @property
-    def display(self) -> str:
-        return f"{self.schema}.{self.name}"
 
     def as_table(self) -> Table:
         """The chunk table as a Table (for index checks and filters on its prefix columns)."""

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from .db import Column, Table
+from .db import Column, Relation, Table
 
 
 def content_hash(text: str) -> uuid.UUID:
@@ -42,25 +42,15 @@ def vector_hash(vector: sql.Composable) -> sql.Composed:
 
 
 @dataclass(frozen=True)
-class ContentTable:
+class ContentTable(Relation):
     """The distinct contents of a vector column: hash, prefix columns, vector; the vector index."""
 
-    schema: str
-    name: str
     index: str
     prefix_columns: tuple[str, ...] = ()
     prefix_types: tuple[str, ...] = ()
     hash: str = "content_hash"
     vector: str = "content_vector"
     orphaned: str = "orphaned"
-
-    @property
-    def ident(self) -> sql.Identifier:
-        return sql.Identifier(self.schema, self.name)
-
-    @property
-    def display(self) -> str:
-        return f"{self.schema}.{self.name}"
 
     @property
     def key(self) -> tuple[str, ...]:

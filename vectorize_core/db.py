@@ -101,12 +101,11 @@ class Column:
 
 
 @dataclass(frozen=True)
-class Table:
+class Relation:
+    """A table by its schema and name: the user's, or one the tool makes beside it."""
+
     schema: str
     name: str
-    oid: int
-    columns: dict[str, Column]
-    primary_key: tuple[str, ...]
 
     @property
     def ident(self) -> sql.Identifier:
@@ -115,6 +114,13 @@ class Table:
     @property
     def display(self) -> str:
         return f"{self.schema}.{self.name}"
+
+
+@dataclass(frozen=True)
+class Table(Relation):
+    oid: int
+    columns: dict[str, Column]
+    primary_key: tuple[str, ...]
 
     def column(self, name: str) -> Column:
         try:

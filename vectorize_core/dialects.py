@@ -555,7 +555,7 @@ class Dialect:
             return self.exact_rows(spec, query_vector)
         near, near_params = self.near_contents(spec, query_vector)
         if spec.chunks is not None:
-            return self.best_chunks(spec, *self.chunk_hits(spec, query_vector, near, near_params))
+            return self.best_chunks(spec, *self.chunk_hits(spec, near, near_params))
         row_distance = self.distance(
             sql.Identifier("t", spec.vector_column), spec.metric, self.vector_param(spec.dimension)
         )
@@ -631,7 +631,7 @@ class Dialect:
         )
         return query, [query_vector, *spec.filter_params, spec.k]
 
-    def chunk_hits(self, spec: SearchSpec, query_vector: str, near, near_params) -> tuple[sql.Composed, list]:
+    def chunk_hits(self, spec: SearchSpec, near, near_params) -> tuple[sql.Composed, list]:
         """The chunks holding the nearest contents, each with its content's distance (its vector
         is the chunk's), and the row's hash when it was split: best_chunks keeps a chunk only while
         its row still has it."""
