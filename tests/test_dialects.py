@@ -377,10 +377,16 @@ def test_vector_literal_round_trips_float32():
 
 
 class _FakeDb:
-    """Just enough of Database for statement builders that only read the dialect."""
+    """Just enough of Database for statement builders: the dialect, and an empty catalog (a
+    database where nothing is made yet)."""
 
     def __init__(self, dialect):
         self.dialect = dialect
+
+    def catalog(self):
+        from vectorize_core.catalog import Catalog
+
+        return Catalog(self.dialect, ["public"], set(), {}, [])
 
     def as_string(self, composable):
         return composable.as_string()
@@ -722,11 +728,8 @@ def test_crdb_chunk_search_has_no_filter_inside_the_vector_query():
     assert params == ["Q", "p1", 5]
 
 
-class FakeDb:
-    """What index_statements asks of a database: its dialect."""
-
-    def __init__(self, dialect):
-        self.dialect = dialect
+class FakeDb(_FakeDb):
+    """What index_statements asks of a database: its dialect (and an empty catalog)."""
 
 
 def column_statements_for(t: VectorTarget):

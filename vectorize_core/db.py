@@ -3,7 +3,6 @@ about connections lives here."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -14,18 +13,13 @@ from psycopg import sql
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
 from . import dialects
+from .catalog import METADATA_KEY, Catalog, Column, Relation, Table, require_key, split_table_name  # noqa: F401
 from .errors import (
     BadInput,
     DatabaseError,
     DatabaseUnavailable,
-    NoPrimaryKey,
-    NoSuchColumn,
-    NoSuchTable,
 )
 
-METADATA_KEY = "vectorize"
-# Only for Column objects built by hand; columns read from the catalog go by pg_type.typcategory.
-TEXT_TYPES = {"text", "varchar", "bpchar", "citext", "name"}
 # PostgreSQL's identifier limit (NAMEDATALEN - 1); longer names are silently truncated.
 MAX_IDENTIFIER_BYTES = 63
 # SQLSTATEs worth retrying: serialization failure, ambiguous result (idempotent writes only),
@@ -62,83 +56,6 @@ def retry_budget_seconds() -> float:
     return float(os.environ.get("VECTORIZE_RETRY_SECONDS", "60"))
 
 
-@dataclass(frozen=True)
-class Column:
-    name: str
-    attnum: int
-    typname: str  # pg_type.typname: 'text', 'vector', 'int8', ...
-    type_sql: str  # format_type(): 'character varying(20)', 'vector(384)'
-    typmod: int
-    comment: str | None
-    category: str = ""  # pg_type.typcategory ('S' = string; domains carry their base type's)
-    generated: str = ""  # '' (ordinary), 'stored' or 'virtual'
-    expression: str | None = None  # the generation expression of a generated column
-
-    @property
-    def is_text(self) -> bool:
-        # The string category covers text, varchar, char(n), name, citext and any domain over
-        # them, whatever they are called: the catalog decides, not a list of names.
-        if self.category:
-            return self.category == "S"
-        return self.typname in TEXT_TYPES
-
-    @property
-    def is_vector(self) -> bool:
-        return self.typname == "vector"
-
-    @property
-    def metadata(self) -> dict | None:
-        """The vectorize record kept in the column comment, if this column has one."""
-        if not self.comment:
-            return None
-        try:
-            doc = json.loads(self.comment)
-        except ValueError:
-            return None
-        if isinstance(doc, dict) and isinstance(doc.get(METADATA_KEY), dict):
-            return doc[METADATA_KEY]
-        return None
-
-
-@dataclass(frozen=True)
-class Relation:
-    """A table by its schema and name: the user's, or one the tool makes beside it."""
-
-    schema: str
-    name: str
-
-    @property
-    def ident(self) -> sql.Identifier:
-        return sql.Identifier(self.schema, self.name)
-
-    @property
-    def display(self) -> str:
-        return f"{self.schema}.{self.name}"
-
-
-@dataclass(frozen=True)
-class Table(Relation):
-    oid: int
-    columns: dict[str, Column]
-    primary_key: tuple[str, ...]
-
-    def column(self, name: str) -> Column:
-        try:
-            return self.columns[name]
-        except KeyError:
-            raise NoSuchColumn(f"table {self.display} has no column {name!r}") from None
-
-
-def split_table_name(table: str, schema: str | None) -> tuple[str | None, str]:
-    """'name' or 'schema.name' (each part exactly as written); --schema may be given instead."""
-    if schema is not None:
-        return schema, table
-    if "." in table:
-        left, right = table.split(".", 1)
-        return left, right
-    return None, table
-
-
 @dataclass
 class Database:
     """One connection (autocommit) that reconnects and retries transient failures."""
@@ -149,6 +66,7 @@ class Database:
     # Session settings applied on every connect and reconnect, e.g. serve's
     # {"default_transaction_read_only": "on", "statement_timeout": "30s"}.
     settings: dict[str, str] = field(default_factory=dict)
+    _catalog: Catalog | None = field(default=None, repr=False)
 
     @classmethod
     def connect(cls, url: str, settings: dict[str, str] | None = None) -> Database:
@@ -173,7 +91,7 @@ class Database:
         if self.dialect is None:
             self.dialect = dialects.for_connection(conn)
         if self.dialect.name == "postgresql":
-            register_pgvector(conn)
+            register_pgvector(conn, self.url)
         try:
             for statement in session_statements(self.settings):
                 conn.execute(statement)
@@ -256,112 +174,35 @@ class Database:
     def as_string(self, query: sql.Composable) -> str:
         return query.as_string(self.connection())
 
-    # -- introspection -------------------------------------------------------------------
+    # -- introspection: answered from one snapshot of the catalog (catalog.py) -----------
+
+    def catalog(self) -> Catalog:
+        """The catalog as this command read it (read on first use)."""
+        if self._catalog is None:
+            self._catalog = Catalog.read(self)
+        return self._catalog
+
+    def forget_catalog(self) -> None:
+        """After the tool's own DDL: the next question reads the catalog again."""
+        self._catalog = None
 
     def find_table(self, table: str, schema: str | None = None) -> Table:
-        schema, name = split_table_name(table, schema)
-        if schema is None:
-            row = self.fetchone(
-                "SELECT c.oid, n.nspname, c.relname FROM pg_catalog.pg_class c"
-                " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-                " WHERE c.relname = %s AND c.relkind IN ('r', 'p')"
-                " AND n.nspname = ANY(current_schemas(false))"
-                " ORDER BY array_position(current_schemas(false), n.nspname) LIMIT 1",
-                (name,),
-            )
-        else:
-            row = self.fetchone(
-                "SELECT c.oid, n.nspname, c.relname FROM pg_catalog.pg_class c"
-                " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-                " WHERE c.relname = %s AND n.nspname = %s AND c.relkind IN ('r', 'p')",
-                (name, schema),
-            )
-        if row is None:
-            shown = f"{schema}.{name}" if schema else name
-            raise NoSuchTable(f"no table {shown!r} in the database")
-        oid, schema, name = row
-        columns = self._columns(oid, schema, name)
-        return Table(schema, name, oid, columns, self._primary_key(schema, name, columns))
-
-    def _columns(self, oid: int, schema: str, name: str) -> dict[str, Column]:
-        rows = self.fetchall(
-            "SELECT a.attname, a.attnum, t.typname, format_type(a.atttypid, a.atttypmod),"
-            " a.atttypmod, col_description(a.attrelid, a.attnum), t.typcategory::text"
-            " FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid"
-            " WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
-            (oid,),
-        )
-        query = self.dialect.generated_columns_query()
-        generated = {
-            column: (kind, expression)
-            for column, kind, expression in self.fetchall(query, {"oid": oid, "schema": schema, "name": name})
-        }
-        return {r[0]: Column(*r, *generated.get(r[0], ("", None))) for r in rows}
-
-    def _primary_key(self, schema: str, name: str, columns: dict[str, Column]) -> tuple[str, ...]:
-        rows = self.fetchall(
-            "SELECT kcu.column_name FROM information_schema.table_constraints tc"
-            " JOIN information_schema.key_column_usage kcu"
-            "   ON kcu.constraint_schema = tc.constraint_schema"
-            "  AND kcu.constraint_name = tc.constraint_name"
-            "  AND kcu.table_name = tc.table_name"
-            " WHERE tc.constraint_type = 'PRIMARY KEY' AND tc.table_schema = %s AND tc.table_name = %s"
-            " ORDER BY kcu.ordinal_position",
-            (schema, name),
-        )
-        key = tuple(r[0] for r in rows)
-        if not key and self.dialect.name == "cockroachdb" and "rowid" in columns:
-            key = ("rowid",)  # CockroachDB's hidden key of tables declared without one
-        if not key:
-            raise NoPrimaryKey(
-                f"table {schema}.{name} has no primary key; vectorize needs one to write vectors back "
-                "to their rows (ALTER TABLE ... ADD PRIMARY KEY)"
-            )
-        return key
+        return require_key(self.catalog().find_table(self, table, schema))
 
     def vectorized_columns(self) -> list[tuple[str, str, str, dict]]:
         """(schema, table, vector column, metadata) for every column vectorize has filled."""
-        rows = self.fetchall(
-            "SELECT n.nspname, c.relname, a.attname, col_description(c.oid, a.attnum)"
-            " FROM pg_catalog.pg_attribute a"
-            " JOIN pg_catalog.pg_class c ON c.oid = a.attrelid"
-            " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-            " JOIN pg_catalog.pg_type t ON t.oid = a.atttypid"
-            " WHERE t.typname = 'vector' AND a.attnum > 0 AND NOT a.attisdropped"
-            " AND c.relkind IN ('r', 'p')"
-            " AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'crdb_internal')"
-            " ORDER BY n.nspname, c.relname, a.attnum"
-        )
-        found = []
-        for schema, table, column, comment in rows:
-            meta = Column(column, 0, "vector", "", 0, comment).metadata
-            if meta is not None:
-                found.append((schema, table, column, meta))
-        return found
+        return self.catalog().vectorized_columns()
 
     def relation_owner(self, schema: str, name: str) -> str | None:
         """Who holds a relation name in a schema: the table an index of that name is on, '' for
         a relation that is not an index, None when the name is free."""
-        row = self.fetchone(
-            "SELECT coalesce(t.relname, '') FROM pg_catalog.pg_class c"
-            " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-            " LEFT JOIN pg_catalog.pg_index i ON i.indexrelid = c.oid"
-            " LEFT JOIN pg_catalog.pg_class t ON t.oid = i.indrelid"
-            " WHERE n.nspname = %s AND c.relname = %s",
-            (schema, name),
-        )
-        return None if row is None else row[0]
+        return self.catalog().relation_owner(schema, name)
 
     def relation_comment(self, schema: str, name: str) -> str | None:
-        row = self.fetchone(
-            "SELECT obj_description(c.oid, 'pg_class') FROM pg_catalog.pg_class c"
-            " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
-            (schema, name),
-        )
-        return None if row is None else row[0]
+        return self.catalog().relation_comment(schema, name)
 
     def index_exists(self, table: Table, index_name: str) -> bool:
-        return self.run(lambda conn: index_exists(conn, table.schema, table.name, index_name))
+        return self.catalog().index_exists(table, index_name)
 
 
 def session_statements(settings: dict[str, str]) -> list[sql.Composed]:
@@ -383,14 +224,23 @@ def index_exists(conn: psycopg.Connection, schema: str, table: str, name: str) -
     return row is not None
 
 
-def register_pgvector(conn: psycopg.Connection) -> None:
-    """Binary vector adapters on PostgreSQL; quietly skipped until the extension exists."""
-    from pgvector.psycopg import register_vector
+# The vector type's description, by database URL: looked up once a process, not on every
+# connection (a pooled serve or a fill's reader and writer open several).
+VECTOR_TYPES: dict[str, object] = {}
 
-    try:
-        register_vector(conn)
-    except psycopg.ProgrammingError:
-        pass  # 'vector type not found': ensure_extension() registers after creating it
+
+def register_pgvector(conn: psycopg.Connection, url: str = "") -> None:
+    """Binary vector adapters on PostgreSQL; quietly skipped until the extension exists."""
+    from pgvector.psycopg.vector import register_vector_info
+    from psycopg.types import TypeInfo
+
+    info = VECTOR_TYPES.get(url)
+    if info is None:
+        info = TypeInfo.fetch(conn, "vector")
+        if info is None:
+            return  # not installed yet: ensure_extension() registers after creating it
+        VECTOR_TYPES[url] = info
+    register_vector_info(conn, info)
 
 
 def first_line(exc: BaseException, url: str | None = None) -> str:

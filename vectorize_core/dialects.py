@@ -212,15 +212,13 @@ class Dialect:
             table, sql.Identifier(column), sql.Literal(int(dimension))
         )
 
-    def generated_columns_query(self) -> str:
-        """(column, 'stored' | 'virtual', expression) of each generated column; parameters oid,
-        schema and name of the table."""
+    def generated_columns_parts(self) -> tuple[str, str, str]:
+        """How the catalog's columns query (alias a for pg_attribute) reads a generated column:
+        its kind ('' | 'stored' | 'virtual'), its expression, and the join that gives them."""
         return (
-            "SELECT a.attname, CASE a.attgenerated WHEN 's' THEN 'stored' ELSE 'virtual' END,"
-            " pg_get_expr(d.adbin, d.adrelid)"
-            " FROM pg_catalog.pg_attribute a"
-            " LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum"
-            " WHERE a.attrelid = %(oid)s AND a.attgenerated <> '' AND a.attnum > 0 AND NOT a.attisdropped"
+            "CASE a.attgenerated WHEN 's' THEN 'stored' WHEN 'v' THEN 'virtual' ELSE '' END",
+            "CASE WHEN a.attgenerated <> '' THEN pg_get_expr(d.adbin, d.adrelid) END",
+            "LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum",
         )
 
     def index_type(self, dimension: int) -> str | None:
@@ -975,11 +973,15 @@ class CockroachDialect(Dialect):
         # send TEXT[] of literals and cast each element in SQL.
         return [vector_literal(v) for v in vectors]
 
-    def generated_columns_query(self) -> str:
+    def generated_columns_parts(self) -> tuple[str, str, str]:
         # Computed columns, stored or virtual alike (information_schema does not tell them apart).
         return (
-            "SELECT column_name, 'stored', generation_expression FROM information_schema.columns"
-            " WHERE table_schema = %(schema)s AND table_name = %(name)s AND coalesce(generation_expression, '') <> ''"
+            "CASE WHEN coalesce(ic.generation_expression, '') <> '' THEN 'stored' ELSE '' END",
+            "nullif(ic.generation_expression, '')",
+            "LEFT JOIN pg_catalog.pg_class gc ON gc.oid = a.attrelid"
+            " LEFT JOIN pg_catalog.pg_namespace gn ON gn.oid = gc.relnamespace"
+            " LEFT JOIN information_schema.columns ic ON ic.table_schema = gn.nspname AND ic.table_name = gc.relname"
+            " AND ic.column_name = a.attname",
         )
 
     def index_type(self, dimension: int) -> str | None:

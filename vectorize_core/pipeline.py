@@ -513,6 +513,7 @@ def set_up_columns(db: Database, target: VectorTarget) -> None:
                     run_ddl(db, statement)
             else:
                 run_in_transaction(db, statements)
+            db.forget_catalog()
             return
         except DatabaseError as exc:
             # Another encoder of the same column made the same table or index a moment before
@@ -551,9 +552,9 @@ def column_statements(db: Database, target: VectorTarget) -> list[sql.Composable
 
 
 def content_statements(db: Database, target: VectorTarget) -> list[sql.Composable]:
-    """The hash column and its index, the contents table, the chunk table and its hash index: the
-    indexes encode looks texts up by, made before the fill (each IF NOT EXISTS)."""
-    table = target.table
+    """The hash column and its index, the contents table, the chunk table and its hash index that
+    the catalog lacks: the indexes encode looks texts up by, made before the fill."""
+    table, catalog = target.table, db.catalog()
     hash_column = target.hash["column"]
     statements = []
     if hash_column not in table.columns:
@@ -563,30 +564,31 @@ def content_statements(db: Database, target: VectorTarget) -> list[sql.Composabl
         # Tagged as the tool's: a rerun (or another encoder started at the same time) knows it.
         tag = names.relation_tag(table.schema, table.name, target.vector_column, "hash")
         statements.append(db.dialect.comment_on_column(table.ident, hash_column, tag))
-    statements.append(
-        sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({}) WHERE {} IS NOT NULL").format(
-            sql.Identifier(target.hash["index"]), table.ident, sql.Identifier(hash_column), sql.Identifier(hash_column)
-        )
-    )
-    content_table = target.content_table
-    statements.append(contents.create_table(content_table, target.dimension))
-    statements.append(
-        comment_on_table(
-            content_table.ident, names.relation_tag(table.schema, table.name, target.vector_column, "contents")
-        )
-    )
-    if target.chunks:
-        chunk_table = chunk_table_of(table, target.chunks)
-        statements.append(chunks.create_table(chunk_table, target.dimension))
+    if not catalog.index_exists(table, target.hash["index"]):
         statements.append(
-            comment_on_table(
-                chunk_table.ident, names.relation_tag(table.schema, table.name, target.vector_column, "chunks")
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({}) WHERE {} IS NOT NULL").format(
+                sql.Identifier(target.hash["index"]),
+                table.ident,
+                sql.Identifier(hash_column),
+                sql.Identifier(hash_column),
             )
         )
-        if target.column_exists:
-            # A chunk table an earlier version made gets its hash columns (no-ops on a newer one).
-            statements += chunks.add_hash_columns(chunk_table)
-        statements.append(chunks.create_hash_index(chunk_table))
+    content_table = target.content_table
+    if catalog.relation_owner(table.schema, content_table.name) is None:
+        tag = names.relation_tag(table.schema, table.name, target.vector_column, "contents")
+        statements += [
+            contents.create_table(content_table, target.dimension),
+            comment_on_table(content_table.ident, tag),
+        ]
+    if target.chunks:
+        chunk_table = chunk_table_of(table, target.chunks)
+        if catalog.relation_owner(table.schema, chunk_table.name) is None:
+            tag = names.relation_tag(table.schema, table.name, target.vector_column, "chunks")
+            statements += [chunks.create_table(chunk_table, target.dimension), comment_on_table(chunk_table.ident, tag)]
+        elif "hash" not in (((target.existing_metadata or {}).get("chunks") or {}).get("columns") or {}):
+            statements += chunks.add_hash_columns(chunk_table)  # a chunk table an earlier version made
+        if not catalog.index_exists(chunk_table, chunk_table.hash_index):
+            statements.append(chunks.create_hash_index(chunk_table))
     return statements
 
 
@@ -715,7 +717,12 @@ def create_indexes(
     dense = repeats(db, queries, rows)
     memory = index_memory(db, target, memory, rows, dense) if db.dialect.name == "postgresql" else None
     settings = db.dialect.index_build_settings(memory)
-    named = named_indexes(db, target, queries, dense)
+    catalog = db.catalog()
+    named = [
+        (statement, name, table_name)
+        for statement, name, table_name in named_indexes(db, target, queries, dense)
+        if catalog.relation_owner(target.table.schema, name) != table_name
+    ]
     notices: list[str] = []
 
     def create(conn):
@@ -724,8 +731,6 @@ def create_indexes(
         for statement in settings:
             conn.execute(statement)
         for statement, name, table_name in named:
-            if index_exists(conn, target.table.schema, table_name, name):
-                continue
             try:
                 if on_index is None:
                     conn.execute(statement)
@@ -742,10 +747,17 @@ def create_indexes(
         db.run(create)
     except DatabaseError as exc:
         raise DatabaseError(f"{exc} (while creating the indexes of {target.display})") from None
+    db.forget_catalog()
     # IF NOT EXISTS succeeds quietly when the name belongs to another table's index: never claim
     # an index this table does not have.
+    made = dict(
+        db.fetchall(
+            "SELECT indexname, tablename FROM pg_catalog.pg_indexes WHERE schemaname = %s AND indexname = ANY(%s)",
+            (target.table.schema, [name for _, name, _ in named]),
+        )
+    )
     for _, name, table_name in named:
-        if not db.run(lambda conn, n=name, t=table_name: index_exists(conn, target.table.schema, t, n)):
+        if made.get(name) != table_name:
             raise DatabaseError(
                 f"index {name} was not created on {target.table.schema}.{table_name}: the name is taken"
             )
@@ -769,6 +781,9 @@ def run_ddl(db: Database, statement: sql.Composable) -> None:
 def ensure_extension(db: Database) -> None:
     """Make the vector type (and on CockroachDB before v25.4 its index feature) available, or
     stop before anything is encoded, saying what an administrator must run."""
+    if db.dialect.name == "postgresql" and "vector" in db.catalog().extensions:
+        return  # installed: nothing to ask of the server
+    db.forget_catalog()
     for statement in db.dialect.setup_statements():
         try:
             db.command(statement)
@@ -781,7 +796,7 @@ def ensure_extension(db: Database) -> None:
     if db.dialect.name == "postgresql":
         from .db import register_pgvector
 
-        register_pgvector(db.connection())
+        register_pgvector(db.connection(), db.url)
 
 
 def encode(
@@ -958,6 +973,7 @@ def upgrade_layout(db: Database, target: VectorTarget, queries: FillQueries) -> 
     the rows keyed."""
     for statement in content_statements(db, target):
         run_ddl(db, statement)
+    db.forget_catalog()
     keyed = 0
     last: tuple = ()
     while rows := db.fetchall(queries.unhashed_after if last else queries.unhashed, (*last, UPGRADE_BATCH)):

@@ -15,7 +15,7 @@ from .chunks import chunk_table_of, joined_text
 from .contents import content_table_of
 from .db import Database
 from .dialects import BEAM_SIZE_RANGE, CHUNK_FANOUT, OVERFETCH, SearchSpec, vector_literal
-from .errors import BadInput, DatabaseError, DimensionMismatch, EncoderError
+from .errors import BadInput, DatabaseError, DimensionMismatch, EncoderError, NoVectorizedColumn
 from .filters import BadFilter, compile_filter, parse_filter
 from .target import SearchTarget, load_encoder, resolve_for_search
 
@@ -205,6 +205,23 @@ def encode_query(target: SearchTarget, text: str, encoder_for=load_encoder) -> n
     return vector
 
 
+def current_target(db: Database, **choose) -> SearchTarget:
+    """The column to search, resolved from the catalog as read, and confirmed as it is now: a
+    long-lived Database (serve's, a library user's) may hold a snapshot from before a column was
+    encoded again, dropped or added; then the catalog is read again."""
+    try:
+        target = resolve_for_search(db, **choose)
+    except NoVectorizedColumn:
+        db.forget_catalog()  # encoded since the catalog was read?
+        return resolve_for_search(db, **choose)
+    column = target.table.columns[target.vector_column]
+    now = db.fetchone("SELECT col_description(%s, %s)", (target.table.oid, column.attnum))
+    if now is None or now[0] != column.comment:
+        db.forget_catalog()
+        target = resolve_for_search(db, **choose)
+    return target
+
+
 def parse_query_vector(text: str) -> np.ndarray:
     """A query vector from JSON text, or '@file.json'."""
     if text.startswith("@"):
@@ -278,7 +295,7 @@ def prepare(
         query_vector = parse_query_vector(query_vector)
     elif query_vector is not None:
         query_vector = query_vector_of(query_vector)
-    target = resolve_for_search(
+    target = current_target(
         db, table=table, schema=schema, column=column, vector_column=vector_column, metric=metric
     )
     # Everything the user wrote is checked before the model loads or any query runs.

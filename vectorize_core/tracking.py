@@ -85,10 +85,20 @@ def remove_statements(db: Database, table: Table, vector_column: str) -> list[sq
 
 
 def install(db: Database, target: VectorTarget) -> bool:
-    """(Re)install the column's trigger; True when tracking was not already in place."""
-    was_on = names.trigger_name(target.vector_column) in db.dialect.triggers(db, target.table)
-    run(db, install_statements(db, target))
-    return not was_on
+    """(Re)install the column's trigger, unless it is in place for what the column's metadata says
+    (a rerun changes nothing); True when tracking was not already in place."""
+    triggers = db.dialect.triggers(db, target.table)
+    name = names.trigger_name(target.vector_column)
+    in_place = (
+        name in triggers
+        and not target.needs_comment
+        and LEGACY_TRIGGER not in triggers
+        and not orphans(target.table, triggers)
+        and triggers[name] in ([], [target.vector_column])
+    )
+    if not in_place:
+        run(db, install_statements(db, target))
+    return name not in triggers
 
 
 def run(db: Database, statements: list[sql.Composable]) -> None:
@@ -103,6 +113,7 @@ def run(db: Database, statements: list[sql.Composable]) -> None:
     else:
         for statement in statements:
             db.command(statement)
+    db.forget_catalog()
 
 
 def problem(db: Database, table: Table, vector_column: str, meta: dict, triggers: dict[str, list[str]]) -> str | None:
