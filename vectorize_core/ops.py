@@ -328,4 +328,5 @@ def drop(
         db.command(statement)
     for statement in db.dialect.unused_function_statements(db, plan.table.schema):
         db.command(statement)
+    db.forget_catalog()
     return plan

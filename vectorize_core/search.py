@@ -216,7 +216,7 @@ def current_target(db: Database, **choose) -> SearchTarget:
         return resolve_for_search(db, **choose)
     column = target.table.columns[target.vector_column]
     now = db.fetchone("SELECT col_description(%s, %s)", (target.table.oid, column.attnum))
-    if now is None or now[0] != column.comment:
+    if replace(column, comment=now[0] if now else None).metadata != target.metadata:
         db.forget_catalog()
         target = resolve_for_search(db, **choose)
     return target
@@ -295,9 +295,7 @@ def prepare(
         query_vector = parse_query_vector(query_vector)
     elif query_vector is not None:
         query_vector = query_vector_of(query_vector)
-    target = current_target(
-        db, table=table, schema=schema, column=column, vector_column=vector_column, metric=metric
-    )
+    target = current_target(db, table=table, schema=schema, column=column, vector_column=vector_column, metric=metric)
     # Everything the user wrote is checked before the model loads or any query runs.
     spec = search_spec(
         db, target, k, where=where, exact=exact, show=show, ef_search=ef_search, beam_size=beam_size, text=text_out

@@ -353,6 +353,7 @@ def create_app(
     ):
         """Every vectorized column: model, metric, counts of embedded and pending rows, index, tracking."""
         with pool().borrow() as db:
+            db.forget_catalog()  # a listing shows the columns as they are now
             found = [c.as_dict() for c in ops.status(db, table=table, schema=schema)]
         return JSONResponse({"columns": json_value(found)})
 
