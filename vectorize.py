@@ -217,9 +217,7 @@ def list_models(name, as_json):
 @click.option("--limit", type=click.IntRange(min=0), help="Encode at most this many rows in this run.")
 @apply(index_options)
 @click.option("--dry-run", is_flag=True, help="Print the SQL it would run; change nothing.")
-def encode(url, table, schema, columns, model, vector_column, metric, prefix, query_prefix, backend, dimension,
-           on_error, prefix_columns, track_changes, adopt, reencode, fulltext, language, chunk, chunk_tokens,
-           chunk_overlap, follow, max_idle, shard, batch_size, limit, index_mode, index_memory, dry_run):  # fmt: skip
+def encode(url, columns, index_mode, **options):
     """Add, fill and index a vector column for a text column.
 
     Only rows whose vector is NULL and whose text is not are encoded, so a rerun continues
@@ -239,55 +237,22 @@ def encode(url, table, schema, columns, model, vector_column, metric, prefix, qu
           --prefix "passage: " --query-prefix "query: "
     """
     import vectorize_core
+    from vectorize_core.request import EncodeRequest
 
-    if not table:
+    if not options["table"]:
         raise click.UsageError("Missing option '--table'.")
-    if max_idle is not None and not follow:
-        raise click.UsageError("--max-idle goes with --follow.")
-    stop = stop_on_signals() if follow else None
-    interrupt = None if follow or dry_run else interrupt_on_ctrl_c()
+    request = EncodeRequest(column=columns, index=index_mode, **options)
+    stop = stop_on_signals() if request.follow else None
+    interrupt = None if request.follow or request.dry_run else interrupt_on_ctrl_c()
     with (
         vectorize_core.connect(url) as db,
-        progress_reporter(enabled=not follow, lines=True) as progress,
+        progress_reporter(enabled=not request.follow, lines=True) as progress,
         index_reporter() as on_index,
     ):
         result = vectorize_core.encode(
-            db,
-            table=table,
-            schema=schema,
-            column=list(columns),
-            model=model,
-            vector_column=vector_column,
-            metric=metric,
-            prefix=prefix,
-            query_prefix=query_prefix,
-            backend=backend,
-            dimension=dimension,
-            on_error=on_error,
-            track_changes=track_changes,
-            prefix_columns=prefix_columns,
-            adopt=adopt,
-            reencode=reencode,
-            fulltext=fulltext,
-            language=language,
-            chunk=chunk,
-            chunk_tokens=chunk_tokens,
-            chunk_overlap=chunk_overlap,
-            shard=shard,
-            batch_size=batch_size,
-            limit=limit,
-            index=index_mode,
-            index_memory=index_memory,
-            on_index=on_index,
-            dry_run=dry_run,
-            follow=follow,
-            max_idle=max_idle,
-            stop=stop,
-            interrupt=interrupt,
-            progress=progress,
-            on_round=report_round,
+            db, request, stop=stop, interrupt=interrupt, progress=progress, on_round=report_round, on_index=on_index
         )
-    if dry_run:
+    if request.dry_run:
         for statement in result.statements:
             click.echo(statement + ";")
         return

@@ -184,6 +184,18 @@ def counting():
     modules.unregister(encoder.name)
 
 
+def make_items(conn, n: int = 20):
+    """The table the import tests fill: items(id int PRIMARY KEY, body text), body 'item <id>'."""
+    conn.execute("CREATE TABLE items (id int PRIMARY KEY, body text)")
+    conn.execute("INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, %s) g", (n,))
+    return conn
+
+
+@pytest.fixture
+def items(conn):
+    return make_items(conn)
+
+
 def table_checksum(conn, table: str) -> str:
     """Contents and shape of a table, to show that a failed command left it untouched."""
     rows = conn.execute(sql.SQL("SELECT * FROM {} ORDER BY 1").format(sql.SQL(table))).fetchall()

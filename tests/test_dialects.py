@@ -492,7 +492,7 @@ def test_crdb_index_size_from_range_statistics():
     assert "per-column" in CRDB.vector_bytes_note()
 
 
-# --fulltext (issue 24): the first FULLTEXT_MAX_CHARS characters, and on CockroachDB words cut to
+# --fulltext: the first FULLTEXT_MAX_CHARS characters, and on CockroachDB words cut to
 # CRDB_WORD_CHARS (it refuses to store a lexeme over 16,383 bytes).
 CRDB_TSV = (
     "to_tsvector('english', regexp_replace(left(coalesce(CAST(\"body\" AS text), ''), 100000),"

@@ -13,13 +13,6 @@ from conftest import table_checksum
 DIM = 5
 
 
-@pytest.fixture
-def items(conn):
-    conn.execute("CREATE TABLE items (id int PRIMARY KEY, body text)")
-    conn.execute("INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 20) g")
-    return conn
-
-
 def vector_for(i: int) -> list[float]:
     rng = np.random.default_rng(i)
     return [round(float(x), 6) for x in rng.standard_normal(DIM)]

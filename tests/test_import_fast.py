@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from pgvector.psycopg import register_vector
 
-from conftest import table_checksum
+from conftest import make_items, table_checksum
 from vectorize_core import connect, dialects, importer
 
 N = 40
@@ -19,9 +19,7 @@ DIM = 6
 
 @pytest.fixture
 def items(conn):
-    conn.execute("CREATE TABLE items (id int PRIMARY KEY, body text)")
-    conn.execute("INSERT INTO items SELECT g, 'item number ' || g FROM generate_series(1, %s) g", (N,))
-    return conn
+    return make_items(conn, N)
 
 
 @pytest.fixture

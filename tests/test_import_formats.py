@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from pgvector.psycopg import register_vector
 
-from conftest import table_checksum
+from conftest import make_items, table_checksum
 from vectorize_core import dialects, importer
 
 N = 30
@@ -23,9 +23,7 @@ GOOD = [0.5, -1.25, 3.0, 1e-3]
 
 @pytest.fixture
 def items(conn):
-    conn.execute("CREATE TABLE items (id int PRIMARY KEY, body text)")
-    conn.execute("INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, %s) g", (N,))
-    return conn
+    return make_items(conn, N)
 
 
 @pytest.fixture(params=["one-process", "workers"])

@@ -13,13 +13,6 @@ from vectorize_core import connect, importer
 from vectorize_core.db import Database
 
 
-@pytest.fixture
-def items(conn):
-    conn.execute("CREATE TABLE items (id int PRIMARY KEY, body text)")
-    conn.execute("INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 20) g")
-    return conn
-
-
 def stored(conn) -> dict:
     return {i: None if v is None else json.loads(v) for i, v in conn.execute("SELECT id, body_vector::text FROM items")}
 

@@ -19,6 +19,7 @@ _EXPORTS = {
     "VectorizeError": "errors",
     "EncodeResult": "pipeline",
     "encode": "pipeline",
+    "EncodeRequest": "request",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -131,7 +131,7 @@ class SearchSpec:
 # in at most two tokens (a hyphenated word and its part; a URL and its host or path), a lexeme
 # takes at most 4 bytes a character (UTF-8), and a token at most 5 more (alignment, the position
 # count, one position), paid for by the character that ends it: under 8 bytes a character (7.96
-# measured, on hyphenated words of 4-byte characters; tests/test_issue24_fulltext.py). 100,000
+# measured, on hyphenated words of 4-byte characters; tests/test_fulltext_never_fails_writes.py). 100,000
 # characters make at most 800,000 bytes, with room left for case mappings that lengthen a
 # character. Built-in configurations; dictionaries that expand words (synonyms, thesaurus,
 # unaccent) are the user's to bound.

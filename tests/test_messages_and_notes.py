@@ -1,4 +1,4 @@
-"""Issue 24, items 5, 8, 10 and 11 (in part): a blank query, an unknown model on an encoded
+"""A blank query, an unknown model on an encoded
 column, why the vector index does not serve a small table, and what the CLI and the API say.
 Real embedded PostgreSQL; the in-process 'words' encoder."""
 

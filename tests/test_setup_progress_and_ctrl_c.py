@@ -1,5 +1,5 @@
-"""Issue 24, the run itself: setup all or nothing (item 2), summaries of the whole run (3),
-Ctrl-C (6), progress without a terminal (9), a later column the model never reads (12)."""
+"""The run itself: setup all or nothing, summaries of the whole run, Ctrl-C, progress without a
+terminal, a later column the model never reads."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 24, item 1: --fulltext never makes the application's own writes fail. The generated
+"""--fulltext never makes the application's own writes fail. The generated
 tsvector indexes the first FULLTEXT_MAX_CHARS characters, which stay under PostgreSQL's 1 MB
 tsvector limit whatever the text: checked here on adversarial texts (distinct words, 4-byte
 characters, hyphenated words whose parts are indexed twice, URLs, repeated words, long words,
