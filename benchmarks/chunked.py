@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-import os
 import pydoc
 import subprocess
 import sys
@@ -19,9 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import BEIR, BENCH_DIR, embedding_like, fresh_db, log, pct, server_url, timed_with_recall  # noqa: E402
 
 from vectorize_core import connect, encode  # noqa: E402
 from vectorize_core.search import search  # noqa: E402
@@ -73,10 +71,6 @@ NEEDLES = [
 DEPTHS = [100, 200, 300, 500, 1000, 2000, 3000, 5000, 8000, 10000, 12000, 15000]
 ROW_WORDS = 16_000
 DISTRACTORS = 14  # long rows of the same genre without a needle (what pydoc gives here suffices for 26 rows)
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def pydoc_words() -> list[str]:
@@ -134,8 +128,6 @@ def needle_ranks(db, table: str, vector_column: str) -> list[int]:
 
 
 def bench_needle(admin: str, quick: bool, configs=((64, 0), (64, 16), (128, 0), (128, 32), (254, 0))) -> dict:
-    from run import fresh_db
-
     url = fresh_db(admin, "bench_needle")
     rows = needle_rows()
     load_rows(url, "longdoc", [(k, t) for k, t, _ in rows])
@@ -177,8 +169,6 @@ def half(qid: str) -> int:
 
 
 def bench_beir(admin: str, quick: bool) -> dict:
-    from run import fresh_db
-
     from vectorize_core.evaluate import eval_columns
     from vectorize_core.evaluation import read_qrels
 
@@ -237,8 +227,6 @@ def cost_child(url: str, table: str, chunk: bool) -> None:
 def bench_cost(admin: str, quick: bool) -> dict:
     """Encode speed and peak RSS for rows of 1 KB, 100 KB and 2 MB, chunked and not; and what
     splitting costs as a share of encoding."""
-    from run import fresh_db
-
     words = pydoc_words()
     sizes = {"1KB": (1_000, 300), "100KB": (100_000, 30), "2MB": (2_000_000, 3)}
     out = {}
@@ -301,8 +289,6 @@ class BenchEncoder:
         return (lambda text: len(text.split())), 2, None
 
     def encode(self, batch):
-        from run import embedding_like
-
         self.seed += 1
         return embedding_like(len(batch), seed=self.seed)
 
@@ -310,8 +296,6 @@ class BenchEncoder:
 def bench_search(admin: str, quick: bool) -> dict:
     """Search latency (SQL and ranking, no model) on a chunked column of 100,000 chunks against an
     unchunked column of 100,000 rows, k = 10, with recall@10 against exact ranking."""
-    from run import embedding_like, fresh_db, pct, timed_with_recall
-
     import modules
     from vectorize_core.target import resolve_for_search
 
@@ -338,15 +322,10 @@ def bench_search(admin: str, quick: bool) -> dict:
     return out
 
 
-BEIR = Path(os.environ.get("VECTORIZE_BEIR", ROOT.parent / "shared" / "data" / "beir"))
-BENCH_DIR = ROOT / ".bench"
-
 if __name__ == "__main__":
     if sys.argv[1] == "cost-child":
         cost_child(sys.argv[2], sys.argv[3], sys.argv[4] == "1")
     else:
-        from run import server_url
-
         BENCH_DIR.mkdir(exist_ok=True)
         benchmarks = {"needle": bench_needle, "beir": bench_beir, "cost": bench_cost, "search": bench_search}
         print(json.dumps(benchmarks[sys.argv[1]](server_url(), "--quick" in sys.argv), indent=2, default=float))

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import (  # noqa: E402  (benchmarks/run.py: the 9b helpers)
+from common import (  # noqa: E402
     BENCH_DIR,
     ROOT,
     embedding_like,

@@ -17,11 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from chunked import NEEDLES  # noqa: E402
+from common import BENCH_DIR, ROOT, fresh_db, log, server_url  # noqa: E402
 
 from vectorize_core import connect, encode  # noqa: E402
 from vectorize_core.search import search  # noqa: E402
@@ -29,10 +27,6 @@ from vectorize_core.search import search  # noqa: E402
 LICENCES = Path("/usr/share/doc")
 PARAGRAPHS = 16_000
 LONG_ROWS = 32
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def copyright_files() -> list[Path]:
@@ -160,8 +154,6 @@ def index_rows(url: str, table: str) -> int | None:
 
 
 def bench_plain(admin: str, quick: bool) -> dict:
-    from run import fresh_db
-
     n = 3_000 if quick else PARAGRAPHS
     texts = licence_paragraphs(n)
     planted = plant(texts, seed=3, middle=False)
@@ -184,8 +176,6 @@ def bench_plain(admin: str, quick: bool) -> dict:
 
 
 def bench_chunked(admin: str, quick: bool) -> dict:
-    from run import fresh_db
-
     texts = licence_documents(12 if quick else LONG_ROWS)
     planted = plant(texts, seed=4, middle=True)
     url = fresh_db(admin, "bench_repeated_chunked")
@@ -222,8 +212,6 @@ def bench_with_record(admin: str, quick: bool) -> dict:
 
 if __name__ == "__main__":
     import tempfile
-
-    from run import BENCH_DIR, server_url
 
     tempfile.tempdir = str(BENCH_DIR)
     which = sys.argv[1] if len(sys.argv) > 1 else "repeated"

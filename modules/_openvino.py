@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -197,25 +198,23 @@ _loaded: dict[Path, OpenVINOModel] = {}
 _loading = threading.Lock()
 
 
-def load(source: str, folder: Path) -> OpenVINOModel:
+def load(source: str, folder: Path, load_torch: Callable[[str], object]) -> OpenVINOModel:
     """source's converted model from folder (its cache_dir), converting it first when the folder
-    lacks it; once per process."""
+    lacks it (``load_torch(source)``: the SentenceTransformer to convert); once per process."""
     with _loading:
         if folder not in _loaded:
             if not is_cached(folder):
-                convert(source, folder)
+                convert(load_torch(source), folder)
             _loaded[folder] = OpenVINOModel(folder)
         return _loaded[folder]
 
 
-def convert(source: str, folder: Path) -> None:
-    """Convert source's transformer with OpenVINO and save it, with its tokenizer and layout, in
-    folder. Raises Unconvertible when the model does not fit or does not agree with torch."""
+def convert(model, folder: Path) -> None:
+    """Convert a SentenceTransformer's transformer with OpenVINO and save it, with its tokenizer
+    and layout, in folder. Raises Unconvertible when the model does not fit or does not agree
+    with torch."""
     import numpy as np
 
-    from ._sentence_transformers import load_model
-
-    model = load_model(source, "torch")
     layout = layout_of(model)
     ov_model = convert_transformer(model, layout)
     folder.mkdir(parents=True, exist_ok=True)

@@ -244,6 +244,10 @@ def load_model(source: str, backend: str):
         return _loaded[source, backend]
 
 
+def load_torch_model(source: str):
+    return load_model(source, "torch")
+
+
 def read_model(source: str, backend: str = "torch"):
     """The SentenceTransformer for source (a hub name or a local folder), on torch."""
     if Path(source).is_dir():
@@ -267,7 +271,7 @@ def open_model(name: str, source: str, backend: str):
         try:
             if not _openvino.is_cached(folder):
                 log.info("%s: converting the model for OpenVINO (once; kept in %s)", name, folder)
-            return _openvino.load(source, folder)
+            return _openvino.load(source, folder, load_torch_model)
         except _openvino.Unconvertible as exc:
             reason = f"OpenVINO cannot run it: {exc}"
             with contextlib.suppress(OSError):  # remembered when the cache can be written
