@@ -875,7 +875,7 @@ def index_command(url, table, schema, column, vector_column, index_memory):
       vectorize.py index -t passage -c passage --index-memory 4GB
     """
     from vectorize_core import connect
-    from vectorize_core.pipeline import build_index
+    from vectorize_core.indexes import build_index
 
     if not table:
         raise click.UsageError("Missing option '--table'.")

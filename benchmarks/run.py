@@ -447,7 +447,7 @@ class RowVectors:
 
 
 def bench_million(admin: str, quick: bool) -> dict:
-    from vectorize_core.pipeline import build_index
+    from vectorize_core.indexes import build_index
 
     n = 100_000 if quick else 1_000_000
     url = fresh_db(admin, "bench_million")

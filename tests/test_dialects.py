@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 from psycopg import sql
 
-from vectorize_core import dialects, names
+from vectorize_core import dialects, names, search_sql
+from vectorize_core.columns import column_statements
 from vectorize_core.db import Column, Table
 from vectorize_core.errors import UnsupportedByEngine
-from vectorize_core.pipeline import FillQueries, column_statements, index_statements
+from vectorize_core.fill_queries import FillQueries
+from vectorize_core.indexes import index_statements
 from vectorize_core.target import VectorTarget
 
 CRDB = dialects.CockroachDialect(version=(26, 2, 1))
@@ -266,7 +268,7 @@ NEAR = (
 
 
 def test_crdb_search_ranks_the_nearest_contents_and_expands_them_to_their_rows():
-    query, params = CRDB.search_statement(spec(candidates=50), "Q")
+    query, params = search_sql.search_statement(CRDB, spec(candidates=50), "Q")
     assert s(query) == (
         'SELECT "t"."id", "t"."body", "t"."body_vector" <=> CAST(%s AS vector(384)) AS "distance",'
         f' near.vectorize_far FROM {NEAR} JOIN "public"."Pass age" AS t ON "t"."body_vector_hash" = near."content_hash"'
@@ -285,15 +287,15 @@ def test_crdb_search_ranks_the_nearest_contents_and_expands_them_to_their_rows()
 
 def test_crdb_filter_on_prefix_columns_stays_inside_the_vector_query():
     pinned = sql.SQL("(c.{} = CAST(%s AS int8))").format(sql.Identifier("a"))
-    query, params = CRDB.search_statement(
-        spec("prefix", CAT, index_filter=pinned, index_filter_params=["p2"], candidates=50), "Q"
+    query, params = search_sql.search_statement(
+        CRDB, spec("prefix", CAT, index_filter=pinned, index_filter_params=["p2"], candidates=50), "Q"
     )
     assert f' FROM {CONTENTS} AS c WHERE (c."a" = CAST(%s AS int8)) ORDER BY "c"."content_vector" <=>' in s(query)
     assert params == ["Q", "Q", "p2", "Q", 50, "p1", 5]
 
 
 def test_crdb_other_filters_apply_to_the_rows_of_the_nearest_contents():
-    query, params = CRDB.search_statement(spec("overfetch", CAT, candidates=50), "Q")
+    query, params = search_sql.search_statement(CRDB, spec("overfetch", CAT, candidates=50), "Q")
     assert s(query).endswith(
         ' WHERE t."body_vector" IS NOT NULL AND (t."cat" = CAST(%s AS text)) ORDER BY "distance", "t"."id" LIMIT %s'
     )
@@ -302,7 +304,7 @@ def test_crdb_other_filters_apply_to_the_rows_of_the_nearest_contents():
 
 def test_exact_search_ranks_every_matching_row_in_place():
     for dialect in (CRDB, PG):
-        query, params = dialect.search_statement(spec("exact", CAT), "Q")
+        query, params = search_sql.search_statement(dialect, spec("exact", CAT), "Q")
         assert s(query) == (
             'SELECT "candidates"."id", "candidates"."body", "candidates"."distance" FROM (SELECT "t"."id", "t"."body",'
             ' "t"."body_vector" <=> CAST(%s AS vector(384)) AS "distance", t."id" AS "vectorize_key0"'
@@ -322,7 +324,7 @@ def test_search_mode_follows_prefix_columns_and_the_contents():
 
 
 def test_pg_search_statements():
-    query, params = PG.search_statement(spec(filter=CAT, candidates=50), "Q")
+    query, params = search_sql.search_statement(PG, spec(filter=CAT, candidates=50), "Q")
     assert s(query) == (
         'SELECT "t"."id", "t"."body", "t"."body_vector" <=> CAST(%s AS vector(384)) AS "distance",'
         f' near.vectorize_far FROM {NEAR} JOIN "public"."Pass age" AS t ON "t"."body_vector_hash" = near."content_hash"'
@@ -336,8 +338,8 @@ def test_pg_search_statements():
 def test_hybrid_fusion_takes_the_vector_legs_rows_as_arrays():
     fulltext = {"column": "body_tsv", "index": "body_tsv_idx", "language": "english"}
     names = {n: n for n in ("score", "dense_rank", "text_rank", "distance")}
-    query, params = CRDB.hybrid_statement(
-        spec(), [("7", 0.25), ("3", 0.5)], "words", fulltext, candidates=100, fusion_k=60, weights=(1.0, 2.0),
+    query, params = search_sql.hybrid_statement(
+        CRDB, spec(), [("7", 0.25), ("3", 0.5)], "words", fulltext, candidates=100, fusion_k=60, weights=(1.0, 2.0),
         names=names,
     )  # fmt: skip
     assert s(query).startswith(
@@ -360,7 +362,7 @@ def test_crdb_index_with_prefix_columns():
 @pytest.mark.parametrize("metric, op", [("cosine", "<=>"), ("l2", "<->"), ("ip", "<#>")])
 def test_search_operator_matches_the_metric(metric, op):
     for dialect in (PG, CRDB):
-        query, _ = dialect.search_statement(spec(metric=metric), "Q")
+        query, _ = search_sql.search_statement(dialect, spec(metric=metric), "Q")
         assert f'"t"."body_vector" {op} CAST(%s AS vector(384))' in s(query)
 
 
@@ -691,7 +693,9 @@ def test_crdb_chunk_search_has_no_filter_inside_the_vector_query():
     t = chunked_target(prefix=("a",))
     ct = chunk_table_of(t.table, t.chunks)
     contents = t.content_table
-    query, params = CRDB.search_statement(spec("overfetch", CAT, chunks=ct, contents=contents, candidates=50), "Q")
+    query, params = search_sql.search_statement(
+        CRDB, spec("overfetch", CAT, chunks=ct, contents=contents, candidates=50), "Q"
+    )
     text = s(query)
     assert (
         ' FROM (SELECT "ch"."id", "ch"."chunk", "ch"."chunk_start", "ch"."chunk_end", "ch"."row_hash",'
@@ -712,14 +716,14 @@ def test_crdb_chunk_search_has_no_filter_inside_the_vector_query():
     assert params == ["Q", "Q", 50, "p1", 5]
     # A filter that pins the prefix columns is the vector query's only filter.
     pinned = sql.SQL("(c.{} = CAST(%s AS int8))").format(sql.Identifier("a"))
-    query, params = CRDB.search_statement(
-        spec("prefix", CAT, chunks=ct, contents=contents, index_filter=pinned, index_filter_params=["p2"],
+    query, params = search_sql.search_statement(
+        CRDB, spec("prefix", CAT, chunks=ct, contents=contents, index_filter=pinned, index_filter_params=["p2"],
              candidates=50), "Q",
     )  # fmt: skip
     assert ' AS c WHERE (c."a" = CAST(%s AS int8)) ORDER BY "c"."content_vector" <=>' in s(query)
     assert params == ["Q", "p2", "Q", 50, "p1", 5]
     # Exact: every chunk of every matching row that holds its chunks.
-    query, params = CRDB.search_statement(spec("exact", CAT, chunks=ct, contents=contents), "Q")
+    query, params = search_sql.search_statement(CRDB, spec("exact", CAT, chunks=ct, contents=contents), "Q")
     assert (
         f' FROM {CHUNKS} AS ch JOIN "public"."Pass age" AS t ON t."id" = "ch"."id"'
         ' AND t."body_vector_hash" = "ch"."row_hash" WHERE t."body_vector" IS NOT NULL'

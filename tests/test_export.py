@@ -13,6 +13,7 @@ from pgvector.psycopg import register_vector
 
 from conftest import fresh_database
 from vectorize_core import exporter
+from vectorize_core.record import record_path, recorded
 
 N = 60
 DIM = 8
@@ -119,7 +120,7 @@ def test_export_then_import_restores_vectors_bit_for_bit_and_the_model_record(
     assert f"Exported {N} vectors of {DIM} dimensions from public.passage.body_vector" in exported.stdout
     assert out.is_file() and not list(tmp_path.glob(".*.partial"))
     if fmt != "parquet":
-        assert exporter.record_path(out).is_file()  # the record beside the file
+        assert record_path(out).is_file()  # the record beside the file
     if fmt == "npy":
         assert (tmp_path / "passage.keys.jsonl").is_file()
         assert np.load(out).view(np.uint32).tolist() == source.view(np.uint32).tolist()  # key order
@@ -154,7 +155,7 @@ def test_an_external_column_round_trips_with_its_label(run_cli, url, conn, pg_se
     assert run_cli("import-vectors", "--url", url, *args, *files).exit_code == 0
     out = tmp_path / "out.jsonl"
     assert run_cli("export-vectors", "--url", url, "-t", "passage", "-f", out).exit_code == 0
-    record = json.loads(exporter.record_path(out).read_text())
+    record = json.loads(record_path(out).read_text())
     assert record["column"] == {
         "source": ["body"], "model": "external", "external": True, "label": "acme-embed-v2", "dimension": DIM,
         "metric": "ip",
@@ -244,6 +245,6 @@ def test_a_column_with_no_vectors_exports_an_empty_file(run_cli, url, conn, tmp_
     out = tmp_path / f"empty.{fmt}"
     result = run_cli("export-vectors", "--url", url, "-t", "passage", "-f", out)
     assert result.exit_code == 0 and "Exported 0 vectors" in result.stdout, result.output
-    assert exporter.recorded(out)["column"]["model"] == "words"
+    assert recorded(out)["column"]["model"] == "words"
     again = run_cli("import-vectors", "--url", url, "-f", out)
     assert again.exit_code == 2 and "no vectors in the file" in again.stderr, again.output

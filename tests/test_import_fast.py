@@ -12,6 +12,8 @@ from pgvector.psycopg import register_vector
 
 from conftest import make_items, table_checksum
 from vectorize_core import connect, dialects, importer
+from vectorize_core.formats import common
+from vectorize_core.formats import npy as npy_format
 
 N = 40
 DIM = 6
@@ -25,7 +27,7 @@ def items(conn):
 @pytest.fixture
 def small_chunks(monkeypatch):
     """Three rows per .npy chunk: the row-naming and chunk-boundary paths run on a small file."""
-    monkeypatch.setattr(importer, "NPY_CHUNK_BYTES", 3 * DIM * 4)
+    monkeypatch.setattr(npy_format, "NPY_CHUNK_BYTES", 3 * DIM * 4)
 
 
 def awkward_float32(n: int) -> np.ndarray:
@@ -198,7 +200,7 @@ def test_progress_reports_validation_load_checks_writes_and_index(url, items, tm
 
 
 def test_text_formats_report_loading_with_an_estimated_total(url, items, tmp_path, monkeypatch):
-    monkeypatch.setattr(importer, "TEXT_BLOCK", 200)  # a progress report every few lines
+    monkeypatch.setattr(common, "TEXT_BLOCK", 200)  # a progress report every few lines
     path = tmp_path / "v.jsonl"
     path.write_text("".join(json.dumps({"id": i, "vector": [i, 0.5, -1]}) + "\n" for i in range(1, N + 1)))
     result, events, _ = run_import(url, path)
@@ -274,7 +276,7 @@ def test_update_batches_follow_key_order_for_a_shuffled_file(url, items, tmp_pat
 
 def test_plain_output_names_slow_phases_with_their_times(capsys):
     import vectorize
-    from vectorize_core.importer import ImportProgress
+    from vectorize_core.progress import ImportProgress
 
     with vectorize.phase_reporter() as report:
         report(ImportProgress("checking", 0, 10))

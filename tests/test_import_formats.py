@@ -15,6 +15,7 @@ from pgvector.psycopg import register_vector
 
 from conftest import make_items, table_checksum
 from vectorize_core import dialects, importer
+from vectorize_core.formats import common, parquet
 
 N = 30
 DIM = 4
@@ -30,8 +31,8 @@ def items(conn):
 def parsing(request, monkeypatch):
     """Every text-format test twice: parsed here, and by worker processes a few lines a chunk."""
     if request.param == "workers":
-        monkeypatch.setattr(importer, "PARALLEL_BYTES", 0)
-        monkeypatch.setattr(importer, "TEXT_BLOCK", 100)
+        monkeypatch.setattr(common, "PARALLEL_BYTES", 0)
+        monkeypatch.setattr(common, "TEXT_BLOCK", 100)
     return request.param
 
 
@@ -246,7 +247,7 @@ def write_parquet(path, vectors, *, ids=None, kind=None, mutate=None):
     ids=["list-float64", "large-list-float32", "fixed-float32", "fixed-float64"],
 )
 def test_parquet_lists_of_floats(run_cli, url, items, tmp_path, kind, monkeypatch):
-    monkeypatch.setattr(importer, "PARQUET_BATCH", 5)
+    monkeypatch.setattr(parquet, "PARQUET_BATCH", 5)
     vectors = awkward(N)
     result = import_file(run_cli, url, write_parquet(tmp_path / "v.parquet", vectors, kind=kind))
     assert result.exit_code == 0, result.output
@@ -299,7 +300,7 @@ def at(row: int, value):
 def test_parquet_validation_names_the_row_and_writes_nothing(
     run_cli, url, items, tmp_path, monkeypatch, make, kind, fragment
 ):
-    monkeypatch.setattr(importer, "PARQUET_BATCH", 5)  # row 13 is in the third batch
+    monkeypatch.setattr(parquet, "PARQUET_BATCH", 5)  # row 13 is in the third batch
     vectors = awkward(N)
     if make is not None:
         values = make(vectors)
@@ -336,7 +337,7 @@ def test_parquet_validation_names_the_row_and_writes_nothing(
     ids=["null-key", "repeated-key", "unreadable-key"],
 )
 def test_parquet_keys_are_checked_naming_the_row(run_cli, url, items, tmp_path, monkeypatch, ids, kind, fragment):
-    monkeypatch.setattr(importer, "PARQUET_BATCH", 5)
+    monkeypatch.setattr(parquet, "PARQUET_BATCH", 5)
     vectors = awkward(N)
     table = pa.table({"id": pa.array(ids, kind), "vector": pa.array(list(vectors), type=pa.list_(pa.float32(), DIM))})
     pq.write_table(table, tmp_path / "v.parquet")
@@ -356,7 +357,7 @@ def test_parquet_missing_columns_and_not_parquet(run_cli, url, items, tmp_path):
 
 
 def test_parquet_text_keys_and_progress(url, conn, tmp_path, monkeypatch):
-    monkeypatch.setattr(importer, "PARQUET_BATCH", 4)
+    monkeypatch.setattr(parquet, "PARQUET_BATCH", 4)
     conn.execute("CREATE TABLE notes (code text, part int, body text, PRIMARY KEY (code, part))")
     keys = [("a,b", 1), ('quote "q"', 2), ("tab\there", 3), ("back\\slash", 4), ("plain", 5), ("ünï", 6)]
     for code, part in keys:

@@ -10,7 +10,7 @@ import pytest
 from vectorize import parse_size
 from vectorize_core import connect, encode
 from vectorize_core.dialects import HNSW_ELEMENT_BYTES, Dialect
-from vectorize_core.pipeline import build_index
+from vectorize_core.indexes import build_index
 
 
 @pytest.fixture

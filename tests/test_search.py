@@ -10,6 +10,7 @@ import pytest
 
 import modules
 from conftest import WordsEncoder
+from vectorize_core import search_sql
 
 
 @pytest.fixture
@@ -53,7 +54,7 @@ def test_search_query_uses_the_hnsw_index(url, conn, filled):
     with connect(url) as db:
         target = resolve_for_search(db)
         spec = replace(search_spec(db, target, 5), candidates=5)
-        query, params = db.dialect.search_statement(spec, "[1,2,3,4,5,6,7,8]")
+        query, params = search_sql.search_statement(db.dialect, spec, "[1,2,3,4,5,6,7,8]")
         query = db.as_string(query)
     conn.execute("SET enable_seqscan = off")  # 43 rows: the planner would rightly scan them all
     plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + query, params))

@@ -17,7 +17,7 @@ _EXPORTS = {
     "mask_url": "db",
     "BadInput": "errors",
     "VectorizeError": "errors",
-    "EncodeResult": "pipeline",
+    "EncodeResult": "result",
     "encode": "pipeline",
     "EncodeRequest": "request",
 }

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import search_sql
 from .db import Database
 from .dialects import SearchSpec, vector_literal
 from .errors import BadInput, NoVectorizedColumn
@@ -120,7 +121,9 @@ def eval_columns(
             run = {}
             for qid, vector in zip(ids, vectors, strict=True):
                 if ranking == "fulltext":
-                    query, params = db.dialect.text_statement(spec, texts[qid], meta["fulltext"], hybrid_names(info))
+                    query, params = search_sql.text_statement(
+                        db.dialect, spec, texts[qid], meta["fulltext"], hybrid_names(info)
+                    )
                     rows = run_ranked(db, spec, query, params)
                 else:
                     rows = run_hybrid(

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from psycopg import sql
 
+from . import search_sql
 from .chunks import chunk_table_of, joined_text
 from .contents import content_table_of
 from .db import Database
@@ -146,7 +147,7 @@ def emit_sql(db: Database, *, where=None, exact=False, hybrid=False, **choose) -
         spec = replace(spec, columns=list(spec.keys), k=HYBRID_CANDIDATES, text_keys=True)
     if spec.mode != "exact":
         spec = replace(spec, candidates=first_candidates(spec))
-    query, params = db.dialect.search_statement(spec, "<query vector>")
+    query, params = search_sql.search_statement(db.dialect, spec, "<query vector>")
     settings = [mogrify(db, stmt, p) for stmt, p in db.dialect.search_settings(spec)]
     prefix = f" (prefix {meta['query_prefix']!r})" if meta.get("query_prefix") else ""
     lines = [
@@ -166,8 +167,8 @@ def emit_sql(db: Database, *, where=None, exact=False, hybrid=False, **choose) -
         db.as_string(query) + ";",
     ]
     if hybrid:
-        fused, fused_params = db.dialect.hybrid_statement(
-            replace(spec, columns=search_spec(db, target, 10).columns, k=10, text_keys=False), [], "<query text>",
+        fused, fused_params = search_sql.hybrid_statement(
+            db.dialect, replace(spec, columns=search_spec(db, target, 10).columns, k=10, text_keys=False), [], "<query text>",
             fulltext_of(target), candidates=HYBRID_CANDIDATES, fusion_k=FUSION_K, weights=(1.0, 1.0),
             names=hybrid_names(target.table),
         )  # fmt: skip
@@ -420,8 +421,8 @@ def hybrid_statements(db, target, spec, literal, text, candidates, fusion_k, wei
     candidates = max(candidates or HYBRID_CANDIDATES, spec.k)
     dense_spec = replace(spec, columns=list(spec.keys), k=candidates, text_keys=True)
     dense_rows, dense_spec.mode = ranked(db, dense_spec, literal)
-    query, params = db.dialect.hybrid_statement(
-        spec, dense_rows, text, fulltext_of(target), candidates=candidates, fusion_k=fusion_k, weights=weights,
+    query, params = search_sql.hybrid_statement(
+        db.dialect, spec, dense_rows, text, fulltext_of(target), candidates=candidates, fusion_k=fusion_k, weights=weights,
         names=hybrid_names(target.table),
     )  # fmt: skip
     return dense_spec, query, params
@@ -479,7 +480,7 @@ def explained(db: Database, spec: SearchSpec, literal: str, query=None, params=N
     if query is None:
         if spec.mode != "exact":
             spec = replace(spec, candidates=first_candidates(spec))
-        query, params = db.dialect.search_statement(spec, literal)
+        query, params = search_sql.search_statement(db.dialect, spec, literal)
     return [abbreviate_vectors(row[0]) for row in run_ranked(db, spec, sql.SQL("EXPLAIN ") + query, params)]
 
 
@@ -579,13 +580,13 @@ def ranked(db: Database, spec: SearchSpec, literal: str) -> tuple[list[tuple], s
     exactly. When they hold k such rows, those are the true top k in the true order: a row not
     among them holds a content at least as far as all the contents given."""
     if spec.mode == "exact":
-        query, params = db.dialect.search_statement(spec, literal)
+        query, params = search_sql.search_statement(db.dialect, spec, literal)
         return run_ranked(db, spec, query, params), spec.mode
     candidates = first_candidates(spec)
     distance = len(spec.columns)  # where a row's distance is
     while True:
         asked = replace(spec, candidates=candidates)
-        query, params = db.dialect.search_statement(asked, literal)
+        query, params = search_sql.search_statement(db.dialect, asked, literal)
         found = run_ranked(db, asked, query, params)
         rows = [row[:-1] for row in found]  # less the farthest candidate's distance
         # The k-th row nearer than the farthest content the index gave: no row it did not give
