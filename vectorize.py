@@ -796,7 +796,10 @@ class phase_reporter:
 @cli.command("eval")
 @url_option
 @apply(table_options)
-@click.option("--column", "-c", required=True, metavar="COLUMN", help="Source column of the vectors.")
+@click.option(
+    "--column", "-c", "column", required=True, multiple=True, metavar="COLUMN",
+    help="Source column of the vectors; repeat for a column encoded from several (-c title -c body).",
+)  # fmt: skip
 @click.option("--queries", required=True, metavar="FILE", help="BEIR queries.jsonl, or a TSV of id<TAB>text.")
 @click.option("--qrels", required=True, metavar="FILE", help="Judgments: BEIR or TREC qrels TSV.")
 @click.option(

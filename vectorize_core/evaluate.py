@@ -17,7 +17,7 @@ from .dialects import SearchSpec, vector_literal
 from .errors import BadInput, NoVectorizedColumn
 from .evaluation import evaluate, read_qrels, read_queries, recall_against
 from .search import FUSION_K, column_options, distance_name, hybrid_names, ranked_rows, run_hybrid, run_ranked
-from .target import SearchTarget, load_encoder
+from .target import Candidate, SearchTarget, load_encoder
 
 QUERY_BATCH = 64
 
@@ -49,7 +49,7 @@ def eval_columns(
     db: Database,
     *,
     table: str,
-    column: str,
+    column: str | list[str] | tuple[str, ...],
     queries: str,
     qrels: str,
     schema: str | None = None,
@@ -68,7 +68,9 @@ def eval_columns(
     ``progress(done, total)`` counts queries ranked, over all columns.
     """
     info = db.find_table(table, schema)
-    info.column(column)
+    sources = (column,) if isinstance(column, str) else tuple(column)
+    for name in sources:
+        info.column(name)
     id_column = id_column or single_key(info)
     info.column(id_column)
     judged = read_qrels(qrels)
@@ -79,7 +81,7 @@ def eval_columns(
     # lower every metric. Evaluate the queries that have both, and say how many were left out.
     left_out = len(set(judged) - set(texts))
     judged = {qid: judged[qid] for qid in texts}
-    columns = columns_to_evaluate(db, info, column, vector_columns)
+    columns = columns_to_evaluate(info, sources, vector_columns)
     if hybrid:
         for name, meta in columns:
             if not meta.get("fulltext"):
@@ -156,12 +158,14 @@ def single_key(info) -> str:
     return info.primary_key[0]
 
 
-def columns_to_evaluate(db: Database, info, column: str, wanted: list[str] | None) -> list[tuple[str, dict]]:
-    found = [
-        (vector_column, meta)
-        for schema, table, vector_column, meta in db.vectorized_columns()
-        if (schema, table) == (info.schema, info.name) and meta.get("source", [None])[0] == column
-    ]
+def columns_to_evaluate(info, column: tuple[str, ...], wanted: list[str] | None) -> list[tuple[str, dict]]:
+    """The vectorized columns of these source columns: those whose sources are exactly them (every
+    model's, to compare), else those holding them all (`-c body` finds a title+body column)."""
+    found = [Candidate(info.schema, info.name, c.name, c.metadata, info) for c in info.columns.values() if c.metadata]
+    fits = {f.vector_column: f.fit(column) for f in found}
+    best = max(fits.values(), default=0)
+    found = [(f.vector_column, f.metadata) for f in found if best and fits[f.vector_column] == best]
+    column = ", ".join(column)
     if wanted:
         known = {name for name, _ in found}
         for name in wanted:

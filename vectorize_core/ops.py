@@ -13,7 +13,7 @@ from .db import Database, Table
 from .dialects import FULLTEXT_MAX_CHARS
 from .errors import BadInput, NoVectorizedColumn
 from .output import plural
-from .target import current_sources, default_vector_column, recorded_index_names
+from .target import Candidate, current_sources, default_vector_column, pick_vector_column, recorded_index_names
 
 
 @dataclass
@@ -250,21 +250,13 @@ def find_vector_column(info: Table, column: str | None, vector_column: str | Non
     if column is None:
         raise BadInput("say which vectors to drop: --column or --vector-column")
     found = [
-        (c.name, c.metadata)
+        Candidate(info.schema, info.name, c.name, c.metadata, info)
         for c in info.columns.values()
-        if c.metadata is not None and column in (*c.metadata["source"], *current_sources(info, c.metadata))
+        if c.metadata is not None
     ]
-    default = default_vector_column(column)
-    if any(name == default for name, _ in found):
-        found = [(name, meta) for name, meta in found if name == default]
-    if not found:
-        raise NoVectorizedColumn(f"{info.display} has no vector column made by vectorize for {column!r}")
-    if len(found) > 1:
-        raise BadInput(
-            f"{info.display} has several vector columns for {column!r} ({', '.join(n for n, _ in found)}); "
-            "choose one with --vector-column"
-        )
-    return found[0]
+    default = [f for f in found if f.vector_column == default_vector_column(column) and f.fit((column,))]
+    chosen = default[0] if default else pick_vector_column(found, scope=f" in {info.display}", column=column)
+    return chosen.vector_column, chosen.metadata
 
 
 def plan_drop(

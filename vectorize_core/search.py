@@ -296,7 +296,10 @@ def prepare(
         query_vector = parse_query_vector(query_vector)
     elif query_vector is not None:
         query_vector = query_vector_of(query_vector)
-    target = current_target(db, table=table, schema=schema, column=column, vector_column=vector_column, metric=metric)
+    dimension = len(query_vector) if query_vector is not None else None
+    target = current_target(
+        db, table=table, schema=schema, column=column, vector_column=vector_column, metric=metric, dimension=dimension
+    )
     # Everything the user wrote is checked before the model loads or any query runs.
     spec = search_spec(
         db, target, k, where=where, exact=exact, show=show, ef_search=ef_search, beam_size=beam_size, text=text_out

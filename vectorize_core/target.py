@@ -615,35 +615,94 @@ def resolve_for_search(
     *,
     table: str | None = None,
     schema: str | None = None,
-    column: str | None = None,
+    column: str | list[str] | tuple[str, ...] | None = None,
     vector_column: str | None = None,
     metric: str | None = None,
+    dimension: int | None = None,
 ) -> SearchTarget:
-    """Pick the vectorized column to search: the only one, or the one the options narrow to."""
-    found = db.vectorized_columns()
-    info = None
-    if table is not None:
-        info = db.find_table(table, schema)
-        found = [f for f in found if (f[0], f[1]) == (info.schema, info.name)]
-    if column is not None:
-        found = [f for f in found if f[3].get("source", [None])[0] == column]
+    """Pick the vectorized column to search: the only one, or the one the options narrow to
+    (see pick_vector_column). ``dimension``: a query vector's, which settles a choice between
+    columns of different sizes."""
+    info = db.find_table(table, schema) if table is not None else None
+    found = [
+        Candidate(s, t, v, m, db.find_table(t, s) if column is not None else None)
+        for s, t, v, m in db.vectorized_columns()
+        if info is None or (s, t) == (info.schema, info.name)
+    ]
+    scope = f" in table {table!r}" if table else " in the database"
+    chosen = pick_vector_column(
+        found, scope=scope, column=column, vector_column=vector_column, metric=metric, dimension=dimension
+    )
+    if info is None:  # a table named in the options is read once
+        info = db.find_table(chosen.table, chosen.schema)
+    return SearchTarget(info, chosen.vector_column, chosen.metadata)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A vectorized column as the catalog has it: where, its metadata, and (to follow renamed
+    sources) its table when known."""
+
+    schema: str
+    table: str
+    vector_column: str
+    metadata: dict
+    info: Table | None = None
+
+    def sources(self) -> list[str]:
+        recorded = list(self.metadata.get("source") or [])
+        current = current_sources(self.info, self.metadata) if self.info is not None else []
+        return recorded + [c for c in current if c is not None and c not in recorded]
+
+    def fit(self, column: tuple[str, ...]) -> int:
+        """How well its sources fit the --column names: 2 they are exactly its sources, 1 each is
+        one of them, 0 not all are."""
+        recorded = list(self.metadata.get("source") or [])
+        current = current_sources(self.info, self.metadata) if self.info is not None else recorded
+        if list(column) in (recorded, current):
+            return 2
+        return 1 if set(column) <= set(self.sources()) else 0
+
+    def label(self) -> str:
+        m = self.metadata
+        return f"{self.schema}.{self.table}.{self.vector_column} ({', '.join(m.get('source', []))}, {m.get('metric')})"
+
+
+def pick_vector_column(
+    found: list[Candidate],
+    *,
+    scope: str = " in the database",
+    column: str | list[str] | tuple[str, ...] | None = None,
+    vector_column: str | None = None,
+    metric: str | None = None,
+    dimension: int | None = None,
+) -> Candidate:
+    """The one vectorized column the options mean, from the catalog's (no database): named by
+    --vector-column and --metric; by --column, the column whose sources are exactly the ones
+    named, else the only one holding them all (`-c body` finds a title+body column); among
+    several, the only one of ``dimension``. Asks, listing the candidates, only when two fit."""
+    columns = (column,) if isinstance(column, str) else tuple(column or ())
     if vector_column is not None:
-        found = [f for f in found if f[2] == vector_column]
+        found = [f for f in found if f.vector_column == vector_column]
     if metric is not None:
-        found = [f for f in found if f[3].get("metric") == metric]
+        found = [f for f in found if f.metadata.get("metric") == metric]
+    if columns:
+        fits = {id(f): f.fit(columns) for f in found}
+        best = max(fits.values(), default=0)
+        found = [f for f in found if best and fits[id(f)] == best]
+    if len(found) > 1 and dimension is not None:
+        sized = [f for f in found if f.metadata.get("dimension") == dimension]
+        found = sized if len(sized) == 1 else found
     if not found:
-        scope = f" in table {table!r}" if table else " in the database"
-        what = f" for column {column!r}" if column else ""
+        what = f" for column {', '.join(map(repr, columns))}" if columns else ""
+        what += f" named {vector_column!r}" if vector_column else ""
         what += f" with metric {metric}" if metric else ""
         raise NoVectorizedColumn(
             f"no vectorized column{what}{scope}; run `vectorize.py encode --table T --column C` first"
         )
     if len(found) > 1:
-        names = ", ".join(f"{s}.{t}.{v} ({', '.join(m.get('source', []))}, {m.get('metric')})" for s, t, v, m in found)
         raise AmbiguousVectorColumn(
-            f"several vectorized columns fit: {names}; choose with --table, --column, --vector-column or --metric"
+            f"several vectorized columns fit: {', '.join(f.label() for f in found)}; "
+            "choose with --table, --column, --vector-column or --metric"
         )
-    schema_name, table_name, vcol, meta = found[0]
-    if info is None:  # a table named in the options is read once
-        info = db.find_table(table_name, schema_name)
-    return SearchTarget(info, vcol, meta)
+    return found[0]
