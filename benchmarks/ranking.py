@@ -81,7 +81,68 @@ def load(admin: str) -> dict:
     return figures
 
 
+def stored(url: str, name: str):
+    """Row ids, opening vectors, and each row's chunk vectors (real chunks only), as numpy."""
+    import numpy as np
+    import psycopg
+    from pgvector.psycopg import register_vector
+    from psycopg import sql
+
+    with psycopg.connect(url) as conn:
+        register_vector(conn)
+        ids, openings = [], []
+        rows = sql.SQL("SELECT id, title_vector FROM {} ORDER BY id").format(sql.Identifier(name))
+        for key, vector in conn.execute(rows):
+            ids.append(key)
+            openings.append(vector.to_numpy() if hasattr(vector, "to_numpy") else vector)
+        index = {key: i for i, key in enumerate(ids)}
+        owners, chunks = [], []
+        chunk_table = sql.Identifier(f"{name}_title_vector_chunks")
+        for key, vector in conn.execute(
+            sql.SQL("SELECT id, chunk_vector FROM {} WHERE chunk >= 0").format(chunk_table)
+        ):
+            owners.append(index[key])
+            chunks.append(vector.to_numpy() if hasattr(vector, "to_numpy") else vector)
+    return ids, np.array(openings, dtype=np.float32), np.array(owners), np.array(chunks, dtype=np.float32)
+
+
+def tune(admin: str, datasets=DATASETS) -> dict:
+    """NDCG@10 of w x opening + (1 - w) x best chunk (cosine similarities), exact, for w from 0
+    to 1, on the dev and test halves: the weight is chosen on dev."""
+    import numpy as np
+
+    import modules
+    from vectorize_core.evaluation import evaluate, read_qrels, read_queries
+
+    encoder = modules.get("minilm")
+    out = {}
+    for name in datasets:
+        url = database(admin, name)
+        ids, openings, owners, chunks = stored(url, name)
+        paths = qrels_halves(name)
+        judged = {label: read_qrels(path) for label, path in paths.items()}
+        queries = {q: t for q, t in read_queries(BEIR / name / "queries.jsonl").items() if q in judged["all"]}
+        qids = list(queries)
+        vectors = np.asarray(encoder.encode([queries[q] for q in qids]), dtype=np.float32)
+        row_sim = vectors @ openings.T  # normalized vectors: cosine similarity
+        chunk_sim = vectors @ chunks.T
+        best = np.full_like(row_sim, -2.0)
+        for q in range(len(qids)):
+            np.maximum.at(best[q], owners, chunk_sim[q])
+        figures = {}
+        for w in [round(x * 0.05, 2) for x in range(21)]:
+            score = w * row_sim + (1 - w) * best
+            top = np.argsort(-score, axis=1, kind="stable")[:, :10]
+            run = {qid: [ids[i] for i in top[q]] for q, qid in enumerate(qids)}
+            figures[w] = {label: evaluate(run, judged[label])["ndcg@10"] for label in judged}
+        chosen = max(figures, key=lambda w: figures[w]["dev"])
+        out[name] = {"by_weight": figures, "chosen_on_dev": chosen, "at_chosen": figures[chosen]}
+        log(f"{name}: chosen w={chosen} {figures[chosen]}; w=0 {figures[0.0]}; w=1 {figures[1.0]}")
+    return out
+
+
 if __name__ == "__main__":
     BENCH_DIR.mkdir(exist_ok=True)
     admin = server_url()
-    print(json.dumps({"load": load}[sys.argv[1]](admin), indent=2, default=float))
+    command = {"load": load, "tune": tune}[sys.argv[1]]
+    print(json.dumps(command(admin, *([sys.argv[2:]] if sys.argv[2:] else [])), indent=2, default=float))

@@ -59,7 +59,9 @@ def articles(conn, run_cli, url, words):
 
 
 def test_search_by_one_source_of_a_joined_column(run_cli, url, articles):
-    result = run_cli("search", "--url", url, "-t", "article", "-c", "body", "xxxxxxx body of an article", "--json", "-k", "1")
+    result = run_cli(
+        "search", "--url", url, "-t", "article", "-c", "body", "xxxxxxx body of an article", "--json", "-k", "1"
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)[0]["id"] == 7
 

@@ -711,7 +711,7 @@ def test_crdb_chunk_search_has_no_filter_inside_the_vector_query():
     assert text.endswith(
         ' JOIN "public"."Pass age" AS t ON t."id" = "best"."id" AND t."body_vector_hash" = "best"."row_hash"'
         ' WHERE best.vectorize_pick = 1 AND t."body_vector" IS NOT NULL AND (t."cat" = CAST(%s AS text))'
-        ' ORDER BY best.vectorize_distance, "t"."id" LIMIT %s'
+        ' ORDER BY "distance", "t"."id" LIMIT %s'
     )
     assert params == ["Q", "Q", 50, "p1", 5]
     # A filter that pins the prefix columns is the vector query's only filter.
@@ -727,7 +727,7 @@ def test_crdb_chunk_search_has_no_filter_inside_the_vector_query():
     assert (
         f' FROM {CHUNKS} AS ch JOIN "public"."Pass age" AS t ON t."id" = "ch"."id"'
         ' AND t."body_vector_hash" = "ch"."row_hash" WHERE t."body_vector" IS NOT NULL'
-        ' AND (t."cat" = CAST(%s AS text))) AS hit'
+        ' AND (t."cat" = CAST(%s AS text)) AND ch."chunk" >= 0) AS hit'
     ) in s(query)
     assert params == ["Q", "p1", 5]
 
@@ -753,3 +753,57 @@ def test_crdb_plain_fill_reads_and_compares_a_prefix_of_the_text():
         s(q.by_key)
         == 'SELECT CAST("t"."body" AS text) FROM "public"."Pass age" AS t WHERE "t"."id" = CAST(%s AS bigint)'
     )
+
+
+def test_crdb_chunked_rows_rank_by_opening_and_best_chunk():
+    """Through the index: the rows holding a nearest content (as a chunk or as their opening),
+    every chunk of theirs but the opening scored exactly, the best mixed with the opening's."""
+    from vectorize_core.chunks import chunk_table_of
+
+    t = chunked_target(prefix=("a",))
+    ct = chunk_table_of(t.table, t.chunks)
+    query, params = search_sql.search_statement(
+        CRDB, spec("overfetch", CAT, chunks=ct, contents=t.content_table, candidates=50, opening_weight=0.3), "Q"
+    )
+    text = s(query)
+    assert text.startswith(
+        'SELECT "t"."id", "t"."body", (0.3 * ("t"."body_vector" <=> CAST(%s AS vector(384)))'
+        ' + 0.7 * best.vectorize_distance) AS "distance",'
+    )
+    assert (
+        'SELECT "ch"."id", "ch"."chunk", "ch"."chunk_start", "ch"."chunk_end", "ch"."row_hash",'
+        ' "ch"."chunk_vector" <=> CAST(%s AS vector(384)) AS vectorize_distance, found.vectorize_far'
+        ' FROM (SELECT DISTINCT "h"."id", near.vectorize_far FROM (SELECT n0.*'
+    ) in text
+    assert f'JOIN {CHUNKS} AS ch ON ch."id" = found."id" AND ch."chunk" >= 0) AS hit' in text
+    assert text.endswith(
+        ' WHERE best.vectorize_pick = 1 AND t."body_vector" IS NOT NULL AND (t."cat" = CAST(%s AS text))'
+        ' ORDER BY "distance", "t"."id" LIMIT %s'
+    )
+    assert params == ["Q", "Q", "Q", "Q", 50, "p1", 5]
+    exact, exact_params = search_sql.search_statement(
+        CRDB, spec("exact", CAT, chunks=ct, contents=t.content_table, opening_weight=0.3), "Q"
+    )
+    assert 'AND ch."chunk" >= 0) AS hit' in s(exact)
+    assert exact_params == ["Q", "Q", "p1", 5]
+
+
+def test_crdb_rows_of_an_earlier_chunked_column_gain_their_openings():
+    q = FillQueries(chunked_target(prefix=("a",)), CRDB)
+    assert s(q.add_openings) == (
+        f'INSERT INTO {CHUNKS} ("id", "a", "chunk", "chunk_start", "chunk_end", "chunk_vector", "chunk_hash",'
+        ' "row_hash") SELECT "t"."id", "t"."a", %s, 0, 0, "t"."body_vector",'
+        ' CAST(md5(CAST("t"."body_vector" AS text)) AS uuid), t."body_vector_hash" FROM "public"."Pass age" AS t'
+        ' WHERE "t"."body_vector" IS NOT NULL AND t."body_vector_hash" IS NOT NULL'
+        f' AND NOT EXISTS (SELECT 1 FROM {CHUNKS} AS c WHERE "c"."id" = "t"."id" AND c."chunk" = %s)'
+    )
+
+
+def test_full_text_ranks_by_bm25_on_postgresql_and_by_ts_rank_on_cockroachdb():
+    fulltext = {"column": "body_tsv", "language": "english", "terms_ident": sql.Identifier("public", "t_terms")}
+    pg, pg_params = search_sql.text_ranking(PG, spec(), fulltext, "words", 10)
+    crdb, crdb_params = search_sql.text_ranking(CRDB, spec(), fulltext, "words", 10)
+    assert "ln(1 + (n.docs - coalesce(s.docs, 0) + 0.5)" in s(pg) and "ts_rank" not in s(pg)
+    assert pg_params == ["words", "", "words", 10]
+    assert "ts_rank(" in s(crdb) and "ts_stat" not in s(crdb)
+    assert crdb_params == ["words", "words", 10]

@@ -81,7 +81,7 @@ def test_the_full_text_leg_uses_its_index(run_cli, url, docs):
     emitted = run_cli("search", "--url", url, "--hybrid", "--emit-sql").stdout
     # The vector leg's query, then the fusion's, which takes the vector leg's rows as arrays.
     assert "parameters in order: the query vector, the query vector, the query vector, 101, 100" in emitted
-    assert "then: the query text, the query text, 100, 1.0, 60, 1.0, 60, 10 (the last is k)" in emitted
+    assert "then: the query text, '', the query text, 100, 1.0, 60, 1.0, 60, 10 (the last is k)" in emitted
     statement = emitted.strip().splitlines()[-1].rstrip(";")
     params = (["1", "2"], [0.1, 0.2], [1, 2], "ZX-7731", "ZX-7731", 100, 1.0, 60, 1.0, 60, 10)
     plan = "\n".join(r[0] for r in docs.execute("EXPLAIN " + statement, params))
@@ -104,7 +104,9 @@ def test_fulltext_on_an_encoded_column_then_drop_removes_it(run_cli, url, conn, 
     added = run_cli("encode", "--url", url, "-t", "plain", "-c", "body", "-m", "words", "--fulltext")
     assert added.exit_code == 0 and "full text in body_tsv" in added.stdout
     (status,) = json.loads(run_cli("status", "--url", url, "--json").stdout)
-    assert status["fulltext"] == {"column": "body_tsv", "index": "plain_body_tsv_idx", "language": "english"}
+    assert status["fulltext"] == {
+        "column": "body_tsv", "index": "plain_body_tsv_idx", "language": "english", "terms": "plain_body_tsv_terms"
+    }  # fmt: skip
     assert ids(run_cli("search", "--url", url, "gamma", "--hybrid", "-k", "1", "--json")) == [2]
     bad = run_cli(
         "encode", "--url", url, "-t", "plain", "-c", "body", "-m", "words", "--fulltext", "--language", "nope"

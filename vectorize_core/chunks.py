@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from psycopg import sql
 
 from . import names
-from .contents import content_table_of
+from .contents import content_table_of, vector_hash
 from .db import Column, Relation, Table
 from .dialects import is_blank
 from .errors import BadInput
@@ -130,12 +130,15 @@ def new_record(db, table: Table, vector_column: str, tokens: int, overlap: int, 
         "counting": counting,
         "columns": column_names({*table.primary_key, *prefix}),
         **({"prefix_columns": list(prefix)} if prefix else {}),
+        "opening_weight": OPENING_WEIGHT,
     }
 
 
 def upgraded_record(db, table: Table, record: dict) -> dict:
     """The 'chunks' record of a column an earlier version chunked, with the hash columns and
     index its chunk table gets now (free names: none meets a column of it)."""
+    if "opening_weight" not in record:
+        record = {**record, "opening_weight": OPENING_WEIGHT}  # its rows gain their openings first
     if "hash" in record["columns"]:
         return record
     taken = {*table.primary_key, *(record.get("prefix_columns") or ()), *record["columns"].values()}
@@ -148,6 +151,15 @@ def upgraded_record(db, table: Table, record: dict) -> dict:
     salt = f"{table.schema}.{table.name}"
     hash_index = names.own_or_free(db, table.schema, record["table"], "_hash_idx", salt=salt, on=record["table"])
     return {**record, "columns": columns, "hash_index": hash_index}
+
+
+# The number of a row's opening in its chunk table: the text the model reads of the whole row,
+# with the row's own vector. Not a piece of the text (start and end 0): never a best chunk.
+OPENING = -1
+# Search ranks a row by w x its opening's distance + (1 - w) x its best chunk's; w is recorded
+# in the column's metadata. Chosen on the first half of the NFCorpus and SciFact queries
+# (benchmarks/ranking.py; docs/benchmarks.md gives the other half's figures).
+OPENING_WEIGHT = 0.3
 
 
 # -- splitting ------------------------------------------------------------------------------
@@ -367,6 +379,29 @@ def insert_chunks(ct: ChunkTable, table: Table, dialect) -> sql.Composed:
     values.append(dialect.write_vectors_value(sql.SQL("d.vec")))
     return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}{}").format(
         ct.ident, columns, sql.SQL(", ").join(values), source, join
+    )
+
+
+def add_openings(ct: ChunkTable, table: Table, vector_column: str, hash_column: str) -> sql.Composed:
+    """A chunk table made before rows had their opening among their chunks: each row with a vector
+    gains it, from that vector (keyed by the vector's hash: its text is not at hand), no model run."""
+    t_keys = [sql.Identifier("t", k) for k in ct.keys]
+    columns = (*ct.keys, *ct.prefix_columns, ct.chunk, ct.start, ct.end, ct.vector, ct.hash, ct.row_hash)
+    vector = sql.Identifier("t", vector_column)
+    return sql.SQL(
+        "INSERT INTO {chunks} ({columns}) SELECT {keys}, %s, 0, 0, {vector}, {vector_hash}, t.{hash} FROM {table} AS t"
+        " WHERE {vector} IS NOT NULL AND t.{hash} IS NOT NULL"
+        " AND NOT EXISTS (SELECT 1 FROM {chunks} AS c WHERE {match} AND c.{chunk} = %s)"
+    ).format(
+        chunks=ct.ident,
+        columns=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+        keys=sql.SQL(", ").join([*t_keys, *(sql.Identifier("t", p) for p in ct.prefix_columns)]),
+        vector=vector,
+        vector_hash=vector_hash(vector),
+        hash=sql.Identifier(hash_column),
+        table=table.ident,
+        match=key_matches(ct, "c", "t"),
+        chunk=sql.Identifier(ct.chunk),
     )
 
 

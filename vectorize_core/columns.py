@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from psycopg import sql
 
-from . import chunks, contents, names
+from . import bm25, chunks, contents, names
 from .chunks import chunk_table_of
 from .db import Database
 from .errors import DatabaseError
@@ -89,6 +89,11 @@ def content_statements(db: Database, target: VectorTarget) -> list[sql.Composabl
                 sql.Identifier(hash_column),
             )
         )
+    terms = (target.fulltext or {}).get("terms")
+    if terms and catalog.relation_owner(table.schema, terms) is None:
+        tag = names.relation_tag(table.schema, table.name, target.fulltext["column"], "terms")
+        ident = sql.Identifier(table.schema, terms)
+        statements += [bm25.create_table(ident), comment_on_table(ident, tag)]
     content_table = target.content_table
     if catalog.relation_owner(table.schema, content_table.name) is None:
         tag = names.relation_tag(table.schema, table.name, target.vector_column, "contents")
@@ -204,3 +209,39 @@ def clear_vectors(target: VectorTarget) -> list[sql.Composed]:
         statements.append(sql.SQL("DELETE FROM {}").format(chunk_table_of(target.table, target.chunks).ident))
     statements.append(sql.SQL("DELETE FROM {}").format(target.content_table.ident))
     return statements
+
+
+def refresh_terms(db: Database, target: VectorTarget) -> None:
+    """Replace the BM25 statistics of the column's full text with the table's own (bm25.py): in
+    one transaction, so a search reads the old ones or the new, never none."""
+    terms = (target.fulltext or {}).get("terms")
+    if not terms or not db.dialect.bm25:
+        return
+    statements = bm25.refresh_statements(
+        db, target.table.ident, target.fulltext["column"], sql.Identifier(target.table.schema, terms)
+    )
+
+    def run(conn):
+        with conn.transaction():
+            for statement, params in statements:
+                conn.execute(statement, params)
+
+    db.run(run)
+
+
+def add_openings(db: Database, target: VectorTarget, queries: FillQueries) -> int:
+    """A column chunked before rows had their openings among their chunks: each row with a vector
+    gains its opening, and the contents table its content, in one transaction (no model run).
+    Returns the openings added."""
+    if not target.chunks or not target.column_exists or target.reencode:
+        return 0
+    if "opening_weight" in ((target.existing_metadata or {}).get("chunks") or {}):
+        return 0
+
+    def run(conn) -> int:
+        with conn.transaction():
+            added = conn.execute(queries.add_openings, (chunks.OPENING, chunks.OPENING)).rowcount
+            conn.execute(queries.add_missing_contents)
+            return added
+
+    return db.run(run)

@@ -104,6 +104,9 @@ class SearchSpec:
     # chunk's number, start and end.
     chunks: object | None = None
     chunk_names: tuple[str, str, str] = ("chunk", "chunk_start", "chunk_end")
+    # A chunked column whose rows have their openings among their chunks: a row ranks by w x its
+    # opening's distance + (1 - w) x its best chunk's (None: by its best chunk alone).
+    opening_weight: float | None = None
     # Keys selected as text (the hybrid search's vector leg hands them to the fusion as text),
     # and the key columns' types.
     text_keys: bool = False
@@ -185,6 +188,8 @@ class Dialect:
     # Rows per read page and per write statement: large pages let sentence-transformers sort
     # by length across more texts; one statement per page keeps the write cost per row tiny.
     default_batch_size = 1024
+    # Full text ranked by BM25 over statistics encode keeps (bm25.py).
+    bm25 = True
 
     # How a character above U+00FF is written in a regular expression.
     wide_escape = "\\u{:04x}"
@@ -580,6 +585,8 @@ class CockroachDialect(Dialect):
     wide_escape = "\\x{{{:04x}}}"  # RE2
     # Vector-indexed tables degrade under large batch writes (CockroachDB known limitation).
     default_batch_size = 256
+    # Its full text has no ts_stat and no unnest of a tsvector: ranked by ts_rank.
+    bm25 = False
 
     # The cluster's active version (SHOW CLUSTER SETTING version): during an upgrade it lags the
     # binary's, and features are gated on it. `version` is the binary's (crdb_version).

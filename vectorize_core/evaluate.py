@@ -16,7 +16,16 @@ from .db import Database
 from .dialects import SearchSpec, vector_literal
 from .errors import BadInput, NoVectorizedColumn
 from .evaluation import evaluate, read_qrels, read_queries, recall_against
-from .search import FUSION_K, column_options, distance_name, hybrid_names, ranked_rows, run_hybrid, run_ranked
+from .search import (
+    FUSION_K,
+    column_options,
+    distance_name,
+    fulltext_of,
+    hybrid_names,
+    ranked_rows,
+    run_hybrid,
+    run_ranked,
+)
 from .target import Candidate, SearchTarget, load_encoder
 
 QUERY_BATCH = 64
@@ -31,6 +40,7 @@ class ColumnScores:
     index_recall: float | None  # recall@10 of the index against exact search (None with --exact)
     exact: bool
     ranking: str = "dense"  # dense, fulltext or hybrid (eval --hybrid shows the three)
+    ranked_by: dict | None = None  # how: the vector leg, the text scoring, the fusion (ranked_by())
 
     def as_dict(self) -> dict:
         out = {
@@ -42,7 +52,30 @@ class ColumnScores:
         }
         out["exact"] = self.exact
         out["index_recall@10"] = self.index_recall
+        out["ranked_by"] = self.ranked_by
         return out
+
+
+def ranked_by(ranking: str, meta: dict, exact: bool, dialect, fusion_k: float, weights) -> dict:
+    """What produced a figure: the vector leg (through the index or exact; a chunked column's
+    opening and best-chunk weights), the full-text scoring, the fusion's constant and weights."""
+    how: dict = {}
+    if ranking in ("dense", "hybrid"):
+        chunks = meta.get("chunks")
+        w = (chunks or {}).get("opening_weight")
+        if not chunks:
+            vectors = "row vector"
+        elif w is None:
+            vectors = "best chunk"
+        else:
+            vectors = f"{w:g} x opening + {1 - w:g} x best chunk"
+        how["vectors"] = {"search": "exact" if exact else "index", "score": vectors}
+    if ranking in ("fulltext", "hybrid"):
+        terms = (meta.get("fulltext") or {}).get("terms")
+        how["text"] = "bm25" if terms and dialect.bm25 else "ts_rank"
+    if ranking == "hybrid":
+        how["fusion"] = {"method": "reciprocal rank", "k": fusion_k, "weights": list(weights)}
+    return how
 
 
 def eval_columns(
@@ -110,7 +143,10 @@ def eval_columns(
         scores = evaluate(ranked, judged)
         index_recall = None if exact else recall_against(runs["exact"], runs["index"], 10)
         scores["judged_queries_left_out"] = left_out
-        results.append(ColumnScores(vector_column, meta["model"], meta["metric"], scores, index_recall, exact))
+        how = ranked_by("dense", meta, exact, db.dialect, fusion_k or FUSION_K, weights)
+        results.append(
+            ColumnScores(vector_column, meta["model"], meta["metric"], scores, index_recall, exact, "dense", how)
+        )
         if not hybrid:
             continue
         target = SearchTarget(info, vector_column, meta)
@@ -124,7 +160,7 @@ def eval_columns(
             for qid, vector in zip(ids, vectors, strict=True):
                 if ranking == "fulltext":
                     query, params = search_sql.text_statement(
-                        db.dialect, spec, texts[qid], meta["fulltext"], hybrid_names(info)
+                        db.dialect, spec, texts[qid], fulltext_of(target), hybrid_names(info)
                     )
                     rows = run_ranked(db, spec, query, params)
                 else:
@@ -145,7 +181,10 @@ def eval_columns(
                     progress(done, total)
             scores = evaluate(run, judged)
             scores["judged_queries_left_out"] = left_out
-            results.append(ColumnScores(vector_column, meta["model"], meta["metric"], scores, None, exact, ranking))
+            how = ranked_by(ranking, meta, exact, db.dialect, fusion_k or FUSION_K, weights)
+            results.append(
+                ColumnScores(vector_column, meta["model"], meta["metric"], scores, None, exact, ranking, how)
+            )
     return results
 
 

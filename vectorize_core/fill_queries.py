@@ -126,6 +126,7 @@ class FillQueries:
             self.insert_chunks = chunks.insert_chunks(ct, table, dialect)
             self.delete_stale = chunks.delete_stale(ct, table, t.vector_column, t.hash["column"])
             self.requeue_unchunked = chunks.requeue_unchunked(ct, table, t.vector_column, t.hash["column"])
+            self.add_openings = chunks.add_openings(ct, table, t.vector_column, t.hash["column"])
             # A row's own vector, by the hash of its whole text (another row with the same text).
             self.known_rows = sql.SQL(
                 "SELECT h.vectorize_hash, v.{vector} FROM unnest(CAST(%b AS uuid[])) AS h(vectorize_hash)"
@@ -167,6 +168,9 @@ class FillQueries:
                 keys_in=chunks.keys_in(sql.Identifier("c"), ct.keys, ct.key_types),
             )
         self.add_contents = contents.upsert(self.contents, self.holders, won)
+        self.add_missing_contents = contents.upsert(
+            self.contents, self.holders, contents.missing(self.contents, self.holders)
+        )
         self.known = contents.known_vectors(self.contents)
         # Run before a fill, in order (see tidy()).
         self.tidy = [self.requeue_unchunked, self.delete_stale] if self.chunk_table is not None else []

@@ -38,7 +38,7 @@ import psycopg
 from psycopg import sql
 
 from . import contents, tracking
-from .columns import ensure_extension, run_ddl, set_up_columns
+from .columns import ensure_extension, refresh_terms, run_ddl, set_up_columns
 from .contents import vector_hash
 from .db import Database, Table
 from .errors import BadInput, DatabaseError
@@ -377,6 +377,7 @@ def import_vectors(
         if index == "after" and not has_index:
             build_indexes(db, target, result, index_memory, on_index)
         result.index_skipped = index == "skip" and not has_index
+        refresh_terms(db, target)  # the full text's BM25 statistics, when it has them
         result.seconds = time.monotonic() - started - result.index_seconds
         return result
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from psycopg import sql
 
 from . import names, tracking
-from .chunks import chunk_table_of, vector_index_table
+from .chunks import OPENING, chunk_table_of, vector_index_table
 from .contents import content_table_of
 from .db import Database, Table
 from .dialects import FULLTEXT_MAX_CHARS
@@ -166,8 +166,13 @@ def layout_problem(info: Table, vector_column: str, meta: dict, sources) -> str 
 def chunk_sizes(db: Database, chunked) -> tuple[int | None, int | None]:
     """A chunk table's chunks and bytes (table, indexes and TOAST; None where the engine keeps no
     sizes); (None, None) when the table is gone."""
-    count = relation_rows(db, chunked)
-    return count, None if count is None else db.dialect.table_bytes(db, chunked.ident)
+    if db.relation_owner(chunked.schema, chunked.name) is None:
+        return None, None
+    count = db.fetchone(
+        sql.SQL("SELECT count(*) FROM {} WHERE {} <> %s").format(chunked.ident, sql.Identifier(chunked.chunk)),
+        (OPENING,),
+    )[0]  # the rows' openings are not chunks of their text
+    return count, db.dialect.table_bytes(db, chunked.ident)
 
 
 def fulltext_problem(db: Database, info: Table, meta: dict, sources) -> str | None:
@@ -285,16 +290,20 @@ def plan_drop(
         # The contents table, with the vector index.
         statements.append(sql.SQL("DROP TABLE IF EXISTS {}").format(contents.ident))
     fulltext = meta.get("fulltext")
-    shared = any(
-        (c.metadata or {}).get("fulltext") == fulltext for c in info.columns.values() if c.name != vector_column
+    shared = fulltext and any(
+        ((c.metadata or {}).get("fulltext") or {}).get("column") == fulltext["column"]
+        for c in info.columns.values()
+        if c.name != vector_column
     )
     dropped_fulltext = None
     if fulltext and not shared and fulltext["column"] in info.columns:
-        # Its GIN index goes with it.
+        # Its GIN index goes with it; and its BM25 statistics.
         statements.append(
             sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(info.ident, sql.Identifier(fulltext["column"]))
         )
         dropped_fulltext = fulltext["column"]
+    if fulltext and not shared and fulltext.get("terms"):
+        statements.append(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(info.schema, fulltext["terms"])))
     return DropPlan(
         info,
         vector_column,

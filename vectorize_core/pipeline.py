@@ -20,10 +20,12 @@ import numpy as np
 from . import chunks, tracking
 from .chunks import joined_text
 from .columns import (
+    add_openings,
     clear_vectors,
     column_statements,
     drop_legacy_index,
     ensure_extension,
+    refresh_terms,
     run_in_transaction,
     set_up_columns,
     upgrade_layout,
@@ -116,6 +118,21 @@ class PageChunks:
     vectors: np.ndarray | None = None
 
 
+def with_openings(chunked: PageChunks, hashes: list, vectors: np.ndarray) -> PageChunks:
+    """The page's chunks and, as chunk OPENING of each row, its opening: the text the model reads
+    of the whole row (the row's own vector, keyed by that text's hash). Search finds a row by its
+    opening through the same index as by its chunks, and ranks it by both."""
+    rows = len(hashes)
+    return PageChunks(
+        owners=chunked.owners + list(range(rows)),
+        numbers=chunked.numbers + [chunks.OPENING] * rows,
+        starts=chunked.starts + [0] * rows,
+        ends=chunked.ends + [0] * rows,
+        hashes=chunked.hashes + list(hashes),
+        vectors=np.concatenate([chunked.vectors, vectors[:rows]]) if len(chunked.owners) else vectors[:rows],
+    )
+
+
 @dataclass
 class ChunkedPage:
     """What a chunked page's write needs: each row's own vector and the hash of its whole text,
@@ -165,7 +182,7 @@ def write_chunked_page(
                     ),
                 )
             conn.execute(queries.add_contents, key_columns(done, nkeys))
-            return len(won), len(chosen)
+            return len(won), sum(1 for c in chosen if chunked.numbers[c] != chunks.OPENING)
 
     return db.run(write)
 
@@ -294,6 +311,9 @@ def encode(
     ensure_extension(db)
     if target.upgrading:
         result.upgraded = upgrade_layout(db, target, queries)
+    add_openings(db, target, queries)
+    terms = (target.fulltext or {}).get("terms")
+    new_terms = bool(terms) and db.catalog().relation_owner(target.table.schema, terms) is None
     set_up_columns(db, target)
     drop_legacy_index(db, target)
     result.column_created = not target.column_exists
@@ -333,6 +353,8 @@ def encode(
         result.index_skipped = not has_index
     elif not has_index:
         build_indexes_when_done(db, target, queries, result, shard, on_index, request.index_memory)
+    if result.written or new_terms or result.fulltext_added:
+        refresh_terms(db, target)
     if request.follow:
         keep_following(db, fill, queries, page_size, request.max_idle, stop, on_round, started)
     result.pending_after = db.fetchone(queries.count)[0]
@@ -366,12 +388,16 @@ def keep_following(db, fill, queries, page_size, max_idle, stop, on_round, start
     stop = stop or threading.Event()
     result = fill.result
     idle_since = swept = time.monotonic()
+    refreshed = result.written  # BM25 statistics, refreshed with each sweep after writes
     wait = POLL_MIN
     while not stop.is_set():
         if time.monotonic() - swept >= SWEEP_SECONDS:
             # Chunks of rows deleted (or re-queued) meanwhile, hidden from search, are removed;
             # and contents no row holds any more.
             tidy(db, queries)
+            if result.written > refreshed:
+                refresh_terms(db, fill.target)
+                refreshed = result.written
             swept = time.monotonic()
         before = result.written
         pending = db.fetchone(queries.count)[0]
@@ -600,7 +626,7 @@ class Fill:
         failed_rows = sorted({owners[i] for i in failed})
         if not failed_rows:
             chunked.vectors = vectors[len(rows) :]
-            return rows, ChunkedPage(vectors[: len(rows)], row_hashes, chunked)
+            return rows, ChunkedPage(vectors[: len(rows)], row_hashes, with_openings(chunked, own_hashes, vectors))
         keep = self.forget(rows, texts, failed_rows)
         renumber = {old: new for new, old in enumerate(keep)}
         chosen = [c for c, owner in enumerate(chunked.owners) if owner in renumber]
@@ -612,6 +638,7 @@ class Fill:
             hashes=[chunked.hashes[c] for c in chosen],
             vectors=vectors[[len(rows) + c for c in chosen]],
         )
+        kept = with_openings(kept, [own_hashes[i] for i in keep], vectors[keep])
         return [rows[i] for i in keep], ChunkedPage(vectors[keep], [row_hashes[i] for i in keep], kept)
 
     def encode_texts(self, rows, texts: list[str], owner: list[int], on_chunk) -> tuple[np.ndarray, list[int]]:

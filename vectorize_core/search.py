@@ -119,6 +119,7 @@ def column_options(table, meta: dict) -> dict:
     if meta.get("chunks"):
         options["chunks"] = chunk_table_of(table, meta["chunks"])
         options["chunk_names"] = tuple(distance_name(table, n) for n in ("chunk", "chunk_start", "chunk_end"))
+        options["opening_weight"] = meta["chunks"].get("opening_weight")
     return options
 
 
@@ -386,7 +387,10 @@ def fulltext_of(target: SearchTarget) -> dict:
             f"`vectorize.py encode -t {target.table.display} {' '.join('-c ' + c for c in target.sources)} "
             f"--vector-column {target.vector_column} -m {target.metadata.get('model')} --fulltext`"
         )
-    return target.metadata["fulltext"]
+    fulltext = dict(target.metadata["fulltext"])
+    if fulltext.get("terms"):
+        fulltext["terms_ident"] = sql.Identifier(target.table.schema, fulltext["terms"])
+    return fulltext
 
 
 def hybrid_names(table) -> dict[str, str]:

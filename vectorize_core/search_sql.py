@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from psycopg import sql
 
+from . import bm25
 from .dialects import Dialect, SearchSpec
 
 
@@ -16,11 +17,11 @@ def search_statement(dialect: Dialect, spec: SearchSpec, query_vector: str) -> t
     'exact' (every matching row, or chunk, ranked). Ties are ranked by key in both."""
     if spec.mode == "exact" or spec.contents is None:
         if spec.chunks is not None:
-            return best_chunks(dialect, spec, *exact_chunk_hits(dialect, spec, query_vector))
+            return best_chunks(dialect, spec, *exact_chunk_hits(dialect, spec, query_vector), query_vector)
         return exact_rows(dialect, spec, query_vector)
     near, near_params = near_contents(dialect, spec, query_vector)
     if spec.chunks is not None:
-        return best_chunks(dialect, spec, *chunk_hits(dialect, spec, near, near_params))
+        return best_chunks(dialect, spec, *chunk_hits(dialect, spec, near, near_params, query_vector), query_vector)
     row_distance = dialect.distance(
         sql.Identifier("t", spec.vector_column), spec.metric, dialect.vector_param(spec.dimension)
     )
@@ -101,11 +102,15 @@ def exact_rows(dialect: Dialect, spec: SearchSpec, query_vector: str) -> tuple[s
     return query, [query_vector, *spec.filter_params, spec.k]
 
 
-def chunk_hits(dialect: Dialect, spec: SearchSpec, near, near_params) -> tuple[sql.Composed, list]:
+def chunk_hits(dialect: Dialect, spec: SearchSpec, near, near_params, query_vector: str) -> tuple[sql.Composed, list]:
     """The chunks holding the nearest contents, each with its content's distance (its vector
     is the chunk's), and the row's hash when it was split: best_chunks keeps a chunk only while
-    its row still has it."""
+    its row still has it. Where rows are ranked by their openings too, the rows holding a nearest
+    content (as a chunk or as their opening) instead, with the exact distance of every chunk of
+    theirs: a row's best chunk may be none of the nearest contents."""
     ch = spec.chunks
+    if spec.opening_weight is not None:
+        return rows_chunk_hits(dialect, spec, near, near_params, query_vector)
     query = sql.SQL(
         "SELECT {columns}, near.vectorize_near AS vectorize_distance, near.vectorize_far FROM ({near}) AS near"
         " JOIN {chunks} AS ch ON {on}"
@@ -118,12 +123,35 @@ def chunk_hits(dialect: Dialect, spec: SearchSpec, near, near_params) -> tuple[s
     return query, near_params
 
 
+def rows_chunk_hits(
+    dialect: Dialect, spec: SearchSpec, near, near_params, query_vector: str
+) -> tuple[sql.Composed, list]:
+    ch = spec.chunks
+    found = sql.SQL(", ").join(sql.Identifier("h", k) for k in ch.keys)
+    query = sql.SQL(
+        "SELECT {columns}, {distance} AS vectorize_distance, found.vectorize_far"
+        " FROM (SELECT DISTINCT {found}, near.vectorize_far FROM ({near}) AS near JOIN {chunks} AS h ON {on}) AS found"
+        " JOIN {chunks} AS ch ON {same} AND ch.{chunk} >= 0"
+    ).format(
+        columns=chunk_columns(dialect, ch),
+        distance=dialect.distance(sql.Identifier("ch", ch.vector), spec.metric, dialect.vector_param(spec.dimension)),
+        found=found,
+        near=near,
+        chunks=ch.ident,
+        on=holds_content(dialect, spec, sql.Identifier("h", ch.hash), "h"),
+        same=sql.SQL(" AND ").join(sql.SQL("ch.{0} = found.{0}").format(sql.Identifier(k)) for k in ch.keys),
+        chunk=sql.Identifier(ch.chunk),
+    )
+    return query, [query_vector, *near_params]
+
+
 def exact_chunk_hits(dialect: Dialect, spec: SearchSpec, query_vector: str) -> tuple[sql.Composed, list]:
-    """Every chunk of every row that holds them and matches the filter, with its distance."""
+    """Every chunk of every row that holds them and matches the filter, with its distance (the
+    rows' openings are no chunk of theirs)."""
     ch = spec.chunks
     query = sql.SQL(
         "SELECT {columns}, {distance} AS vectorize_distance FROM {chunks} AS ch JOIN {table} AS t ON {holds}"
-        " WHERE {live}"
+        " WHERE {live} AND ch.{chunk} >= 0"
     ).format(
         columns=chunk_columns(dialect, ch),
         distance=dialect.distance(sql.Identifier("ch", ch.vector), spec.metric, dialect.vector_param(spec.dimension)),
@@ -131,6 +159,7 @@ def exact_chunk_hits(dialect: Dialect, spec: SearchSpec, query_vector: str) -> t
         table=spec.table,
         holds=row_holds_chunk(dialect, spec, "ch"),
         live=live_rows(dialect, spec),
+        chunk=sql.Identifier(ch.chunk),
     )
     return query, [query_vector, *spec.filter_params]
 
@@ -154,11 +183,13 @@ def row_holds_chunk(dialect: Dialect, spec: SearchSpec, alias: str) -> sql.Compo
     )
 
 
-def best_chunks(dialect: Dialect, spec: SearchSpec, hits: sql.Composable, params: list) -> tuple[sql.Composed, list]:
+def best_chunks(
+    dialect: Dialect, spec: SearchSpec, hits: sql.Composable, params: list, query_vector: str
+) -> tuple[sql.Composed, list]:
     """The rows of chunk hits, each once, by its nearest chunk (ties: the first chunk), with
     that chunk's number, start and end (and through the index vectorize_far), of rows that
     hold their chunks, have a vector and match the filter (exact hits are filtered already);
-    ranked by that distance, then by key."""
+    ranked by that distance mixed with their opening's (spec.opening_weight), then by key."""
     ch = spec.chunks
     indexed = spec.mode != "exact" and spec.contents is not None
     far = sql.SQL(", best.vectorize_far") if indexed else sql.SQL("")
@@ -167,15 +198,26 @@ def best_chunks(dialect: Dialect, spec: SearchSpec, hits: sql.Composable, params
     )
     names = [sql.Identifier(n) for n in spec.chunk_names]
     hit_keys = sql.SQL(", ").join(sql.Identifier("hit", k) for k in ch.keys)
+    distance, distance_params = sql.SQL("best.vectorize_distance"), []
+    if spec.opening_weight is not None:
+        w = float(spec.opening_weight)
+        opening = dialect.distance(
+            sql.Identifier("t", spec.vector_column), spec.metric, dialect.vector_param(spec.dimension)
+        )
+        distance = sql.SQL("({} * ({}) + {} * best.vectorize_distance)").format(
+            sql.Literal(w), opening, sql.Literal(1 - w)
+        )
+        distance_params = [query_vector]
     query = sql.SQL(
-        "SELECT {select}, best.vectorize_distance AS {alias}, best.{chunk} AS {chunk_name},"
+        "SELECT {select}, {distance} AS {alias}, best.{chunk} AS {chunk_name},"
         " best.{start} AS {start_name}, best.{end} AS {end_name}{far}"
         " FROM (SELECT hit.*, row_number() OVER (PARTITION BY {hit_keys}"
         " ORDER BY hit.vectorize_distance, hit.{chunk}) AS vectorize_pick FROM ({hits}) AS hit) AS best"
         " JOIN {table} AS t ON {back} WHERE best.vectorize_pick = 1 AND {live}"
-        " ORDER BY best.vectorize_distance, {keys} LIMIT %s"
+        " ORDER BY {alias}, {keys} LIMIT %s"
     ).format(
         select=sql.SQL(", ").join(spec.select),
+        distance=distance,
         alias=spec.alias,
         chunk=sql.Identifier(ch.chunk),
         start=sql.Identifier(ch.start),
@@ -191,21 +233,32 @@ def best_chunks(dialect: Dialect, spec: SearchSpec, hits: sql.Composable, params
         back=row_holds_chunk(dialect, spec, "best"),
         keys=sql.SQL(", ").join(sql.Identifier("t", k) for k in ch.keys),
     )
-    return query, [*params, *(spec.filter_params if indexed else []), spec.k]
+    return query, [*distance_params, *params, *(spec.filter_params if indexed else []), spec.k]
 
 
 def text_ranking(
     dialect: Dialect, spec: SearchSpec, fulltext: dict, text: str, candidates: int
 ) -> tuple[sql.Composed, list]:
-    """Keys of the rows matching the query's words and the filter, ranked by ts_rank, with
-    their rank; at most candidates. The tsquery is written out where it is used (not joined
-    from a subquery) so that the planner sees a constant and uses the GIN index."""
-    t_keys = sql.SQL(", ").join(sql.Identifier("t", k) for k in spec.keys)
+    """Keys of the rows matching the query's words and the filter, ranked by BM25 (where the
+    column keeps its statistics: bm25.py) or else ts_rank, with their rank; at most candidates.
+    The tsquery is written out where it is used (not joined from a subquery) so that the planner
+    sees a constant and uses the GIN index."""
+    keys = sql.SQL(", ").join(sql.Identifier(k) for k in spec.keys)
     tsv = sql.Identifier("t", fulltext["column"])
     tsquery = dialect.text_query(fulltext["language"])
-    where = sql.SQL("{} @@ {}").format(tsv, tsquery)
-    if spec.filter is not None:
-        where = sql.SQL("{} AND {}").format(where, spec.filter)
+    matches = sql.SQL("{} @@ {}").format(tsv, tsquery)
+    terms = fulltext.get("terms_ident")
+    if terms is not None and dialect.bm25:
+        scored = bm25.ranking(
+            spec.table, spec.keys, fulltext["column"], terms, fulltext["language"], matches, spec.filter
+        )
+        query = sql.SQL(
+            "SELECT {keys}, row_number() OVER (ORDER BY s.vectorize_score DESC, {keys}) AS vectorize_rank"
+            " FROM ({scored}) AS s ORDER BY vectorize_rank LIMIT %s"
+        ).format(keys=keys, scored=scored)
+        return query, [text, bm25.TOTALS, text, *spec.filter_params, candidates]
+    t_keys = sql.SQL(", ").join(sql.Identifier("t", k) for k in spec.keys)
+    where = matches if spec.filter is None else sql.SQL("{} AND {}").format(matches, spec.filter)
     query = sql.SQL(
         "SELECT {keys}, row_number() OVER (ORDER BY ts_rank({tsv}, {tsquery}) DESC, {keys}) AS vectorize_rank"
         " FROM {table} AS t WHERE {where} ORDER BY vectorize_rank LIMIT %s"

@@ -366,7 +366,7 @@ def resolve_fulltext(db: Database, info: Table, sources, meta: dict | None, want
             raise ModelMismatch(
                 f"{info.display} has full text in {recorded['language']!r}; drop it to use {language!r}"
             )
-        return recorded
+        return with_terms(db, info, recorded)
     if not wanted:
         if language:
             raise BadInput("--language goes with --fulltext")
@@ -382,12 +382,24 @@ def resolve_fulltext(db: Database, info: Table, sources, meta: dict | None, want
     for other in info.columns.values():
         shared = (other.metadata or {}).get("fulltext")
         if shared and current_sources(info, other.metadata) == list(sources):
-            return shared  # another vector column of the same text has it: one tsvector serves both
+            return with_terms(
+                db, info, shared
+            )  # another vector column of the same text has it: one tsvector serves both
     column = names.fit_identifier(sources[0], "_tsv")
     if column in info.columns:
         raise BadInput(f"--fulltext: {info.display} already has a column {column!r} that vectorize did not make")
     index = free_index_name(db, info, column, "idx")
-    return {"column": column, "index": index, "language": language}
+    return with_terms(db, info, {"column": column, "index": index, "language": language})
+
+
+def with_terms(db: Database, info: Table, fulltext: dict) -> dict:
+    """The full-text record with its BM25 statistics table (bm25.py), named free beside the
+    table, where the engine ranks by BM25; a record from before them gains one."""
+    if fulltext.get("terms") or not db.dialect.bm25:
+        return fulltext
+    tag = names.relation_tag(info.schema, info.name, fulltext["column"], "terms")
+    terms = names.own_or_free(db, info.schema, f"{info.name}_{fulltext['column']}", "_terms", salt=info.schema, tag=tag)
+    return {**fulltext, "terms": terms}
 
 
 def half_made(db: Database, info: Table, existing: Column) -> bool:
