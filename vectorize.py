@@ -214,9 +214,16 @@ def list_models(name, as_json):
 @click.option("--shard", metavar="I/N", callback=lambda ctx, param, value: parse_shard(value),
               help="Encode only shard I of N (1-based: 1/4 ... 4/4), split by a hash of the primary key.")  # fmt: skip
 @click.option("--batch-size", type=click.IntRange(min=1), help="Rows per read and per write statement.")
+@click.option(
+    "--requests-in-flight", type=click.IntRange(min=1), metavar="N",
+    help="A model behind an HTTP endpoint (openai:...): requests sent at once  [default: 16]",
+)  # fmt: skip
 @click.option("--limit", type=click.IntRange(min=0), help="Encode at most this many rows in this run.")
 @apply(index_options)
-@click.option("--dry-run", is_flag=True, help="Print the SQL it would run; change nothing.")
+@click.option(
+    "--dry-run", is_flag=True,
+    help="Print the SQL it would run (and, for a remote model, the requests it would send); change nothing.",
+)  # fmt: skip
 def encode(url, columns, index_mode, **options):
     """Add, fill and index a vector column for a text column.
 
@@ -233,6 +240,7 @@ def encode(url, columns, index_mode, **options):
       vectorize.py encode -t passage -c passage --fulltext          # and full text, for search --hybrid
       vectorize.py encode -t article -c title -c body --chunk      # every word of long texts searchable
       vectorize.py encode -t passage -c passage --backend torch     # torch, not OpenVINO (the default on a CPU)
+      vectorize.py encode -t passage -c passage -m openai:text-embedding-3-small --dry-run  # what it would send
       vectorize.py encode -t article -c title -c body -m st:intfloat/e5-small-v2 \\
           --prefix "passage: " --query-prefix "query: "
     """
@@ -244,17 +252,17 @@ def encode(url, columns, index_mode, **options):
     request = EncodeRequest(column=columns, index=index_mode, **options)
     stop = stop_on_signals() if request.follow else None
     interrupt = None if request.follow or request.dry_run else interrupt_on_ctrl_c()
-    with (
-        vectorize_core.connect(url) as db,
-        progress_reporter(enabled=not request.follow, lines=True) as progress,
-        index_reporter() as on_index,
-    ):
+    reporter = progress_reporter(enabled=not request.follow, lines=True)
+    with vectorize_core.connect(url) as db, reporter as progress, index_reporter() as on_index:
         result = vectorize_core.encode(
-            db, request, stop=stop, interrupt=interrupt, progress=progress, on_round=report_round, on_index=on_index
-        )
+            db, request, stop=stop, interrupt=interrupt, progress=progress, on_round=report_round, on_index=on_index,
+            on_wait=reporter.waiting,
+        )  # fmt: skip
     if request.dry_run:
         for statement in result.statements:
             click.echo(statement + ";")
+        if result.requests is not None:
+            click.echo(requests_line(result.requests), err=True)
         return
     if result.failed:
         click.echo(f"Warning: {encode_failures(result)}", err=True)
@@ -317,6 +325,16 @@ def interrupt_on_ctrl_c():
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, request_interrupt)
     return interrupt
+
+
+def requests_line(cost: dict) -> str:
+    """What a dry run would send a remote model."""
+    about = "about " if cost.get("estimated") else ""
+    return (
+        f"Would send {about}{plural(cost['requests'], 'request')} ({cost['in_flight']} at a time) with "
+        f"{plural(cost['texts'], 'text')}, {cost['characters']:,} characters (about {cost['tokens']:,} tokens at "
+        f"4 characters a token) to {cost['endpoint']}; at most: texts encoded before are not sent again."
+    )
 
 
 def report_round(written: int, result) -> None:
@@ -468,6 +486,22 @@ class progress_reporter:
         self.enabled = enabled
         self.label = label
         self.lines = lines
+        self.bar = None
+        self.said_wait = 0.0
+
+    def waiting(self, message: str | None) -> None:
+        """What the encoder waits for (a remote model's 429, its server unreachable), None when it
+        goes on: in the bar's label on a terminal, else a line (at most every PROGRESS_LINE_SECONDS)."""
+        import time
+
+        if self.bar is not None:
+            label = self.label if message is None else f"{self.label} (waiting: {message})"
+            self.bar.update(self.task, description=label)
+            return
+        if message is None or time.monotonic() - self.said_wait < PROGRESS_LINE_SECONDS:
+            return
+        self.said_wait = time.monotonic()
+        click.echo(f"{time.strftime('%H:%M:%S')} {self.label}: waiting on the server: {message}", err=True)
 
     def __enter__(self):
         self.bar = None
@@ -487,7 +521,7 @@ class progress_reporter:
         )
 
         self.bar = Progress(
-            TextColumn(self.label),
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
             TaskProgressColumn(),
@@ -498,7 +532,7 @@ class progress_reporter:
             console=Console(stderr=True),
             transient=True,
         )
-        self.task = self.bar.add_task("encode", total=None, rate="-")
+        self.task = self.bar.add_task(self.label, total=None, rate="-")
         self.bar.start()
         return self.update
 

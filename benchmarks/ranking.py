@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -30,7 +31,9 @@ def half(qid: str) -> int:
 
 
 def database(admin: str, name: str, fresh: bool = False) -> str:
-    return fresh_db(admin, f"bench_rank_{name}") if fresh else admin.replace("/postgres?", f"/bench_rank_{name}?")
+    """The benchmark's database of a corpus (RANKING_DATABASE_SUFFIX: a copy, e.g. '_before')."""
+    name = f"bench_rank_{name}{os.environ.get('RANKING_DATABASE_SUFFIX', '')}"
+    return fresh_db(admin, name) if fresh else admin.replace("/postgres?", f"/{name}?")
 
 
 def load_table(url: str, name: str) -> None:
@@ -141,8 +144,82 @@ def tune(admin: str, datasets=DATASETS) -> dict:
     return out
 
 
+def measure(admin: str, datasets=DATASETS) -> dict:
+    """NDCG@10 of every ranking eval reports (dense, full text, hybrid; exact and through the
+    index) of the chunked and the plain column, on all queries and on each half."""
+    from vectorize_core.evaluate import eval_columns
+    from vectorize_core.evaluation import read_qrels
+
+    out = {}
+    for name in datasets:
+        url = database(admin, name)
+        paths = qrels_halves(name)
+        figures: dict = {}
+        counts = {label: sum(1 for rels in read_qrels(paths[label]).values() if any(r > 0 for r in rels.values()))
+                  for label in ("dev", "test")}  # fmt: skip
+        with connect(url) as db:
+            for label in ("dev", "test"):  # all queries: their mean, weighted by the judged queries
+                path = paths[label]
+                for exact in (True, False):
+                    scores = eval_columns(
+                        db, table=name, column=("title", "text"), queries=str(BEIR / name / "queries.jsonl"),
+                        qrels=path, exact=exact, hybrid=True, k=100,
+                    )  # fmt: skip
+                    for sc in scores:
+                        mode = "exact" if exact else "index"
+                        figures[f"{sc.vector_column}/{sc.ranking}/{mode}/{label}"] = sc.scores["ndcg@10"]
+                        figures[f"{sc.vector_column}/{sc.ranking}/ranked_by"] = getattr(sc, "ranked_by", None)
+        for key in [k for k in figures if k.endswith("/dev")]:
+            test = key[: -len("dev")] + "test"
+            figures[key[: -len("dev")] + "all"] = (figures[key] * counts["dev"] + figures[test] * counts["test"]) / (
+                counts["dev"] + counts["test"]
+            )
+        out[name] = figures
+        log(f"{name}: {json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()})}")
+    return out
+
+
+def timing(admin: str, datasets=DATASETS) -> dict:
+    """Milliseconds a search takes per query without the model (its vector given), k = 10,
+    through the index: dense and hybrid, on the chunked and the plain column (200 queries)."""
+    import modules
+    from vectorize_core.evaluation import read_queries
+    from vectorize_core.search import hybrid_statements, ranked, run_ranked, search_spec
+    from vectorize_core.target import resolve_for_search
+
+    out = {}
+    for name in datasets:
+        figures: dict = {}
+        with connect(database(admin, name)) as db:
+            queries = read_queries(BEIR / name / "queries.jsonl")
+            texts = [queries[q] for q in sorted(queries)][: int(os.environ.get("RANKING_TIMING_QUERIES", "200"))]
+            vectors = modules.get("minilm").encode(texts)
+            for column in ("title_vector", "plain_vector"):
+                target = resolve_for_search(db, table=name, vector_column=column)
+                spec = search_spec(db, target, 10)
+                dense, hybrid, exact_fallbacks = [], [], 0
+                for text, vector in zip(texts, vectors, strict=True):
+                    literal = "[" + ",".join(f"{x:.7g}" for x in vector) + "]"
+                    started = time.perf_counter()
+                    _, how = ranked(db, spec, literal)
+                    dense.append(time.perf_counter() - started)
+                    exact_fallbacks += how == "exact"
+                    started = time.perf_counter()
+                    _, query, params = hybrid_statements(db, target, spec, literal, text, None, 60.0, (1.0, 1.0))
+                    run_ranked(db, spec, query, params)
+                    hybrid.append(time.perf_counter() - started)
+                for leg, times in (("dense", dense), ("hybrid", hybrid)):
+                    times.sort()
+                    figures[f"{column}/{leg}/ms_p50"] = 1000 * times[len(times) // 2]
+                    figures[f"{column}/{leg}/ms_mean"] = 1000 * sum(times) / len(times)
+                figures[f"{column}/dense/exact_fallbacks"] = exact_fallbacks
+        out[name] = figures
+        log(f"{name}: {json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()})}")
+    return out
+
+
 if __name__ == "__main__":
     BENCH_DIR.mkdir(exist_ok=True)
     admin = server_url()
-    command = {"load": load, "tune": tune}[sys.argv[1]]
+    command = {"load": load, "tune": tune, "measure": measure, "timing": timing}[sys.argv[1]]
     print(json.dumps(command(admin, *([sys.argv[2:]] if sys.argv[2:] else [])), indent=2, default=float))

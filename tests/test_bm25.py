@@ -84,7 +84,7 @@ def sql_scores(url: str, query: str) -> dict[int, float]:
         statement = bm25.ranking(
             target.table.ident, ["id"], fulltext["column"], fulltext["terms_ident"], "english", matches, None
         )
-        rows = db.fetchall(statement, (query, bm25.TOTALS, query))
+        rows = db.fetchall(statement, (query, bm25.TOTALS, query, query))
     return {key: score for key, score in rows}
 
 

@@ -609,7 +609,7 @@ def test_eval_hybrid_on_a_chunked_column(run_cli, url, dated, counting, tmp_path
     scores = json.loads(result.stdout)
     assert [s["ranking"] for s in scores] == ["dense", "fulltext", "hybrid"]
     assert all(0 <= s["ndcg@10"] <= 1 and s["queries"] == 2 for s in scores)
-    vectors = {"search": "index", "score": "0.3 x opening + 0.7 x best chunk"}
+    vectors = {"search": "index", "score": "0.4 x opening + 0.6 x best chunk"}
     assert [s["ranked_by"] for s in scores] == [
         {"vectors": vectors},
         {"text": "bm25"},

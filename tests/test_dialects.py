@@ -804,6 +804,6 @@ def test_full_text_ranks_by_bm25_on_postgresql_and_by_ts_rank_on_cockroachdb():
     pg, pg_params = search_sql.text_ranking(PG, spec(), fulltext, "words", 10)
     crdb, crdb_params = search_sql.text_ranking(CRDB, spec(), fulltext, "words", 10)
     assert "ln(1 + (n.docs - coalesce(s.docs, 0) + 0.5)" in s(pg) and "ts_rank" not in s(pg)
-    assert pg_params == ["words", "", "words", 10]
+    assert pg_params == ["words", "", "words", "words", 10]
     assert "ts_rank(" in s(crdb) and "ts_stat" not in s(crdb)
     assert crdb_params == ["words", "words", 10]

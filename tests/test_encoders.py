@@ -126,9 +126,16 @@ def test_openai_failure_with_on_error_skip_leaves_those_rows_pending(
 def test_openai_batches_by_count_and_characters():
     encoder = modules.get("openai:x").configure(dimension=3)
     encoder.max_batch, encoder.max_chars = 3, 10
-    chunks = list(encoder._chunks(["aaaa", "bbbb", "cc", "d", "e", "ffffffffffff", ""]))
-    # 4+4+2 chars fill the budget of 10; 3 texts fill the count; an empty text is sent as " "
-    assert chunks == [["aaaa", "bbbb", "cc"], ["d", "e"], ["ffffffffffff"], [" "]]
+    texts = ["aaaa", "bbbb", "cc", "d", "e", "ffffffffffff", ""]
+    requests = [[texts[i] for i in request] for request in encoder.plan(texts)]
+    # 4+4+2 chars fill the budget of 10; 3 texts fill the count; an empty text counts as one character
+    assert requests == [["aaaa", "bbbb", "cc"], ["d", "e"], ["ffffffffffff"], [""]]
+    # Spread over the requests in flight, 32 texts a request at least; a 413's cap lowers the count.
+    encoder.max_batch, encoder.max_chars = 256, 400_000
+    assert [len(r) for r in encoder.plan(["x"] * 4096, 16)] == [256] * 16
+    assert [len(r) for r in encoder.plan(["x"] * 100, 16)] == [32, 32, 32, 4]
+    assert [len(r) for r in encoder.plan(["x"] * 100, 16, cap=10)] == [10] * 10
+    assert encoder.planned_requests(4096, 40_960, 16) == 16
 
 
 def test_retry_after_parsing():

@@ -81,9 +81,11 @@ def test_the_full_text_leg_uses_its_index(run_cli, url, docs):
     emitted = run_cli("search", "--url", url, "--hybrid", "--emit-sql").stdout
     # The vector leg's query, then the fusion's, which takes the vector leg's rows as arrays.
     assert "parameters in order: the query vector, the query vector, the query vector, 101, 100" in emitted
-    assert "then: the query text, '', the query text, 100, 1.0, 60, 1.0, 60, 10 (the last is k)" in emitted
+    assert (
+        "then: the query text, '', the query text, the query text, 100, 1.0, 60, 1.0, 60, 10 (the last is k)" in emitted
+    )
     statement = emitted.strip().splitlines()[-1].rstrip(";")
-    params = (["1", "2"], [0.1, 0.2], [1, 2], "ZX-7731", "ZX-7731", 100, 1.0, 60, 1.0, 60, 10)
+    params = (["1", "2"], [0.1, 0.2], [1, 2], "ZX-7731", "", "ZX-7731", "ZX-7731", 100, 1.0, 60, 1.0, 60, 10)
     plan = "\n".join(r[0] for r in docs.execute("EXPLAIN " + statement, params))
     assert "Bitmap Index Scan on docs_body_tsv_idx" in plan, plan
 

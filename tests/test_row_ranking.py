@@ -123,4 +123,6 @@ def test_a_column_chunked_before_openings_gains_them_without_the_model(run_cli, 
     openings, _, opening_chunks = stored(articles)
     assert {k: v.tolist() for k, v in opening_chunks.items()} == {k: v.tolist() for k, v in openings.items()}
     query = "zebra zebra zebra"
-    assert [k for k, _ in searched(run_cli, url, query)] == [k for k, _ in expected_ranking(articles, query, 0.3, 5)]
+    assert [k for k, _ in searched(run_cli, url, query)] == [
+        k for k, _ in expected_ranking(articles, query, OPENING_WEIGHT, 5)
+    ]

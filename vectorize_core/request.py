@@ -30,7 +30,9 @@ class EncodeRequest:
     (``chunk_overlap`` shared with the next), one vector each. ``shard=(i, n)`` encodes shard i
     of n (1-based). ``follow`` keeps polling for pending rows until stopped or idle for
     ``max_idle`` seconds. ``index``: 'after' builds the indexes once the fill is done, 'now'
-    before it, 'skip' not at all; ``index_memory`` bytes for the build.
+    before it, 'skip' not at all; ``index_memory`` bytes for the build. ``requests_in_flight``:
+    how many requests a model behind an HTTP endpoint (openai:) is sent at once (default: the
+    encoder's, 16).
     """
 
     table: str
@@ -55,6 +57,7 @@ class EncodeRequest:
     chunk_overlap: int | None = None
     shard: tuple[int, int] | None = None
     batch_size: int | None = None
+    requests_in_flight: int | None = None
     limit: int | None = None
     index: str = "after"
     index_memory: int | None = None
@@ -103,7 +106,9 @@ class EncodeRequest:
                 raise BadInput(f"--shard {i}/{n}: shards are numbered from 1 to {n} (1-based)")
         if self.max_idle is not None and not self.follow:
             raise BadInput("--max-idle goes with --follow.")
-        for name, least in (("batch_size", 1), ("limit", 0), ("dimension", 1), ("chunk_tokens", 8)):
+        for name, least in (
+            ("batch_size", 1), ("limit", 0), ("dimension", 1), ("chunk_tokens", 8), ("requests_in_flight", 1)
+        ):  # fmt: skip
             value = getattr(self, name)
             if value is not None and value < least:
                 raise BadInput(f"--{name.replace('_', '-')} must be at least {least}, not {value}")

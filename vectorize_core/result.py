@@ -37,6 +37,8 @@ class EncodeResult:
     cleared: int = 0  # --reencode: vectors cleared before the fill
     fulltext_added: bool = False  # --fulltext made the tsvector column this run
     statements: list[str] = field(default_factory=list)  # --dry-run only
+    # --dry-run of a remote model: requests, texts, characters, tokens (estimated), endpoint, in_flight
+    requests: dict | None = None
 
     @property
     def nothing_to_do(self) -> bool:

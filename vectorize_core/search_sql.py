@@ -256,7 +256,7 @@ def text_ranking(
             "SELECT {keys}, row_number() OVER (ORDER BY s.vectorize_score DESC, {keys}) AS vectorize_rank"
             " FROM ({scored}) AS s ORDER BY vectorize_rank LIMIT %s"
         ).format(keys=keys, scored=scored)
-        return query, [text, bm25.TOTALS, text, *spec.filter_params, candidates]
+        return query, [text, bm25.TOTALS, text, text, *spec.filter_params, candidates]
     t_keys = sql.SQL(", ").join(sql.Identifier("t", k) for k in spec.keys)
     where = matches if spec.filter is None else sql.SQL("{} AND {}").format(matches, spec.filter)
     query = sql.SQL(
