@@ -371,6 +371,11 @@ def encode_summary(result) -> str:
             f"Keyed the vectors of {plural(result.upgraded, 'row')} (made by an earlier version) for an index of "
             "distinct contents, with no model time"
         )
+    if result.openings:
+        parts.append(
+            f"Gave {plural(result.openings, 'row')} (chunked by an earlier version) their openings, from their "
+            "vectors: search ranks them by opening and best chunk now, with no model time"
+        )
     if result.cleared:
         parts.append(f"Cleared {plural(result.cleared, 'vector')} of {t.display} to encode them again")
     chunked = f" ({plural(result.chunks, 'chunk')})" if t.chunks else ""

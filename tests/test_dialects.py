@@ -756,33 +756,37 @@ def test_crdb_plain_fill_reads_and_compares_a_prefix_of_the_text():
 
 
 def test_crdb_chunked_rows_rank_by_opening_and_best_chunk():
-    """Through the index: the rows holding a nearest content (as a chunk or as their opening),
-    every chunk of theirs but the opening scored exactly, the best mixed with the opening's."""
+    """Through the index: the chunks holding the nearest contents, and every chunk of a row found
+    by its opening alone, scored; the best mixed with the opening's distance."""
     from vectorize_core.chunks import chunk_table_of
 
     t = chunked_target(prefix=("a",))
     ct = chunk_table_of(t.table, t.chunks)
     query, params = search_sql.search_statement(
-        CRDB, spec("overfetch", CAT, chunks=ct, contents=t.content_table, candidates=50, opening_weight=0.3), "Q"
+        CRDB, spec("overfetch", CAT, chunks=ct, contents=t.content_table, candidates=50, opening_weight=0.4), "Q"
     )
     text = s(query)
     assert text.startswith(
-        'SELECT "t"."id", "t"."body", (0.3 * ("t"."body_vector" <=> CAST(%s AS vector(384)))'
-        ' + 0.7 * best.vectorize_distance) AS "distance",'
+        'SELECT "t"."id", "t"."body", (0.4 * ("t"."body_vector" <=> CAST(%s AS vector(384)))'
+        ' + 0.6 * best.vectorize_distance) AS "distance",'
     )
     assert (
-        'SELECT "ch"."id", "ch"."chunk", "ch"."chunk_start", "ch"."chunk_end", "ch"."row_hash",'
-        ' "ch"."chunk_vector" <=> CAST(%s AS vector(384)) AS vectorize_distance, found.vectorize_far'
-        ' FROM (SELECT DISTINCT "h"."id", near.vectorize_far FROM (SELECT n0.*'
+        'FROM (WITH hits AS (SELECT "ch"."id", "ch"."chunk", "ch"."chunk_start", "ch"."chunk_end", "ch"."row_hash",'
+        " near.vectorize_near AS vectorize_distance, near.vectorize_far FROM (SELECT n0.*"
     ) in text
-    assert f'JOIN {CHUNKS} AS ch ON ch."id" = found."id" AND ch."chunk" >= 0) AS hit' in text
+    assert (
+        ' SELECT * FROM hits WHERE hits."chunk" >= 0 UNION ALL SELECT "ch"."id", "ch"."chunk", "ch"."chunk_start",'
+        ' "ch"."chunk_end", "ch"."row_hash", "ch"."chunk_vector" <=> CAST(%s AS vector(384)), o.vectorize_far'
+        ' FROM (SELECT h."id", max(h.vectorize_far) AS vectorize_far FROM hits AS h GROUP BY h."id"'
+        f' HAVING max(h."chunk") < 0) AS o JOIN {CHUNKS} AS ch ON ch."id" = o."id" AND ch."chunk" >= 0) AS hit'
+    ) in text
     assert text.endswith(
         ' WHERE best.vectorize_pick = 1 AND t."body_vector" IS NOT NULL AND (t."cat" = CAST(%s AS text))'
         ' ORDER BY "distance", "t"."id" LIMIT %s'
     )
-    assert params == ["Q", "Q", "Q", "Q", 50, "p1", 5]
+    assert params == ["Q", "Q", "Q", 50, "Q", "p1", 5]
     exact, exact_params = search_sql.search_statement(
-        CRDB, spec("exact", CAT, chunks=ct, contents=t.content_table, opening_weight=0.3), "Q"
+        CRDB, spec("exact", CAT, chunks=ct, contents=t.content_table, opening_weight=0.4), "Q"
     )
     assert 'AND ch."chunk" >= 0) AS hit' in s(exact)
     assert exact_params == ["Q", "Q", "p1", 5]

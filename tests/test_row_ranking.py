@@ -119,6 +119,7 @@ def test_a_column_chunked_before_openings_gains_them_without_the_model(run_cli, 
     counting.batches.clear()
     result = run_cli("encode", "--url", url, "-t", "article", "-c", "body", "-m", "chunkwords")
     assert result.exit_code == 0, result.output
+    assert "Gave 40 rows (chunked by an earlier version) their openings" in result.stdout
     assert counting.batches == []
     openings, _, opening_chunks = stored(articles)
     assert {k: v.tolist() for k, v in opening_chunks.items()} == {k: v.tolist() for k, v in openings.items()}

@@ -319,7 +319,7 @@ def encode(
     ensure_extension(db)
     if target.upgrading:
         result.upgraded = upgrade_layout(db, target, queries)
-    add_openings(db, target, queries)
+    result.openings = add_openings(db, target, queries)
     terms = (target.fulltext or {}).get("terms")
     new_terms = bool(terms) and db.catalog().relation_owner(target.table.schema, terms) is None
     set_up_columns(db, target)

@@ -34,6 +34,7 @@ class EncodeResult:
     pending_elsewhere: int = 0  # --shard: rows other shards still have to do (index not built yet)
     tracking_installed: bool = False  # this run (re)installed the change-tracking trigger
     upgraded: int = 0  # rows of a column made by an earlier version keyed for its new index (no model)
+    openings: int = 0  # rows of a column chunked by an earlier version given their openings (no model)
     cleared: int = 0  # --reencode: vectors cleared before the fill
     fulltext_added: bool = False  # --fulltext made the tsvector column this run
     statements: list[str] = field(default_factory=list)  # --dry-run only
@@ -53,6 +54,7 @@ class EncodeResult:
             and not self.cleared
             and not self.fulltext_added
             and not self.upgraded
+            and not self.openings
         )
 
     @property

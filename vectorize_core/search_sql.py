@@ -126,23 +126,33 @@ def chunk_hits(dialect: Dialect, spec: SearchSpec, near, near_params, query_vect
 def rows_chunk_hits(
     dialect: Dialect, spec: SearchSpec, near, near_params, query_vector: str
 ) -> tuple[sql.Composed, list]:
+    """The chunks holding the nearest contents, with their contents' distances; and for a row
+    found by its opening alone, every chunk of it, scored. A row's best chunk is exact either way:
+    a chunk whose content is not among the nearest is at least as far as every one that is."""
     ch = spec.chunks
-    found = sql.SQL(", ").join(sql.Identifier("h", k) for k in ch.keys)
+    keys = [sql.Identifier(k) for k in ch.keys]
+    columns = chunk_columns(dialect, ch)
+    only_openings = sql.SQL("SELECT {keys}, max(h.vectorize_far) AS vectorize_far FROM hits AS h GROUP BY {keys}"
+                            " HAVING max(h.{chunk}) < 0").format(
+        keys=sql.SQL(", ").join(sql.SQL("h.{}").format(k) for k in keys), chunk=sql.Identifier(ch.chunk)
+    )  # fmt: skip
     query = sql.SQL(
-        "SELECT {columns}, {distance} AS vectorize_distance, found.vectorize_far"
-        " FROM (SELECT DISTINCT {found}, near.vectorize_far FROM ({near}) AS near JOIN {chunks} AS h ON {on}) AS found"
+        "WITH hits AS (SELECT {columns}, near.vectorize_near AS vectorize_distance, near.vectorize_far"
+        " FROM ({near}) AS near JOIN {chunks} AS ch ON {on})"
+        " SELECT * FROM hits WHERE hits.{chunk} >= 0"
+        " UNION ALL SELECT {columns}, {distance}, o.vectorize_far FROM ({only_openings}) AS o"
         " JOIN {chunks} AS ch ON {same} AND ch.{chunk} >= 0"
     ).format(
-        columns=chunk_columns(dialect, ch),
-        distance=dialect.distance(sql.Identifier("ch", ch.vector), spec.metric, dialect.vector_param(spec.dimension)),
-        found=found,
+        columns=columns,
         near=near,
         chunks=ch.ident,
-        on=holds_content(dialect, spec, sql.Identifier("h", ch.hash), "h"),
-        same=sql.SQL(" AND ").join(sql.SQL("ch.{0} = found.{0}").format(sql.Identifier(k)) for k in ch.keys),
+        on=holds_content(dialect, spec, sql.Identifier("ch", ch.hash), "ch"),
         chunk=sql.Identifier(ch.chunk),
+        distance=dialect.distance(sql.Identifier("ch", ch.vector), spec.metric, dialect.vector_param(spec.dimension)),
+        only_openings=only_openings,
+        same=sql.SQL(" AND ").join(sql.SQL("ch.{0} = o.{0}").format(k) for k in keys),
     )
-    return query, [query_vector, *near_params]
+    return query, [*near_params, query_vector]
 
 
 def exact_chunk_hits(dialect: Dialect, spec: SearchSpec, query_vector: str) -> tuple[sql.Composed, list]:
