@@ -226,7 +226,9 @@ def test_fulltext_on_import_makes_hybrid_search_work(run_cli, url, items, tmp_pa
     assert rows[17]["text_rank"] == 1  # only the full text knows the code
     assert rows[1]["dense_rank"] == 1  # the vector leg finds its own vector
     meta = json.loads(items.execute("SELECT col_description('items'::regclass, 3)").fetchone()[0])["vectorize"]
-    assert meta["fulltext"] == {"column": "body_tsv", "index": "items_body_tsv_idx", "language": "english"}
+    assert meta["fulltext"] == {
+        "column": "body_tsv", "index": "items_body_tsv_idx", "language": "english", "terms": "items_body_tsv_terms"
+    }  # fmt: skip
 
 
 def test_index_skip_then_the_index_command(run_cli, url, items, tmp_path):
