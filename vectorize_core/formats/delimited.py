@@ -71,8 +71,10 @@ def csv_rows_block(chunk: tuple[int, list[tuple]], dimension: int | None, name: 
         if not (vector_text or any(key_values)):
             continue
         where = f"{name} line {number}"
+        # A key column is never null: an empty field is the empty string, a missing one is missing.
         keys = [
-            key_text(v, where, c) if v else missing_key(where, c) for v, c in zip(key_values, key_columns, strict=True)
+            key_text(v, where, c) if v is not None else missing_key(where, c)
+            for v, c in zip(key_values, key_columns, strict=True)
         ]
         blocks.add(number, keys, blocks.vector(parser, vector_text, where), vector_text)
     return blocks.take(size)
@@ -132,7 +134,7 @@ def exact_csv_blocks(path: Path, key_columns: list[str]) -> Iterator[Block]:
     def chunks():
         rows, taken = [], 0
         for row in reader:
-            rows.append((reader.line_num, *[row.get(c) or "" for c in key_columns], row.get("vector") or ""))
+            rows.append((reader.line_num, *[row.get(c) for c in key_columns], row.get("vector") or ""))
             if lines.bytes_read - taken >= common.TEXT_BLOCK:
                 yield lines.bytes_read - taken, rows
                 rows, taken = [], lines.bytes_read

@@ -90,7 +90,10 @@ def read_keys(path: Path, key_columns: list[str]) -> Iterator[tuple[int, list[st
             where = f"{path.name} line {reader.line_num}"
             yield (
                 reader.line_num,
-                [key_text(row.get(c), where, c) if row.get(c) else missing_key(where, c) for c in key_columns],
+                [
+                    key_text(row.get(c), where, c) if row.get(c) is not None else missing_key(where, c)
+                    for c in key_columns
+                ],
             )
         return
     for number, where, obj, _ in json_objects(lines):
