@@ -181,7 +181,9 @@ class Catalog:
             if name is not None:
                 relations[(schema, name)] = Entry(kind, oid, comment, on or "")
         path, extensions = (rows[0][0], rows[0][1]) if rows else ([], [])
-        vectorized = [tuple(r) for r in db.fetchall(VECTORIZED, params)]
+        # A table made between the two statements (another encoder's contents or chunk table, a
+        # moment later) is not in this snapshot: its columns are left out with it.
+        vectorized = [tuple(r) for r in db.fetchall(VECTORIZED, params) if (r[1], r[2]) in relations]
         return cls(db.dialect, list(path or []), set(extensions or []), relations, vectorized)
 
     # -- names ------------------------------------------------------------------------------
@@ -215,6 +217,9 @@ class Catalog:
         oid = self.table_oid(table, schema)
         if oid not in self.tables:
             self.load(db, [oid, *(r[0] for r in self.vectorized_rows)])
+        if oid not in self.tables:  # dropped since the snapshot was read
+            shown = f"{schema}.{table}" if schema else table
+            raise NoSuchTable(f"no table {shown!r} in the database")
         return self.tables[oid]
 
     def load(self, db, oids) -> None:
@@ -227,6 +232,8 @@ class Catalog:
             by_table.setdefault(row[0], []).append(row[1:])
         names = {r.oid: key for key, r in self.relations.items() if r.oid is not None}
         for oid, rows in by_table.items():
+            if oid not in names:
+                continue  # made after this snapshot was read
             schema, name = names[oid]
             columns = {r[0]: Column(*r[:7], r[7] or "", r[8]) for r in rows}
             key = tuple(r[0] for r in sorted((r for r in rows if r[9] is not None), key=lambda r: r[9]))
