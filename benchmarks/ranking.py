@@ -183,6 +183,7 @@ def timing(admin: str, datasets=DATASETS) -> dict:
     """Milliseconds a search takes per query without the model (its vector given), k = 10,
     through the index: dense and hybrid, on the chunked and the plain column (200 queries)."""
     import modules
+    from vectorize_core.dialects import vector_literal
     from vectorize_core.evaluation import read_queries
     from vectorize_core.search import hybrid_statements, ranked, run_ranked, search_spec
     from vectorize_core.target import resolve_for_search
@@ -199,7 +200,7 @@ def timing(admin: str, datasets=DATASETS) -> dict:
                 spec = search_spec(db, target, 10)
                 dense, hybrid, exact_fallbacks = [], [], 0
                 for text, vector in zip(texts, vectors, strict=True):
-                    literal = "[" + ",".join(f"{x:.7g}" for x in vector) + "]"
+                    literal = vector_literal(vector)
                     started = time.perf_counter()
                     _, how = ranked(db, spec, literal)
                     dense.append(time.perf_counter() - started)

@@ -184,6 +184,15 @@ def counting():
     modules.unregister(encoder.name)
 
 
+def column_metadata(conn, table: str, column: str) -> dict:
+    """The vectorize metadata a column's comment holds."""
+    comment = conn.execute(
+        "SELECT col_description(attrelid, attnum) FROM pg_attribute WHERE attrelid = %s::regclass AND attname = %s",
+        (table, column),
+    ).fetchone()[0]
+    return json.loads(comment)["vectorize"]
+
+
 def make_items(conn, n: int = 20):
     """The table the import tests fill: items(id int PRIMARY KEY, body text), body 'item <id>'."""
     conn.execute("CREATE TABLE items (id int PRIMARY KEY, body text)")

@@ -12,6 +12,7 @@ import pytest
 from bm25s.tokenization import Tokenized
 from psycopg import sql
 
+from conftest import column_metadata
 from vectorize_core import bm25, connect, search_sql
 from vectorize_core.dialects import CockroachDialect, Dialect
 from vectorize_core.search import fulltext_of, search_spec
@@ -38,14 +39,6 @@ def docs(conn, run_cli, url, words):
     result = run_cli("encode", "--url", url, "-t", "docs", "-c", "body", "-m", "words", "--fulltext")
     assert result.exit_code == 0, result.output
     return conn
-
-
-def metadata(conn) -> dict:
-    comment = conn.execute(
-        "SELECT col_description(attrelid, attnum) FROM pg_attribute"
-        " WHERE attrelid = 'docs'::regclass AND attname = 'body_vector'"
-    ).fetchone()[0]
-    return json.loads(comment)
 
 
 def tokens_of(conn) -> dict[int, list[str]]:
@@ -118,7 +111,7 @@ def test_the_statistics_follow_the_rows_an_encode_writes(run_cli, url, docs):
     docs.execute("DELETE FROM docs WHERE id <= 5")
     result = run_cli("encode", "--url", url, "-t", "docs", "-c", "body", "-m", "words")
     assert result.exit_code == 0, result.output
-    terms = metadata(docs)["vectorize"]["fulltext"]["terms"]
+    terms = column_metadata(docs, "docs", "body_vector")["fulltext"]["terms"]
     stored = dict(docs.execute(sql.SQL("SELECT lexeme, docs FROM {}").format(sql.Identifier(terms))).fetchall())
     truth = dict(docs.execute("SELECT word, ndoc FROM ts_stat('SELECT body_tsv FROM docs')").fetchall())
     assert stored.pop(bm25.TOTALS) == docs.execute("SELECT count(*) FROM docs").fetchone()[0] == 90
@@ -127,7 +120,7 @@ def test_the_statistics_follow_the_rows_an_encode_writes(run_cli, url, docs):
 
 
 def test_a_full_text_column_from_before_the_statistics_gains_them(run_cli, url, docs):
-    meta = metadata(docs)
+    meta = {"vectorize": column_metadata(docs, "docs", "body_vector")}
     terms = meta["vectorize"]["fulltext"].pop("terms")
     docs.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(terms)))
     docs.execute(sql.SQL("COMMENT ON COLUMN docs.body_vector IS {}").format(sql.Literal(json.dumps(meta))))

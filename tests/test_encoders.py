@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import modules
-from conftest import ROOT, cosine
+from conftest import ROOT, column_metadata, cosine
 from openai_server import EmbeddingServer
 
 TEXTS = ["Wall Street and the stock exchange", "A kitten asleep in the sun", "Rain over the North Sea"]
@@ -37,11 +37,7 @@ def stored(conn, column="passage_vector", table="passage"):
 
 
 def metadata(conn, column="passage_vector", table="passage"):
-    comment = conn.execute(
-        "SELECT col_description(attrelid, attnum) FROM pg_attribute WHERE attrelid = %s::regclass AND attname = %s",
-        (table, column),
-    ).fetchone()[0]
-    return json.loads(comment)["vectorize"]
+    return column_metadata(conn, table, column)
 
 
 def test_st_family_by_local_folder_records_the_name_as_given(run_cli, url, conn, passage):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from psycopg import sql
 
-from conftest import CountingEncoder
+from conftest import CountingEncoder, column_metadata
 from vectorize_core.chunks import OPENING, OPENING_WEIGHT
 
 TOPICS = ["zebra", "violin", "glacier", "orchid", "copper", "falcon", "saffron", "harbor"]
@@ -35,11 +35,7 @@ def articles(conn, run_cli, url, counting):
 
 
 def metadata(conn) -> dict:
-    comment = conn.execute(
-        "SELECT col_description(attrelid, attnum) FROM pg_attribute"
-        " WHERE attrelid = 'article'::regclass AND attname = 'body_vector'"
-    ).fetchone()[0]
-    return json.loads(comment)["vectorize"]
+    return column_metadata(conn, "article", "body_vector")
 
 
 def stored(conn):

@@ -22,9 +22,7 @@ def search_statement(dialect: Dialect, spec: SearchSpec, query_vector: str) -> t
     near, near_params = near_contents(dialect, spec, query_vector)
     if spec.chunks is not None:
         return best_chunks(dialect, spec, *chunk_hits(dialect, spec, near, near_params, query_vector), query_vector)
-    row_distance = dialect.distance(
-        sql.Identifier("t", spec.vector_column), spec.metric, dialect.vector_param(spec.dimension)
-    )
+    row_distance = query_distance(dialect, spec, "t", spec.vector_column)
     query = sql.SQL(
         "SELECT {select}, {distance} AS {alias}, near.vectorize_far FROM ({near}) AS near JOIN {table} AS t ON {on}"
         " WHERE {live} ORDER BY {alias}, {keys} LIMIT %s"
@@ -41,6 +39,11 @@ def search_statement(dialect: Dialect, spec: SearchSpec, query_vector: str) -> t
     return query, [query_vector, *near_params, *spec.filter_params, spec.k]
 
 
+def query_distance(dialect: Dialect, spec: SearchSpec, alias: str, column: str) -> sql.Composed:
+    """The distance of alias.column to the query vector (one placeholder), in the search's metric."""
+    return dialect.distance(sql.Identifier(alias, column), spec.metric, dialect.vector_param(spec.dimension))
+
+
 def near_contents(dialect: Dialect, spec: SearchSpec, query_vector: str) -> tuple[sql.Composed, list]:
     """The nearest `candidates` contents, by the vector index (a query with no filter but the
     prefix columns': CockroachDB turns its vector index off for any other), each with the
@@ -51,7 +54,7 @@ def near_contents(dialect: Dialect, spec: SearchSpec, query_vector: str) -> tupl
     where, params = sql.SQL(""), []
     if spec.index_filter is not None:
         where, params = sql.SQL(" WHERE {}").format(spec.index_filter), list(spec.index_filter_params)
-    exact = dialect.distance(sql.Identifier("c", ct.vector), spec.metric, dialect.vector_param(spec.dimension))
+    exact = query_distance(dialect, spec, "c", ct.vector)
     dist = dialect.ranked_distance(spec, sql.Identifier("c", ct.vector))
     query = sql.SQL(
         "SELECT n0.*, max(n0.vectorize_near) OVER () AS vectorize_far FROM"
@@ -81,7 +84,7 @@ def live_rows(dialect: Dialect, spec: SearchSpec) -> sql.Composed:
 def exact_rows(dialect: Dialect, spec: SearchSpec, query_vector: str) -> tuple[sql.Composed, list]:
     """Every matching row ranked by its vector (ties by key): the scan fenced (OFFSET 0) so
     that no index ranks it."""
-    dist = dialect.distance(sql.Identifier("t", spec.vector_column), spec.metric, dialect.vector_param(spec.dimension))
+    dist = query_distance(dialect, spec, "t", spec.vector_column)
     tie = [f"vectorize_key{i}" for i in range(len(spec.keys))]
     inner = sql.SQL("SELECT {}, {} AS {}, {} FROM {} AS t WHERE {} OFFSET 0").format(
         sql.SQL(", ").join(spec.select),
@@ -148,7 +151,7 @@ def rows_chunk_hits(
         chunks=ch.ident,
         on=holds_content(dialect, spec, sql.Identifier("ch", ch.hash), "ch"),
         chunk=sql.Identifier(ch.chunk),
-        distance=dialect.distance(sql.Identifier("ch", ch.vector), spec.metric, dialect.vector_param(spec.dimension)),
+        distance=query_distance(dialect, spec, "ch", ch.vector),
         only_openings=only_openings,
         same=sql.SQL(" AND ").join(sql.SQL("ch.{0} = o.{0}").format(k) for k in keys),
     )
@@ -164,7 +167,7 @@ def exact_chunk_hits(dialect: Dialect, spec: SearchSpec, query_vector: str) -> t
         " WHERE {live} AND ch.{chunk} >= 0"
     ).format(
         columns=chunk_columns(dialect, ch),
-        distance=dialect.distance(sql.Identifier("ch", ch.vector), spec.metric, dialect.vector_param(spec.dimension)),
+        distance=query_distance(dialect, spec, "ch", ch.vector),
         chunks=ch.ident,
         table=spec.table,
         holds=row_holds_chunk(dialect, spec, "ch"),
@@ -211,9 +214,7 @@ def best_chunks(
     distance, distance_params = sql.SQL("best.vectorize_distance"), []
     if spec.opening_weight is not None:
         w = float(spec.opening_weight)
-        opening = dialect.distance(
-            sql.Identifier("t", spec.vector_column), spec.metric, dialect.vector_param(spec.dimension)
-        )
+        opening = query_distance(dialect, spec, "t", spec.vector_column)
         distance = sql.SQL("({} * ({}) + {} * best.vectorize_distance)").format(
             sql.Literal(w), opening, sql.Literal(1 - w)
         )
