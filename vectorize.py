@@ -241,6 +241,7 @@ def encode(url, columns, index_mode, **options):
       vectorize.py encode -t article -c title -c body --chunk      # every word of long texts searchable
       vectorize.py encode -t passage -c passage --backend torch     # torch, not OpenVINO (the default on a CPU)
       vectorize.py encode -t passage -c passage -m openai:text-embedding-3-small --dry-run  # what it would send
+      vectorize.py encode -t passage -c passage -m openai:text-embedding-3-small --requests-in-flight 32
       vectorize.py encode -t article -c title -c body -m st:intfloat/e5-small-v2 \\
           --prefix "passage: " --query-prefix "query: "
     """
