@@ -484,6 +484,32 @@ class index_reporter:
 PROGRESS_LINE_SECONDS = 5.0
 
 
+def progress_line(label: str, done: int, total: int, seconds: float) -> str:
+    """'12:00:05 encoding: 38 of 1,200 rows (6 rows/s, about 3m05s left)', the rate over the
+    seconds spent encoding; no time left without a rate or a total to reach."""
+    import time
+
+    rate = done / seconds if seconds > 0 else 0.0
+    said = f"{rate:.0f} rows/s" if rate >= 1 else f"{rate:.2f} rows/s"  # a slow remote model is not '0 rows/s'
+    if rate > 0 and total > done:
+        said += f", about {short_duration((total - done) / rate)} left"
+    return f"{time.strftime('%H:%M:%S')} {label}: {done:,} of {total:,} rows ({said})"
+
+
+def short_duration(seconds: float) -> str:
+    """'12s', '3m05s', '1h02m': to the unit that matters for a time left, rounded up (never '0s')."""
+    import math
+
+    seconds = max(1, math.ceil(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
 class progress_reporter:
     """A rich progress bar on a terminal; otherwise, with lines, a timestamped line on stderr
     every PROGRESS_LINE_SECONDS while there is progress. Yields the core's callback."""
@@ -543,20 +569,26 @@ class progress_reporter:
         return self.update
 
     def line_printer(self):
+        """The core's callback off a terminal. The interval counts from here: the first line comes
+        with the first rows done once PROGRESS_LINE_SECONDS have passed, however long the setup
+        or the first encoder call took. The rate counts from the core's first report when it is
+        of 0 rows (encoding starts), so loading the model and the setup do not lower it or
+        lengthen the time left."""
         import time
 
         started = last = time.monotonic()
+        heard = False
 
         def update(done: int, total: int) -> None:
-            nonlocal last
+            nonlocal started, last, heard
             now = time.monotonic()
-            if now - last < PROGRESS_LINE_SECONDS or not done:
+            if not heard and not done:
+                started = now
+            heard = True
+            if not done or now - last < PROGRESS_LINE_SECONDS:
                 return
             last = now
-            rate = done / (now - started) if now > started else 0
-            click.echo(
-                f"{time.strftime('%H:%M:%S')} {self.label}: {done:,} of {total:,} rows ({rate:.0f} rows/s)", err=True
-            )
+            click.echo(progress_line(self.label, done, total, now - started), err=True)
 
         return update
 
@@ -696,17 +728,25 @@ def search(url, query, table, schema, column, vector_column, k, as_json, metric,
 @click.option("--metric", type=click.Choice(["cosine", "l2", "ip"]), help="Distance metric  [default: cosine]")
 @click.option("--model-name", metavar="LABEL", help="What made the vectors, recorded in the metadata.")
 @click.option("--strict", is_flag=True, help="Fail (writing nothing) when a key is not in the table.")
+@click.option(
+    "--skip-damaged", is_flag=True,
+    help="Leave out (and name) damaged rows: unreadable, failing their check, or of absurd length.",
+)  # fmt: skip
+@click.option("--partial", is_flag=True, help="Import a file holding fewer rows than its export record says.")
 @apply(fulltext_options)
 @apply(index_options)
-def import_vectors(url, table, schema, column, file, keys_file, vector_column, metric, model_name, strict, fulltext,
-                   language, index_mode, index_memory):  # fmt: skip
+def import_vectors(url, table, schema, column, file, keys_file, vector_column, metric, model_name, strict,
+                   skip_damaged, partial, fulltext, language, index_mode, index_memory):  # fmt: skip
     """Import vectors computed elsewhere ("bring your own vectors").
 
     JSON Lines hold one object per line with the primary-key column(s) by name and 'vector'
     (an array of numbers); CSV has a header with the key columns and 'vector' (a JSON array);
     Parquet has the key columns and 'vector' (a list of float32 or float64); .npy needs --keys.
     The whole file is checked before the table is written. A file from export-vectors needs no
-    other option: its table, column, keys and model record come with it.
+    other option: its table, column, keys and model record come with it, and each row's check
+    and the row count, so a damaged or cut file is refused (exit 2, nothing written) unless
+    --skip-damaged or --partial says what to do. In any file, a vector of absurd length (more
+    than 1,000 times the file's typical one, or too long for float4 distances) is damage.
 
     \b
     Example:
@@ -720,8 +760,9 @@ def import_vectors(url, table, schema, column, file, keys_file, vector_column, m
     with connect(url) as db, phase_reporter() as progress, index_reporter() as on_index:
         result = run_import(
             db, table=table, schema=schema, column=column, file=file, keys_file=keys_file,
-            vector_column=vector_column, metric=metric, model_name=model_name, strict=strict, fulltext=fulltext,
-            language=language, index=index_mode, index_memory=index_memory, progress=progress, on_index=on_index,
+            vector_column=vector_column, metric=metric, model_name=model_name, strict=strict,
+            skip_damaged=skip_damaged, partial=partial, fulltext=fulltext, language=language, index=index_mode,
+            index_memory=index_memory, progress=progress, on_index=on_index,
         )  # fmt: skip
     click.echo(import_summary(result))
 
@@ -734,6 +775,15 @@ def import_summary(result) -> str:
     ]
     if result.missing:
         parts.append(f"{plural(result.missing, 'key of the file is', 'keys of the file are')} not in the table")
+    if result.partial:
+        cut = ", its last line cut off" if result.cut else ""
+        parts.append(
+            f"the file holds {result.file_rows} of the {result.expected_rows} {result.unit}s its export record says{cut} "
+            "(--partial)"
+        )
+    if result.damaged:
+        damaged = result.damaged
+        parts.append(f"left out {plural(len(damaged.rows), f'damaged {damaged.unit}')} ({damaged.describe()})")
     parts += fulltext_and_index_parts(result)
     return "; ".join(parts) + "."
 

@@ -148,6 +148,8 @@ def test_export_then_import_restores_vectors_bit_for_bit_and_the_model_record(
 def test_an_external_column_round_trips_with_its_label(run_cli, url, conn, pg_server, tmp_path):
     make_table(conn)
     vectors = awkward_float32(N)
+    # float4's extremes (and 2**24 + 1) are refused for their length in a file with no checks
+    vectors[0, :2] = vectors[1, 4:6] = 100.0
     np.save(tmp_path / "v.npy", vectors)
     (tmp_path / "k.jsonl").write_text("".join(json.dumps({"id": i}) + "\n" for i in range(1, N + 1)))
     args = ("-t", "passage", "-c", "body", "--metric", "ip", "--model-name", "acme-embed-v2")

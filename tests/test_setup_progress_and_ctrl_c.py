@@ -120,16 +120,72 @@ def test_a_row_changed_mid_run_and_encoded_by_a_later_poll_is_not_called_pending
     assert "pending" not in result.stdout  # nothing is: the next poll encoded row 3's new text
 
 
+# '12:00:05 encoding: 38 of 1,200 rows (6 rows/s, about 3m05s left)'; no time left once all are done.
+PROGRESS_LINE = re.compile(
+    r"\d\d:\d\d:\d\d encoding: (?P<done>[\d,]+) of (?P<total>[\d,]+) rows "
+    r"\(\d+(\.\d\d)? rows/s(?P<left>, about (\d+s|\d+m\d\ds|\d+h\d\dm) left)?\)"
+)
+
+
+def progress_lines(stderr: str) -> list[tuple[int, int, bool]]:
+    """(done, total, says the time left) of each progress line; any other 'encoding:' line fails."""
+    found = []
+    for line in stderr.splitlines():
+        if re.match(r"\d\d:\d\d:\d\d encoding: ", line):
+            match = PROGRESS_LINE.fullmatch(line)
+            assert match, line
+            found.append(
+                (int(match["done"].replace(",", "")), int(match["total"].replace(",", "")), bool(match["left"]))
+            )
+    return found
+
+
 def test_progress_lines_without_a_terminal(run_cli, url, conn, notes, words, monkeypatch):
     import vectorize
 
     monkeypatch.setattr(vectorize, "PROGRESS_LINE_SECONDS", 0.05)
+    # Each page takes longer than the interval: every page's rows make a line.
     words.before_encode = lambda batch: time.sleep(0.1)
     result = run_cli("encode", "--url", url, "-t", "notes", "-c", "body", "-m", "words", "--batch-size", "5")
     assert result.exit_code == 0, result.output
-    lines = [line for line in result.stderr.splitlines() if re.fullmatch(r"\d\d:\d\d:\d\d encoding: .*", line)]
-    assert lines, result.stderr
-    assert re.fullmatch(r"\d\d:\d\d:\d\d encoding: \d+ of 20 rows \(\d+ rows/s\)", lines[-1])
+    lines = progress_lines(result.stderr)
+    assert sorted({done for done, _, _ in lines}) == [5, 10, 15, 20], result.stderr
+    assert all(total == 20 for _, total, _ in lines)
+    assert all(left == (done < 20) for done, _, left in lines)  # the time left, until nothing is
+
+
+def test_a_progress_line_says_the_time_left_only_when_it_knows_it():
+    import vectorize
+
+    assert [vectorize.short_duration(s) for s in (0.2, 12, 59.5, 185, 3720, 90000)] == [
+        "1s", "12s", "1m00s", "3m05s", "1h02m", "25h00m"
+    ]  # fmt: skip
+    line = vectorize.progress_line("encoding", 38, 1200, 6.0)  # 1,162 rows at 6.33 rows/s: 183.5 s
+    assert re.fullmatch(r"\d\d:\d\d:\d\d encoding: 38 of 1,200 rows \(6 rows/s, about 3m04s left\)", line)
+    assert vectorize.progress_line("encoding", 1200, 1200, 6.0).endswith("(200 rows/s)")  # all done
+    assert vectorize.progress_line("encoding", 5, 0, 6.0).endswith("(0.83 rows/s)")  # no total to reach
+    assert "left" not in vectorize.progress_line("encoding", 5, 10, 0.0)  # no time to measure a rate over
+
+
+def test_chunk_progress_lines_come_while_a_single_page_is_encoded(run_cli, url, conn, counting, monkeypatch):
+    """encode --chunk with the whole table one page: lines as the page's texts are encoded, not
+    only once it is written (a page of long rows can take minutes)."""
+    import vectorize
+
+    conn.execute("CREATE TABLE doc (id int PRIMARY KEY, body text)")
+    for i in range(1, 31):
+        conn.execute("INSERT INTO doc VALUES (%s, %s)", (i, long_text(300, i)))
+    monkeypatch.setattr(vectorize, "PROGRESS_LINE_SECONDS", 0.05)
+    counting.before_encode = lambda batch: time.sleep(0.1)  # each encoder call outlasts the interval
+    result = run_cli(
+        "encode", "--url", url, "-t", "doc", "-c", "body", "-m", "chunkwords", "--chunk", "--batch-size", "1000"
+    )
+    assert result.exit_code == 0, result.output
+    assert len(counting.batches) >= 3  # one page, several encoder calls (its chunks)
+    during = [done for done, total, left in progress_lines(result.stderr) if 0 < done < total and left]
+    assert len(during) >= 2, result.stderr
+    assert during == sorted(set(during))  # the count goes up within the page
+    assert conn.execute("SELECT count(body_vector) FROM doc").fetchone()[0] == 30
 
 
 def test_a_later_column_the_model_never_reads_is_named(run_cli, url, conn):

@@ -29,6 +29,7 @@ from psycopg.pq import Format
 from .db import Database
 from .errors import BadInput
 from .formats import WRITERS
+from .formats.checks import CHECK_ALGORITHM, check_field
 from .progress import ImportProgress, Phases
 from .record import FORMATS, export_record, keys_path
 from .target import SearchTarget, resolve_for_search
@@ -81,6 +82,7 @@ def export_vectors(
     key_columns = list(target.table.primary_key)
     keys = Path(keys_file) if keys_file else keys_path(path) if kind == "npy" else None
     record = export_record(target, key_columns, keys)  # refuses a column whose source was dropped
+    record["check"] = {"field": check_field(key_columns), "algorithm": CHECK_ALGORITHM}
     phases = Phases(progress)
     started = time.monotonic()
     total = rows_to_export(db, target)

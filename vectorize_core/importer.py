@@ -43,11 +43,12 @@ from .contents import vector_hash
 from .db import Database, Table
 from .errors import BadInput, DatabaseError
 from .fill_queries import FillQueries
-from .formats.common import BadVectorFile, FastPathRefused, Source, first_block, keys_row
+from .formats.checks import Damage, absurd_norms, failed_checks, key_check, norm_reference
+from .formats.common import CHECK_FAILED, BadVectorFile, Block, FastPathRefused, Reading, Source, first_block, keys_row
 from .formats.delimited import csv_blocks, exact_csv_blocks
 from .formats.jsonl import jsonl_blocks
 from .formats.npy import NpyFile, check_numbers, open_npy, read_keys
-from .formats.parquet import parquet_source
+from .formats.parquet import open_parquet, parquet_source
 from .indexes import build_indexes_when_done, indexes_exist
 from .progress import ImportProgress, Phases
 from .record import recorded
@@ -81,6 +82,15 @@ class ImportResult:
     index_skipped: bool = False  # --index skip: build it later with `vectorize.py index`
     index_note: str = ""  # why there is no vector index, or that the build outgrew its memory
     phase_seconds: dict[str, float] = field(default_factory=dict)
+    damaged: Damage | None = None  # the damaged rows left out (skip_damaged)
+    file_rows: int = 0  # the records the file holds, damaged or not
+    expected_rows: int | None = None  # what its export record says it holds
+    cut: bool = False  # its last line was cut off mid-record
+    unit: str = "line"  # what the file's records are counted in: lines, or a Parquet file's rows
+
+    @property
+    def partial(self) -> bool:
+        return self.expected_rows is not None and self.file_rows != self.expected_rows
 
     @property
     def rows_per_second(self) -> float:
@@ -155,6 +165,9 @@ class Staging:
     lines_name: str = ""  # the file those lines are in
     unit: str = "line"  # what a file's records are counted in: lines, or a Parquet file's rows
     keys_form: str = "text"  # the COPY form of the keys: text, or csv (as pyarrow writes it)
+    damage: Damage = field(default_factory=Damage)  # damaged records, in the tables or not
+    unreadable: int = 0  # damaged records that are not in the tables (they could not be read)
+    typical_norm: float | None = None  # of the file's first vectors, when they carry no check
 
     @property
     def matches(self) -> sql.Composed:
@@ -175,6 +188,28 @@ class Staging:
         for table in (self.keys, self.vectors):
             db.command(sql.SQL("DELETE FROM {}").format(table))
         self.lines = array("q")
+        self.damage, self.unreadable, self.typical_norm = Damage(self.unit), 0, None
+
+    def note(self, block: Block) -> None:
+        """A block's damaged records; without checks, its vectors of absurd length too."""
+        self.damage.rows += block.damaged
+        self.unreadable += len(block.damaged) - block.suspect
+        self.note_lengths(block.vectors, block.lines, block.checked)
+
+    def note_lengths(self, vectors: np.ndarray, lines, checked: bool) -> None:
+        if checked or not len(vectors):
+            return
+        if self.typical_norm is None:
+            self.typical_norm = norm_reference(vectors)
+        for row, why in absurd_norms(vectors, self.typical_norm):
+            self.damage.add(int(lines[row]), why)
+
+    def leave_out_damaged(self, db: Database) -> int:
+        """Delete the damaged records from both tables; returns how many were there."""
+        lines = self.damage.lines
+        for table in (self.vectors, self.keys):
+            gone = db.command(sql.SQL("DELETE FROM {} WHERE line = ANY(%s)").format(table), (lines,))
+        return gone
 
     def copy_keys(self, db: Database, spool) -> None:
         spool.seek(0)
@@ -211,19 +246,27 @@ def spool_file():
     return tempfile.SpooledTemporaryFile(max_size=KEYS_IN_MEMORY, mode="w+", encoding="utf-8", newline="")
 
 
-def load_npy(db: Database, staging: Staging, npy: NpyFile, keys_path: Path, key_columns, phases) -> int:
+def load_npy(db: Database, staging: Staging, npy: NpyFile, keys_path: Path, reading: Reading, phases) -> int:
     """Check the .npy and its keys (numpy, a chunk at a time), then COPY both. Returns the rows."""
     staging.lines_name = keys_path.name
     with spool_file() as spool:
         with phases.phase("validating", npy.rows) as tell:
-            keys = read_keys(keys_path, key_columns)
+            keys = read_keys(keys_path, reading)
             for start, chunk in npy.chunks():
-                for line, row_keys in itertools.islice(keys, len(chunk)):
+                crcs, written = [], []
+                for line, row_keys, check in itertools.islice(keys, len(chunk)):
                     staging.lines.append(line)
                     spool.write(keys_row(row_keys, line))
+                    if reading.check:
+                        crcs.append(key_check(row_keys))
+                        written.append(check)
                 if len(staging.lines) < start + len(chunk):
                     break  # the keys ran out: said below
                 check_numbers(npy, start, chunk, keys_path.name, staging.lines)
+                lines = staging.lines[start : start + len(chunk)]
+                if reading.check:
+                    staging.damage.rows += [(lines[i], CHECK_FAILED) for i in failed_checks(crcs, written, chunk)]
+                staging.note_lengths(chunk, lines, bool(reading.check))
                 tell(start + len(chunk))
             count = len(staging.lines) + sum(1 for _ in keys)
             if count != npy.rows:
@@ -247,23 +290,24 @@ def load_npy(db: Database, staging: Staging, npy: NpyFile, keys_path: Path, key_
     return npy.rows
 
 
-def text_source(path: Path, key_columns: list[str], exact: bool = False) -> Source:
+def text_source(path: Path, reading: Reading, exact: bool = False) -> Source:
     """The records of a JSON Lines or CSV file; a CSV pyarrow cannot map to lines is read by the
     standard library's csv (exact)."""
     if path.suffix.lower() != ".csv":
-        return first_block(path, jsonl_blocks(path, key_columns))
+        return first_block(path, jsonl_blocks(path, reading))
     if not exact:
         try:
-            return first_block(path, csv_blocks(path, key_columns))
+            return first_block(path, csv_blocks(path, reading))
         except FastPathRefused:
             pass
-    return first_block(path, exact_csv_blocks(path, key_columns))
+    return first_block(path, exact_csv_blocks(path, reading))
 
 
 def load_blocks(db: Database, staging: Staging, source: Source, phases) -> int:
     """One pass: each block is checked as it is read and its vectors copied at once; the keys
     wait in a spool and follow in a COPY of their own. Returns the records."""
     staging.lines_name, staging.unit, staging.keys_form = source.name, source.unit, source.keys_form
+    staging.damage.unit = source.unit
     binary = db.dialect.binary_vector_copy
     with spool_file() as spool, phases.phase("loading") as tell:
 
@@ -274,6 +318,7 @@ def load_blocks(db: Database, staging: Staging, source: Source, phases) -> int:
             for block in source.blocks:
                 read += block.size
                 staging.lines.frombytes(block.lines.astype(np.int64, copy=False).tobytes())
+                staging.note(block)
                 spool.write(block.keys)
                 yield binary_rows(block.lines, block.vectors) if binary else text_rows(block.lines, block.vectors)
                 done = len(staging.lines)
@@ -287,14 +332,14 @@ def load_blocks(db: Database, staging: Staging, source: Source, phases) -> int:
     return len(staging.lines)
 
 
-def load_text(db: Database, staging: Staging, source: Source, path: Path, key_columns: list[str], phases) -> int:
+def load_text(db: Database, staging: Staging, source: Source, path: Path, reading: Reading, phases) -> int:
     """load_blocks; a CSV that turns out (past its first block) to need the standard library's
     reader is loaded again by it."""
     try:
         return load_blocks(db, staging, source, phases)
     except FastPathRefused:
         staging.clear(db)
-        return load_blocks(db, staging, text_source(path, key_columns, exact=True), phases)
+        return load_blocks(db, staging, text_source(path, reading, exact=True), phases)
 
 
 def import_vectors(
@@ -309,6 +354,8 @@ def import_vectors(
     model_name: str | None = None,
     keys_file: str | None = None,
     strict: bool = False,
+    skip_damaged: bool = False,
+    partial: bool = False,
     fulltext: bool = False,
     language: str | None = None,
     index: str = "after",
@@ -328,12 +375,19 @@ def import_vectors(
     vectors are in, 'now' before, 'skip' not at all (`vectorize.py index` builds them later);
     ``index_memory`` bytes for the build. ``progress(ImportProgress)`` hears each phase of the
     load; ``on_index(IndexProgress)`` the index builds.
+
+    A damaged record (one that cannot be read, holds no float4 vector, fails its check or, in a
+    file without checks, has an absurd length) is refused, naming the damaged records, unless
+    ``skip_damaged``: then they are left out and named in the result. A file holding fewer records
+    than its export record says (cut short) is refused unless ``partial``.
     """
     if index not in ("after", "now", "skip"):
         raise BadInput(f"index must be 'after', 'now' or 'skip', not {index!r}")
 
     phases = Phases(progress)
     with spooled(file) as path:
+        if path.suffix.lower() == ".parquet":
+            open_parquet(path)  # a file cut short or damaged is named as such, before its record is sought
         record = recorded(path) if file != "-" else None
         restored = Restored.of(record, column, vector_column, keys_file, path)
         table = table or (record or {}).get("table")
@@ -345,7 +399,8 @@ def import_vectors(
         for source in restored.sources:
             check_text_column(info, source)
         key_columns = list(info.primary_key)
-        dimension, load = file_loader(path, restored.keys_file, key_columns, phases)
+        reading, cut = file_reading(path, record, key_columns, skip_damaged)
+        dimension, load = file_loader(path, restored.keys_file, reading, phases)
         target = import_target(
             db, info, restored, vector_column, metric, model_name, dimension, fulltext, language
         )  # fmt: skip
@@ -358,10 +413,12 @@ def import_vectors(
             sql.Identifier(info.schema, f"{name}_vectors"),
             [sql.Identifier(k) for k in key_columns],
         )
-        result = ImportResult(target, phase_seconds=phases.seconds)
+        result = ImportResult(target, phase_seconds=phases.seconds, cut=cut)
         try:
             staging.create(db, info, dimension)
             result.records = load(db, staging)
+            check_whole(record, staging, result, partial)
+            check_damage(db, staging, result, skip_damaged)
             check_keys(db, target, staging, result, strict, phases, path.name)
             with phases.phase("writing", result.records - result.missing) as tell:
                 write_columns(db, target, result)
@@ -405,22 +462,89 @@ class Restored:
         )
 
 
-def file_loader(path: Path, keys_file: str | None, key_columns: list[str], phases) -> tuple[int, Callable]:
+def file_reading(path: Path, record: dict | None, key_columns: list[str], skip_damaged: bool) -> tuple[Reading, bool]:
+    """How to read the file, and whether its last line is cut off: a file export-vectors wrote
+    carries each row's check and ends with a line break, so one that does not was cut short
+    mid-record, and is read up to its last whole line."""
+    record = record or {}
+    check = (record.get("check") or {}).get("field")
+    end = None
+    if record and path.suffix.lower() in (".jsonl", ".ndjson", ".csv"):
+        end = whole_lines_end(path)
+    reading = Reading(
+        tuple(key_columns), check, skip_damaged, (record.get("column") or {}).get("dimension"), end
+    )  # fmt: skip
+    return reading, end is not None and end < path.stat().st_size
+
+
+def whole_lines_end(path: Path) -> int:
+    """Where the file's last line break ends it (0 if it has none)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        position = size
+        while position > 0:
+            start = max(0, position - (1 << 16))
+            f.seek(start)
+            found = f.read(position - start).rfind(b"\n")
+            if found >= 0:
+                return start + found + 1
+            position = start
+    return 0
+
+
+def check_whole(record: dict | None, staging: Staging, result: ImportResult, partial: bool) -> None:
+    """Refuse a file that holds another count of records than its export record says (unless it
+    holds fewer and partial says that is meant)."""
+    result.file_rows, result.unit = len(staging.lines) + staging.unreadable, staging.unit
+    expected = (record or {}).get("rows")
+    if not isinstance(expected, int) or isinstance(expected, bool):
+        return
+    result.expected_rows = expected
+    held, name = result.file_rows, staging.lines_name
+    if held > expected:
+        raise BadVectorFile(
+            f"{name} holds {held} {staging.unit}s; its export record says {expected}: it is not the file that was "
+            "exported; nothing changed"
+        )
+    if held < expected and not partial:
+        cut = ", and its last line is cut off" if result.cut else ""
+        raise BadVectorFile(
+            f"{name} holds {held} of the {expected} {staging.unit}s its export record says{cut}: the file is cut "
+            f"short or rows were removed; nothing changed (--partial imports the {held})"
+        )
+
+
+def check_damage(db: Database, staging: Staging, result: ImportResult, skip_damaged: bool) -> None:
+    """Refuse a file with damaged records, naming them; or (skip_damaged) leave them out."""
+    damage = staging.damage
+    if not damage.rows:
+        return
+    count = len(damage.rows)
+    if not skip_damaged:
+        raise BadVectorFile(
+            f"{staging.lines_name}: {count} damaged {damage.unit}{'s' if count != 1 else ''} ({damage.describe()}); "
+            "nothing changed (--skip-damaged imports the others)"
+        )
+    result.records -= staging.leave_out_damaged(db)
+    result.damaged = damage
+
+
+def file_loader(path: Path, keys_file: str | None, reading: Reading, phases) -> tuple[int, Callable]:
     """The vectors' dimension (from the .npy header, or the first record) and load(db, staging),
     which checks and copies the file into the scratch tables and returns its records."""
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        source = parquet_source(path, key_columns)
+        source = parquet_source(path, reading)
         return source.dimension, partial(load_blocks, source=source, phases=phases)
     if suffix != ".npy":
-        source = text_source(path, key_columns)
-        return source.dimension, partial(load_text, source=source, path=path, key_columns=key_columns, phases=phases)
+        source = text_source(path, reading)
+        return source.dimension, partial(load_text, source=source, path=path, reading=reading, phases=phases)
     if keys_file is None:
         raise BadInput(f"{path.name}: a .npy file needs --keys FILE (JSON Lines or CSV of the key columns)")
     if not Path(keys_file).is_file():
         raise BadInput(f"no such file: {keys_file}")
     npy = open_npy(path)
-    return npy.dimension, partial(load_npy, npy=npy, keys_path=Path(keys_file), key_columns=key_columns, phases=phases)
+    return npy.dimension, partial(load_npy, npy=npy, keys_path=Path(keys_file), reading=reading, phases=phases)
 
 
 def build_indexes(db: Database, target: VectorTarget, result: ImportResult, memory, on_index) -> None:

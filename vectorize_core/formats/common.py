@@ -14,7 +14,7 @@ import sys
 import warnings
 from array import array
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,21 +22,46 @@ import orjson
 
 from ..errors import BadInput
 from ..record import record_path
+from .checks import checks_of, failed_checks, key_check
 
 
 class BadVectorFile(BadInput):
     pass
 
 
+@dataclass(frozen=True)
+class Reading:
+    """How a file is read: its key columns; the field holding each row's check (a file
+    export-vectors wrote: see checks); whether a damaged row is left out and named (tolerant)
+    rather than refused at once; the dimension its record gives; and where its whole lines end
+    (a file cut mid-line is read up to its last line break)."""
+
+    key_columns: tuple[str, ...]
+    check: str | None = None
+    tolerant: bool = False
+    dimension: int | None = None
+    end: int | None = None
+
+    @property
+    def columns(self) -> list[str]:
+        """The key columns, then the check's field when the file has one."""
+        return [*self.key_columns, *([self.check] if self.check else [])]
+
+
 @dataclass
 class Block:
     """Records checked and ready to COPY: their file lines (or rows), their keys as COPY rows,
-    and their vectors as float4."""
+    and their vectors as float4. ``damaged``: (line, why) of the block's rows that are damaged;
+    ``suspect``: those of them that are in it all the same (their check failed), to be left out
+    of the table or refused; ``checked``: every row carried a check (no length check needed)."""
 
     lines: np.ndarray  # int64
     keys: str
     vectors: np.ndarray  # float32, rows x dimension
     size: int = 0  # how much of the file it took: bytes, or a Parquet file's rows
+    damaged: list[tuple[int, str]] = field(default_factory=list)
+    suspect: int = 0
+    checked: bool = False
 
 
 NUMBER_TYPES = {int, float}
@@ -99,15 +124,19 @@ def missing_key(where: str, column: str):
 
 
 class FileLines:
-    """The decoded lines of a file with their numbers, counting the bytes read (for progress)."""
+    """The decoded lines of a file with their numbers, counting the bytes read (for progress);
+    with end, those within its first end bytes."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, end: int | None = None):
         self.path = path
+        self.end = end
         self.bytes_read = 0
 
     def __iter__(self) -> Iterator[tuple[int, str]]:
         with open(self.path, "rb") as f:
             for number, raw in enumerate(f, 1):
+                if self.end is not None and self.bytes_read + len(raw) > self.end:
+                    return
                 self.bytes_read += len(raw)
                 try:
                     # utf-8-sig on the first line: spreadsheets ("CSV UTF-8") start files with a BOM.
@@ -127,16 +156,21 @@ def keys_row(keys: list[str], line: int) -> str:
 
 def bad_number(chunk: np.ndarray) -> tuple[int, str] | None:
     """(row, what) of the first row holding NaN or infinity, or a value beyond float4; or None."""
+    found = bad_numbers(chunk)
+    return min(found) if found else None
+
+
+def bad_numbers(chunk: np.ndarray) -> list[tuple[int, str]]:
+    """(row, what) of each row holding NaN or infinity, or a value beyond float4."""
     if chunk.dtype.kind != "f":
-        return None  # integers: finite, and within float4 even at 64 bits
+        return []  # integers: finite, and within float4 even at 64 bits
     finite = np.isfinite(chunk).all(axis=1)
-    if not finite.all():
-        return int(np.argmin(finite)), "NaN or infinity"
+    found = [(int(row), "NaN or infinity") for row in np.flatnonzero(~finite)]
     if chunk.dtype.itemsize > 4:
-        fits = (np.abs(chunk) < FLOAT4_BOUND).all(axis=1)
-        if not fits.all():
-            return int(np.argmin(fits)), "beyond a float4"
-    return None
+        with np.errstate(invalid="ignore"):
+            fits = (np.abs(chunk) < FLOAT4_BOUND).all(axis=1)
+        found += [(int(row), "beyond a float4") for row in np.flatnonzero(~fits & finite)]
+    return found
 
 
 # -- JSON Lines and CSV: parsed a block at a time -----------------------------------------------
@@ -153,17 +187,30 @@ def fast_vector(value) -> np.ndarray:
 
 class Blocks:
     """Gathers checked records into Blocks; the first record sets the dimension. ``again(raw,
-    where)`` reads a record the exact way, to say what is wrong with it (it raises)."""
+    where)`` reads a record the exact way, to say what is wrong with it (it raises). With a
+    check field, each record's check is kept to be compared with what it holds; when tolerant,
+    a damaged record is named and left out rather than refused."""
 
-    def __init__(self, name: str, dimension: int | None, again: Callable):
+    def __init__(self, name: str, dimension: int | None, again: Callable, reading: Reading | None = None):
         self.name, self.dimension, self.again = name, dimension, again
+        self.reading = reading or Reading(())
         self.lines, self.keys, self.vectors, self.raws = array("q"), [], [], []
+        self.key_crcs, self.checks, self.damaged = [], [], []
 
-    def add(self, line: int, keys: list[str], vector: list, raw) -> None:
+    def add(self, line: int, keys: list[str], vector: list, raw, check=None) -> None:
         self.lines.append(line)
         self.keys.append(keys_row(keys, line))
         self.vectors.append(vector)
         self.raws.append(raw)
+        if self.reading.check:
+            self.key_crcs.append(key_check(keys))
+            self.checks.append(check_value(check))
+
+    def damage(self, line: int, error: BadVectorFile) -> None:
+        """A record that cannot be read: refused, or (tolerant) named and left out."""
+        if not self.reading.tolerant:
+            raise error
+        self.damaged.append((line, reason(error)))
 
     def vector(self, parser, text: str, where: str):
         """The vector of a CSV field: simdjson when it reads it, else json says what is wrong."""
@@ -189,31 +236,62 @@ class Blocks:
         """The records gathered since the last take, which read `size` bytes of the file; a
         number that rounds to infinity as a float4 is refused naming its line."""
         if not self.lines:
-            return None
+            return self.damaged_only(size)
         with np.errstate(over="ignore"):
             vectors = np.array(self.vectors, dtype=np.float32).reshape(len(self.lines), self.dimension)
         finite = np.isfinite(vectors).all(axis=1)
-        if not finite.all():
+        while not finite.all():
             row = int(np.argmin(finite))
             where = f"{self.name} line {self.lines[row]}"
-            self.again(self.raws[row], where)
-            raise BadVectorFile(f"{where}: vector holds a value beyond what a float4 holds")
+            try:
+                self.again(self.raws[row], where)
+                raise BadVectorFile(f"{where}: vector holds a value beyond what a float4 holds")
+            except BadVectorFile as exc:
+                self.damage(self.lines[row], exc)
+            self.drop(row)
+            vectors, finite = np.delete(vectors, row, axis=0), np.delete(finite, row)
+            if not self.lines:
+                return self.damaged_only(size)
         block = Block(np.frombuffer(self.lines, dtype=np.int64).copy(), "".join(self.keys), vectors, size)
+        if self.reading.check:
+            block.checked = True
+            for row in failed_checks(self.key_crcs, self.checks, vectors):
+                block.damaged.append((self.lines[row], CHECK_FAILED))
+                block.suspect += 1
+        block.damaged += self.damaged
         self.lines, self.keys, self.vectors, self.raws = array("q"), [], [], []
+        self.key_crcs, self.checks, self.damaged = [], [], []
+        return block
+
+    def drop(self, row: int) -> None:
+        for kept in (self.lines, self.keys, self.vectors, self.raws, self.key_crcs, self.checks):
+            if kept:
+                del kept[row]
+
+    def damaged_only(self, size: int) -> Block | None:
+        """A block of no records but the damaged ones, to report them; None if there are none."""
+        if not self.damaged:
+            return None
+        empty = np.empty((0, self.dimension or 0), np.float32)
+        block = Block(np.empty(0, np.int64), "", empty, size, damaged=self.damaged)
+        self.damaged = []
         return block
 
 
-def line_chunks(path: Path, offset: int = 0, number: int = 1, quoted: bool = False) -> Iterator[tuple[int, ...]]:
-    """(number of the first line, offset, bytes, lines) of the file's lines from offset, about
-    TEXT_BLOCK bytes at a time: a chunk travels as where it is, and each worker reads its own. With
-    quoted (CSV), a chunk whose double quotes do not pair up, a quoted value running past its
-    end, raises FastPathRefused."""
+def line_chunks(
+    path: Path, offset: int = 0, number: int = 1, quoted: bool = False, end: int | None = None
+) -> Iterator[tuple[int, ...]]:
+    """(number of the first line, offset, bytes, lines) of the file's lines from offset (up to
+    end), about TEXT_BLOCK bytes at a time: a chunk travels as where it is, and each worker reads
+    its own. With quoted (CSV), a chunk whose double quotes do not pair up, a quoted value running
+    past its end, raises FastPathRefused."""
     buffer = bytearray(TEXT_BLOCK)
+    stop = path.stat().st_size if end is None else end
     with open(path, "rb", buffering=0) as f:
         f.seek(offset)
-        while size := f.readinto(buffer):
+        while offset < stop and (size := f.readinto(memoryview(buffer)[: stop - offset])):
             end = buffer.rfind(b"\n", 0, size) + 1
-            if end == 0 and size == len(buffer):  # a line longer than the buffer
+            if end == 0 and size == len(buffer) and offset + size < stop:  # a line longer than the buffer
                 buffer = bytearray(2 * len(buffer))
                 f.seek(offset)
                 continue
@@ -246,17 +324,18 @@ def workers_for(path: Path) -> int:
     return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
 
 
-def parsed(chunks: Iterator, parse: Callable, workers: int) -> Iterator[Block]:
+def parsed(chunks: Iterator, parse: Callable, workers: int, dimension: int | None = None) -> Iterator[Block]:
     """parse(chunk, dimension) of each chunk, in order: in this process until a first record has
-    set the dimension, then in `workers` processes with a few chunks in flight (memory stays
-    bounded). A worker's BadVectorFile is raised here, as the first bad chunk's."""
+    set the dimension (unless the file's record gives it), then in `workers` processes with a few
+    chunks in flight (memory stays bounded). A worker's BadVectorFile is raised here, as the first
+    bad chunk's."""
     chunks = iter(chunks)
-    dimension = None
     for chunk in chunks:
         if block := parse(chunk, dimension):
-            dimension = block.vectors.shape[1]
             yield block
-            break
+            if len(block.vectors):
+                dimension = block.vectors.shape[1]
+                break
     if workers <= 1:
         yield from filter(None, (parse(chunk, dimension) for chunk in chunks))
         return
@@ -306,11 +385,39 @@ class Source:
 
 
 def first_block(path: Path, blocks: Iterator[Block], size: int | None = None, **kwargs) -> Source:
-    first = next(blocks, None)
-    if first is None:
-        raise BadVectorFile(f"{path.name}: no vectors in the file")
-    size = size or path.stat().st_size
-    return Source(path.name, itertools.chain([first], blocks), first.vectors.shape[1], size, **kwargs)
+    """The Source of blocks, its first block with a record read (damaged ones before it kept)."""
+    damaged = []
+    for first in blocks:
+        if len(first.vectors):
+            size = size or path.stat().st_size
+            return Source(path.name, itertools.chain([*damaged, first], blocks), first.vectors.shape[1], size, **kwargs)
+        damaged.append(first)
+    if damaged:
+        lines = [line for block in damaged for line, _ in block.damaged]
+        raise BadVectorFile(f"{path.name}: no readable vectors in the file ({len(lines)} damaged)")
+    raise BadVectorFile(f"{path.name}: no vectors in the file")
+
+
+# What a row whose check does not match what it holds is called.
+CHECK_FAILED = "its check does not match its keys and vector"
+
+
+def check_value(value) -> int | None:
+    """A row's check as written (an integer), or None for one missing or not an integer."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, (str, bytes)) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
+def reason(error: BadVectorFile) -> str:
+    """What an error says is wrong, without the 'file line N: ' it starts with."""
+    text = str(error)
+    head, sep, rest = text.partition(": ")
+    return rest if sep and (" line " in head or " row " in head) else text
 
 
 # -- writers: each writes under a temporary name and renames when finished -------------------------
@@ -321,8 +428,12 @@ class Writer:
 
     def __init__(self, path: Path, key_columns: list[str], dimension: int, keys: Path | None, record: dict):
         self.path, self.key_columns, self.dimension, self.keys, self.record = path, key_columns, dimension, keys, record
+        self.check = (record.get("check") or {}).get("field")  # each row's check goes in this field
         self.temps: dict[Path, Path] = {}  # final name: temporary name
         self.closed = False
+
+    def checks(self, keys: list[tuple], vectors: np.ndarray) -> list[int]:
+        return checks_of(keys, vectors)
 
     def temp(self, path: Path) -> Path:
         self.temps[path] = path.with_name(f".{path.name}.partial")

@@ -23,6 +23,7 @@ from .common import (
     Blocks,
     FastPathRefused,
     FileLines,
+    Reading,
     Writer,
     key_text,
     line_chunks,
@@ -51,36 +52,43 @@ def csv_delimiter(path: Path) -> str:
     return max(",;\t", key=first.count) if first else ","
 
 
-def csv_header(path: Path, key_columns: list[str]) -> list[str]:
+def csv_header(path: Path, reading: Reading) -> list[str]:
     lines = FileLines(path)
     header = csv_reader(lines).fieldnames or []
-    for column in [*key_columns, "vector"]:
+    for column in [*reading.columns, "vector"]:
         if column not in header:
             raise BadVectorFile(f"{path.name} line 1: the header has no column {column!r}")
     return header
 
 
-def csv_rows_block(chunk: tuple[int, list[tuple]], dimension: int | None, name: str, key_columns: list[str]):
-    """The records of some rows of a CSV file, (bytes, [(line, key values..., vector text)]); rows
-    of nothing but empty values are blank lines."""
+def csv_rows_block(chunk: tuple[int, list[tuple]], dimension: int | None, name: str, reading: Reading):
+    """The records of some rows of a CSV file, (bytes, [(line, key values..., (check,) vector
+    text)]); rows of nothing but empty values are blank lines."""
     size, rows = chunk
-    blocks = Blocks(name, dimension, None)
+    blocks = Blocks(name, dimension, None, reading)
     blocks.again = blocks.exact_vector
     parser = simdjson.Parser()
-    for number, *key_values, vector_text in rows:
-        if not (vector_text or any(key_values)):
+    nkeys = len(reading.key_columns)
+    for number, *values, vector_text in rows:
+        key_values, check = values[:nkeys], values[nkeys] if reading.check else None
+        if not (vector_text or any(values)):
             continue
         where = f"{name} line {number}"
-        # A key column is never null: an empty field is the empty string, a missing one is missing.
-        keys = [
-            key_text(v, where, c) if v is not None else missing_key(where, c)
-            for v, c in zip(key_values, key_columns, strict=True)
-        ]
-        blocks.add(number, keys, blocks.vector(parser, vector_text, where), vector_text)
+        try:
+            # A key column is never null: an empty field is the empty string, a missing one is missing.
+            keys = [
+                key_text(v, where, c) if v is not None else missing_key(where, c)
+                for v, c in zip(key_values, reading.key_columns, strict=True)
+            ]
+            vector = blocks.vector(parser, vector_text, where)
+        except BadVectorFile as exc:
+            blocks.damage(number, exc)
+            continue
+        blocks.add(number, keys, vector, vector_text, check)
     return blocks.take(size)
 
 
-def csv_block(chunk: tuple[int, ...], dimension: int | None, path: Path, key_columns: list[str], header: list[str],
+def csv_block(chunk: tuple[int, ...], dimension: int | None, path: Path, reading: Reading, header: list[str],
               delimiter: str) -> Block | None:  # fmt: skip
     """The records of some lines of a CSV file, a chunk of line_chunks, split into
     fields by pyarrow, one row a line (blank lines kept as rows of empty values). A value with a
@@ -98,49 +106,49 @@ def csv_block(chunk: tuple[int, ...], dimension: int | None, path: Path, key_col
             # The vectors as bytes: simdjson reads them with no copy to a str and back.
             convert_options=pa_csv.ConvertOptions(
                 column_types={c: pa.binary() if c == "vector" else pa.string() for c in header},
-                include_columns=[*key_columns, "vector"],
+                include_columns=[*reading.columns, "vector"],
             ),
         )
     except pa.ArrowInvalid as exc:
         raise FastPathRefused(str(exc)) from None
     if table.num_rows != lines:
         raise FastPathRefused("a value spans lines")
-    columns = [table.column(c).to_pylist() for c in [*key_columns, "vector"]]
+    columns = [table.column(c).to_pylist() for c in [*reading.columns, "vector"]]
     if any(b"\r" in v for v in columns[-1]) or any("\r" in v for values in columns[:-1] for v in values):
         raise FastPathRefused("a value holds a carriage return")
     rows = list(zip(range(first, first + table.num_rows), *columns, strict=True))
-    return csv_rows_block((size, rows), dimension, path.name, key_columns)
+    return csv_rows_block((size, rows), dimension, path.name, reading)
 
 
-def csv_blocks(path: Path, key_columns: list[str]) -> Iterator[Block]:
+def csv_blocks(path: Path, reading: Reading) -> Iterator[Block]:
     """The records of a CSV file, about TEXT_BLOCK bytes of lines at a time, split by pyarrow and
     parsed in worker processes when the file is large. Anything pyarrow does not read one row a
     line raises FastPathRefused: the standard library's csv reads such a file."""
-    header = csv_header(path, key_columns)
+    header = csv_header(path, reading)
     with open(path, "rb") as f:
         start = len(f.readline())
-    chunks = line_chunks(path, start, 2, quoted=True)
-    parse = partial(csv_block, path=path, key_columns=key_columns, header=header, delimiter=csv_delimiter(path))
-    return parsed(chunks, parse, workers_for(path))
+    chunks = line_chunks(path, start, 2, quoted=True, end=reading.end)
+    parse = partial(csv_block, path=path, reading=reading, header=header, delimiter=csv_delimiter(path))
+    return parsed(chunks, parse, workers_for(path), reading.dimension)
 
 
-def exact_csv_blocks(path: Path, key_columns: list[str]) -> Iterator[Block]:
+def exact_csv_blocks(path: Path, reading: Reading) -> Iterator[Block]:
     """The records of a CSV file as the standard library's csv reads it (quoted line breaks and
     all), a block of rows at a time."""
-    csv_header(path, key_columns)
-    lines = FileLines(path)
+    csv_header(path, reading)
+    lines = FileLines(path, reading.end)
     reader = csv_reader(lines)
 
     def chunks():
         rows, taken = [], 0
         for row in reader:
-            rows.append((reader.line_num, *[row.get(c) for c in key_columns], row.get("vector") or ""))
+            rows.append((reader.line_num, *[row.get(c) for c in reading.columns], row.get("vector") or ""))
             if lines.bytes_read - taken >= common.TEXT_BLOCK:
                 yield lines.bytes_read - taken, rows
                 rows, taken = [], lines.bytes_read
         yield lines.bytes_read - taken, rows
 
-    return parsed(chunks(), partial(csv_rows_block, name=path.name, key_columns=key_columns), 1)
+    return parsed(chunks(), partial(csv_rows_block, name=path.name, reading=reading), 1, reading.dimension)
 
 
 class CsvWriter(Writer):
@@ -154,13 +162,15 @@ class CsvWriter(Writer):
         self.pa, self.pa_csv = pa, pa_csv
         self.out = open(self.temp(self.path), "wb")
         header = io.StringIO()
-        csv.writer(header).writerow([*self.key_columns, "vector"])
+        csv.writer(header).writerow([*self.key_columns, "vector", *([self.check] if self.check else [])])
         self.out.write(header.getvalue().encode())
 
     def write(self, keys, vectors):
         pa = self.pa
         columns = [pa.array(list(values)) for values in zip(*keys, strict=True)]
         columns.append(pa.array(vector_json(vectors), pa.binary()).cast(pa.string()))
+        if self.check:
+            columns.append(pa.array(self.checks(keys, vectors), pa.uint32()))
         table = pa.table(columns, names=[f"c{i}" for i in range(len(columns))])
         self.pa_csv.write_csv(table, self.out, self.pa_csv.WriteOptions(include_header=False))
 

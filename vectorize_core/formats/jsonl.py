@@ -21,6 +21,7 @@ from .common import (
     Block,
     Blocks,
     FileLines,
+    Reading,
     Writer,
     fast_vector,
     key_text,
@@ -55,25 +56,25 @@ def json_object(line: str | bytes, where: str) -> dict:
     return obj
 
 
-def object_keys(obj: dict, where: str, key_columns: list[str]) -> list[str]:
+def object_keys(obj: dict, where: str, key_columns) -> list[str]:
     return [key_text(obj[c], where, c) if c in obj else missing_key(where, c) for c in key_columns]
 
 
-def fast_record(parser, raw: bytes, key_columns: list[str]) -> tuple[list, np.ndarray]:
-    """The key values and vector of a JSON Lines record, by simdjson. Its proxies live only in
-    this frame: a parser is reused only once they are gone."""
+def fast_record(parser, raw: bytes, columns: list[str]) -> tuple[list, np.ndarray]:
+    """The key values (and check) and vector of a JSON Lines record, by simdjson. Its proxies
+    live only in this frame: a parser is reused only once they are gone."""
     doc = parser.parse(raw)
-    return [doc[c] for c in key_columns], fast_vector(doc["vector"])
+    return [doc[c] for c in columns], fast_vector(doc["vector"])
 
 
-def jsonl_blocks(path: Path, key_columns: list[str]) -> Iterator[Block]:
+def jsonl_blocks(path: Path, reading: Reading) -> Iterator[Block]:
     """The records of a JSON Lines file, about TEXT_BLOCK bytes of lines at a time, parsed in
     worker processes when the file is large (see parsed)."""
-    chunks = line_chunks(path)
-    return parsed(chunks, partial(jsonl_block, path=path, key_columns=key_columns), workers_for(path))
+    chunks = line_chunks(path, end=reading.end)
+    return parsed(chunks, partial(jsonl_block, path=path, reading=reading), workers_for(path), reading.dimension)
 
 
-def jsonl_block(chunk: tuple[int, ...], dimension: int | None, path: Path, key_columns: list[str]) -> Block | None:
+def jsonl_block(chunk: tuple[int, ...], dimension: int | None, path: Path, reading: Reading) -> Block | None:
     """The records of some lines of a JSON Lines file, a chunk of line_chunks. A
     line simdjson refuses is read again by json and parse_vector, which name what is wrong (or
     accept it: an integer beyond 64 bits is a number too)."""
@@ -83,22 +84,28 @@ def jsonl_block(chunk: tuple[int, ...], dimension: int | None, path: Path, key_c
     if data.endswith(b"\n"):
         lines.pop()
     parser = simdjson.Parser()
-    blocks = Blocks(path.name, dimension, partial(exact_jsonl_record, key_columns=key_columns))
+    columns, keys = reading.columns, reading.key_columns
+    blocks = Blocks(path.name, dimension, partial(exact_jsonl_record, columns=keys), reading)
     for number, raw in enumerate(lines, first):
         where = f"{path.name} line {number}"
         if number == 1 and raw.startswith(UTF8_BOM):
             raw = raw[3:]  # spreadsheets and some tools start files with a BOM
-        if not raw.isascii():
-            check_utf8(raw, where)
         try:
-            values, vector = fast_record(parser, raw, key_columns)
-            if len(vector) != blocks.dimension:
-                raise ValueError("another dimension")
-        except NOT_FAST:
-            if not raw.strip():
-                continue
-            values, vector = exact_jsonl_record(raw, where, key_columns, blocks)
-        blocks.add(number, [key_text(v, where, c) for v, c in zip(values, key_columns, strict=True)], vector, raw)
+            if not raw.isascii():
+                check_utf8(raw, where)
+            try:
+                values, vector = fast_record(parser, raw, columns)
+                if len(vector) != blocks.dimension:
+                    raise ValueError("another dimension")
+            except NOT_FAST:
+                if not raw.strip():
+                    continue
+                values, vector = exact_jsonl_record(raw, where, columns, blocks)
+            texts = [key_text(v, where, c) for v, c in zip(values, keys, strict=False)]
+        except BadVectorFile as exc:
+            blocks.damage(number, exc)
+            continue
+        blocks.add(number, texts, vector, raw, values[-1] if reading.check else None)
     return blocks.take(size)
 
 
@@ -109,11 +116,14 @@ def check_utf8(raw: bytes, where: str) -> None:
         raise BadVectorFile(f"{where}: not valid UTF-8") from None
 
 
-def exact_jsonl_record(raw: bytes, where: str, key_columns: list[str], blocks: Blocks | None = None):
-    """A line read by the standard library's json: (key values, vector), or the message for what
-    simdjson refused (or for a number beyond float4)."""
+def exact_jsonl_record(raw: bytes, where: str, columns, blocks: Blocks | None = None):
+    """A line read by the standard library's json: (key values (and check), vector), or the
+    message for what simdjson refused (or for a number beyond float4). A missing check is None."""
     obj = json_object(raw, where)
-    keys = [obj[c] if c in obj else missing_key(where, c) for c in key_columns]
+    check = blocks.reading.check if blocks else None
+    keys = [obj[c] if c in obj else missing_key(where, c) for c in columns if c != check]
+    if check:
+        keys.append(obj.get(check))
     vector = parse_vector(obj.get("vector"), where, blocks.dimension if blocks else None)
     if blocks:
         blocks.dimension = len(vector)
@@ -127,10 +137,13 @@ class JsonlWriter(Writer):
 
     def write(self, keys, vectors):
         names = [json.dumps(k).encode() + b": " for k in self.key_columns]
+        check = b", " + json.dumps(self.check).encode() + b": "
+        checks = self.checks(keys, vectors) if self.check else [None] * len(keys)
         lines = []
-        for key, vector in zip(keys, vector_json(vectors), strict=True):
+        for key, vector, crc in zip(keys, vector_json(vectors), checks, strict=True):
             fields = b", ".join(n + orjson.dumps(v) for n, v in zip(names, key, strict=True))
-            lines.append(b"{" + fields + b', "vector": ' + vector + b"}\n")
+            tail = b"}\n" if crc is None else check + str(crc).encode() + b"}\n"
+            lines.append(b"{" + fields + b', "vector": ' + vector + tail)
         self.out.write(b"".join(lines))
 
     def close(self):

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from .common import BadVectorFile, FileLines, Writer, bad_number, key_text, missing_key
+from .common import BadVectorFile, FileLines, Reading, Writer, bad_number, key_text, missing_key
 from .delimited import csv_reader
 from .jsonl import json_objects, object_keys
 
@@ -81,9 +81,11 @@ def check_numbers(npy: NpyFile, start: int, chunk: np.ndarray, keys_name: str, l
         raise BadVectorFile(f"{npy.path.name} row {row + 1} ({keys_name} line {lines[row]}): {found[1]}")
 
 
-def read_keys(path: Path, key_columns: list[str]) -> Iterator[tuple[int, list[str]]]:
-    """(line, keys) of each row of a .npy's keys file, JSON Lines or CSV."""
+def read_keys(path: Path, reading: Reading) -> Iterator[tuple[int, list[str], object]]:
+    """(line, keys, check) of each row of a .npy's keys file, JSON Lines or CSV (the check None
+    when the file has none)."""
     lines = FileLines(path)
+    key_columns, check = reading.key_columns, reading.check
     if path.suffix.lower() == ".csv":
         reader = csv_reader(lines)
         for row in reader:
@@ -94,10 +96,11 @@ def read_keys(path: Path, key_columns: list[str]) -> Iterator[tuple[int, list[st
                     key_text(row.get(c), where, c) if row.get(c) is not None else missing_key(where, c)
                     for c in key_columns
                 ],
+                row.get(check) if check else None,
             )
         return
     for number, where, obj, _ in json_objects(lines):
-        yield number, object_keys(obj, where, key_columns)
+        yield number, object_keys(obj, where, key_columns), obj.get(check) if check else None
 
 
 class NpyWriter(Writer):
@@ -120,7 +123,11 @@ class NpyWriter(Writer):
     def write(self, keys, vectors):
         self.out.write(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
         names = self.key_columns
-        self.key_lines.write(b"".join(orjson.dumps(dict(zip(names, k, strict=True))) + b"\n" for k in keys))
+        rows = [dict(zip(names, k, strict=True)) for k in keys]
+        if self.check:
+            for row, crc in zip(rows, self.checks(keys, vectors), strict=True):
+                row[self.check] = crc
+        self.key_lines.write(b"".join(orjson.dumps(row) + b"\n" for row in rows))
         self.count += len(vectors)
 
     def close(self):
