@@ -768,13 +768,29 @@ def import_vectors(url, table, schema, column, file, keys_file, vector_column, m
 
 
 def import_summary(result) -> str:
-    t = result.target
+    t, restored = result.target, result.restored
+    what = plural(result.updated, "vector")
+    if restored is not None:
+        what = f"the chunks of {plural(restored.rows, 'row')} ({plural(restored.chunks, 'chunk vector')})"
     parts = [
-        f"Imported {plural(result.updated, 'vector')} of {t.dimension} dimensions into {t.display} "
+        f"Imported {what} of {t.dimension} dimensions into {t.display} "
         f"in {result.seconds:.1f}s ({result.rows_per_second:.0f} rows/s)"
     ]
     if result.missing:
         parts.append(f"{plural(result.missing, 'key of the file is', 'keys of the file are')} not in the table")
+    if restored is not None and restored.changed:
+        from vectorize_core.pipeline import describe_keys
+
+        keys = describe_keys(t, restored.changed_keys)
+        more = "" if restored.changed <= len(restored.changed_keys) else " among others"
+        its, they = ("its", "it stays") if restored.changed == 1 else ("their", "they stay")
+        parts.append(
+            f"{plural(restored.changed, 'row was', 'rows were')} left out because {its} text changed since the "
+            f"export ({keys}{more}); {they} pending for encode"
+        )
+    if restored is not None and restored.incomplete:
+        its = "its chunks are" if restored.incomplete == 1 else "their chunks are"
+        parts.append(f"{plural(restored.incomplete, 'row was', 'rows were')} left out: not all {its} in the file")
     if result.partial:
         cut = ", its last line cut off" if result.cut else ""
         parts.append(
@@ -818,9 +834,10 @@ def export_vectors(url, table, schema, column, vector_column, file, keys_file):
             keys_file=keys_file, progress=progress,
         )  # fmt: skip
     files = ", ".join(str(f) for f in result.files)
+    what = plural(result.rows, "chunk vector") + " (each row's opening among them)" if result.chunked else ""
     click.echo(
-        f"Exported {plural(result.rows, 'vector')} of {result.dimension} dimensions from {result.target.display} "
-        f"in {result.seconds:.1f}s ({result.rows_per_second:.0f} rows/s): {files}."
+        f"Exported {what or plural(result.rows, 'vector')} of {result.dimension} dimensions from "
+        f"{result.target.display} in {result.seconds:.1f}s ({result.rows_per_second:.0f} rows/s): {files}."
     )
 
 

@@ -811,3 +811,54 @@ def test_full_text_ranks_by_bm25_on_postgresql_and_by_ts_rank_on_cockroachdb():
     assert pg_params == ["words", "", "words", "words", 10]
     assert "ts_rank(" in s(crdb) and "ts_stat" not in s(crdb)
     assert crdb_params == ["words", "words", 10]
+
+
+# -- a chunked column's export and import, on CockroachDB -----------------------------------------
+
+
+def test_crdb_chunk_export_pages_in_key_then_chunk_order_with_each_rows_chunk_count():
+    from vectorize_core.chunk_transfer import export_pages
+    from vectorize_core.target import SearchTarget
+
+    t = chunked_target()
+    meta = {**t.metadata_record(), "hash": {"column": "body_vector_hash"}}
+    first, later, bound = export_pages(FakeDb(CRDB), SearchTarget(t.table, "body_vector", meta))
+    assert bound == 2
+    assert s(later) == (
+        'SELECT CAST("c"."id" AS text), "c"."chunk", "c"."chunk_start", "c"."chunk_end",'
+        f' (SELECT count(*) FROM {CHUNKS} AS o WHERE o."id" = c."id" AND o."chunk" >= 0),'
+        ' CAST("c"."chunk_hash" AS text), CAST("c"."row_hash" AS text), CAST("c"."chunk_vector" AS text)'
+        f' FROM {CHUNKS} AS c JOIN "public"."Pass age" AS t ON "t"."id" = "c"."id" AND t."body_vector" IS NOT NULL'
+        ' AND t."body_vector_hash" = c."row_hash" WHERE ("c"."id", "c"."chunk") > (CAST(%s AS bigint), CAST(%s AS int4))'
+        ' ORDER BY "c"."id", "c"."chunk" LIMIT %s'
+    )
+
+
+def test_crdb_chunk_restore_replaces_a_batch_of_rows_chunks_and_sets_their_vector_from_the_opening():
+    from vectorize_core.chunk_transfer import Restorer, add_staging_columns, chunk_fields
+
+    t = chunked_target(prefix=("a",))
+    fields = chunk_fields(["id"])
+    keys, vectors = sql.Identifier("public", "s_keys"), sql.Identifier("public", "s_vectors")
+    assert [s(x) for x in add_staging_columns(keys, fields)][:2] == [
+        'ALTER TABLE "public"."s_keys" ADD COLUMN "chunk" INT4',
+        'ALTER TABLE "public"."s_keys" ADD COLUMN "start" INT4',
+    ]
+    (delete, insert, update), params = Restorer(t, keys, vectors, fields).batch_statements(((3,), (9,)))
+    assert params == (3, 9)
+    batch = '("s"."id") > (CAST(%s AS bigint)) AND ("s"."id") <= (CAST(%s AS bigint))'
+    assert s(delete) == (
+        f'DELETE FROM {CHUNKS} AS c WHERE EXISTS (SELECT 1 FROM "public"."s_keys" AS s WHERE "s"."id" = "c"."id"'
+        f' AND "s"."chunk" = -1 AND {batch})'
+    )
+    assert s(insert) == (
+        f'INSERT INTO {CHUNKS} ("id", "a", "chunk", "chunk_start", "chunk_end", "chunk_hash", "row_hash",'
+        ' "chunk_vector") SELECT s."id", t."a", s."chunk", s."start", s."end", s."chunk_hash", s."row_hash", v.vec'
+        ' FROM "public"."s_keys" AS s JOIN "public"."s_vectors" AS v ON v.line = s.line'
+        f' JOIN "public"."Pass age" AS t ON "t"."id" = "s"."id" WHERE {batch}'
+    )
+    assert s(update) == (
+        'UPDATE "public"."Pass age" AS t SET "body_vector" = v.vec, "body_vector_hash" = s."row_hash"'
+        ' FROM "public"."s_keys" AS s JOIN "public"."s_vectors" AS v ON v.line = s.line'
+        f' WHERE "t"."id" = "s"."id" AND "s"."chunk" = -1 AND {batch}'
+    )

@@ -203,3 +203,33 @@ def test_chunked_rows_whose_key_changed_are_split_again(run_cli, engine_url, eng
     assert sent == []
     found = json.loads(run_cli(*query, "-k", "1").stdout)
     assert found[0]["id"] == 1000000003 and "zebra" in found[0]["chunk_text"]
+
+
+def test_a_chunked_columns_export_restores_bit_for_bit_and_a_damaged_one_is_refused(
+    run_cli, engine_url, engine_conn, counting, tmp_path
+):
+    text = " ".join(f"Sentence {i} names the lighthouse number {i} by the sea." for i in range(12))
+    for table in ("doc", "twin"):
+        engine_conn.execute(f"CREATE TABLE {table} (id INT PRIMARY KEY, body TEXT)")
+        for i in range(1, 9):
+            engine_conn.execute(f"INSERT INTO {table} VALUES (%s, %s)", (i, f"{text} Row {i}."))
+    encoded = run_cli("encode", "--url", engine_url, "-t", "doc", "-c", "body", "-m", "chunkwords", "--chunk")
+    assert encoded.exit_code == 0, encoded.output
+    path = tmp_path / "doc.jsonl"
+    assert run_cli("export-vectors", "--url", engine_url, "-t", "doc", "-f", path).exit_code == 0
+    lines = path.read_text().splitlines(keepends=True)
+    damaged = tmp_path / "damaged.jsonl"
+    damaged.write_text("".join([lines[0].replace('"start": ', '"start": 1', 1), *lines[1:]]))
+    (tmp_path / "damaged.jsonl.vectorize.json").write_text((tmp_path / "doc.jsonl.vectorize.json").read_text())
+    refused = run_cli("import-vectors", "--url", engine_url, "-t", "twin", "-f", damaged)
+    assert refused.exit_code == 2 and "line 1: its check does not match" in refused.stderr
+    imported = run_cli("import-vectors", "--url", engine_url, "-t", "twin", "-f", path)
+    assert imported.exit_code == 0, imported.output
+
+    def rows(table):
+        return engine_conn.execute(f"SELECT id, body_vector::TEXT FROM {table} ORDER BY id").fetchall()
+
+    assert rows("twin") == rows("doc")
+    query = ("search", "--url", engine_url, "lighthouse number 7", "-k", "3", "--json")
+    found = [json.loads(run_cli(*query, "-t", t).stdout) for t in ("doc", "twin")]
+    assert [(r["id"], r["distance"]) for r in found[0]] == [(r["id"], r["distance"]) for r in found[1]]

@@ -26,6 +26,7 @@ from psycopg import sql
 from psycopg.adapt import Loader
 from psycopg.pq import Format
 
+from . import chunk_transfer
 from .db import Database
 from .errors import BadInput
 from .formats import WRITERS
@@ -44,9 +45,10 @@ class ExportResult:
     target: SearchTarget
     format: str
     files: list[Path] = field(default_factory=list)  # the vectors' file first, then keys and record
-    rows: int = 0
+    rows: int = 0  # records written: rows, or a chunked column's chunks (openings included)
     dimension: int = 0
     seconds: float = 0.0
+    chunked: bool = False
 
     @property
     def rows_per_second(self) -> float:
@@ -77,17 +79,20 @@ def export_vectors(
     if not path.parent.is_dir():
         raise BadInput(f"no such folder: {path.parent}")
     target = resolve_for_search(db, table=table, schema=schema, column=column, vector_column=vector_column)
-    if target.metadata.get("chunks"):
-        raise BadInput(f"{target.display} holds chunk vectors (encode --chunk); export-vectors writes one vector a row")
     key_columns = list(target.table.primary_key)
     keys = Path(keys_file) if keys_file else keys_path(path) if kind == "npy" else None
     record = export_record(target, key_columns, keys)  # refuses a column whose source was dropped
-    record["check"] = {"field": check_field(key_columns), "algorithm": CHECK_ALGORITHM}
+    fields = key_columns
+    if target.metadata.get("chunks"):  # one record a chunk: the chunk fields follow the keys
+        record.update(chunk_transfer.export_record_part(target, key_columns))
+        fields = [*key_columns, *record["chunk_fields"].values()]
+    record["check"] = {"field": check_field(fields), "algorithm": CHECK_ALGORITHM}
     phases = Phases(progress)
     started = time.monotonic()
-    total = rows_to_export(db, target)
-    result = ExportResult(target, kind, dimension=int(target.metadata["dimension"]))
-    writer = WRITERS[kind](path, key_columns, result.dimension, keys, record)
+    chunked = bool(target.metadata.get("chunks"))
+    total = chunk_transfer.chunk_rows_estimate(db, target) if chunked else rows_to_export(db, target)
+    result = ExportResult(target, kind, dimension=int(target.metadata["dimension"]), chunked=chunked)
+    writer = WRITERS[kind](path, fields, result.dimension, keys, record)
     with phases.phase("exporting", total) as tell:
         try:
             for keys_page, vectors in pages(db, target, key_columns):
@@ -113,15 +118,21 @@ def rows_to_export(db: Database, target: SearchTarget) -> int:
 
 
 def pages(db: Database, target: SearchTarget, key_columns: list[str]) -> Iterator[tuple[list[tuple], np.ndarray]]:
-    """(keys, vectors) a page at a time in key order: the keys as Python values (integers for
-    integer key columns, else their text), the vectors as float32 rows."""
+    """(fields, vectors) a page at a time in key order: the keys as Python values (integers for
+    integer key columns, else their text), then a chunked column's chunk fields; the vectors as
+    float32 rows."""
     info = target.table
     keys = [sql.Identifier(k) for k in key_columns]
     types = [info.columns[k].type_sql for k in key_columns]
     integer = [info.columns[k].typname in INTEGER_TYPES for k in key_columns]
-    vector = sql.Identifier(target.vector_column)
-    first = db.dialect.export_page(info.ident, keys, types, vector, after=False)
-    later = db.dialect.export_page(info.ident, keys, types, vector, after=True)
+    if target.metadata.get("chunks"):
+        first, later, bound = chunk_transfer.export_pages(db, target)
+        integer += [False] * len(chunk_transfer.FIELD_ROLES)  # they come as what they are
+    else:
+        vector = sql.Identifier(target.vector_column)
+        first = db.dialect.export_page(info.ident, keys, types, vector, after=False)
+        later = db.dialect.export_page(info.ident, keys, types, vector, after=True)
+        bound = len(key_columns)
     binary = db.dialect.binary_vector_read
     dimension = int(target.metadata["dimension"])
 
@@ -137,12 +148,12 @@ def pages(db: Database, target: SearchTarget, key_columns: list[str]) -> Iterato
         rows = db.run(partial(fetch, statement=statement, params=params))
         if not rows:
             return
-        n = len(key_columns)
+        n = len(integer)
         if binary:
             vectors = binary_vectors([r[n] for r in rows], dimension)
         else:
             vectors = np.array([orjson.loads(r[n]) for r in rows], dtype=np.float32)
-        last = tuple(rows[-1][:n])
+        last = tuple(rows[-1][:bound])
         yield [tuple(int(v) if i else v for v, i in zip(r[:n], integer, strict=True)) for r in rows], vectors
         if len(rows) < EXPORT_PAGE:
             return

@@ -37,7 +37,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from . import contents, tracking
+from . import chunk_transfer, chunks, contents, tracking
 from .columns import ensure_extension, refresh_terms, run_ddl, set_up_columns
 from .contents import vector_hash
 from .db import Database, Table
@@ -50,6 +50,7 @@ from .formats.jsonl import jsonl_blocks
 from .formats.npy import NpyFile, check_numbers, open_npy, read_keys
 from .formats.parquet import open_parquet, parquet_source
 from .indexes import build_indexes_when_done, indexes_exist
+from .output import plural
 from .progress import ImportProgress, Phases
 from .record import recorded
 from .target import (
@@ -82,6 +83,7 @@ class ImportResult:
     index_skipped: bool = False  # --index skip: build it later with `vectorize.py index`
     index_note: str = ""  # why there is no vector index, or that the build outgrew its memory
     phase_seconds: dict[str, float] = field(default_factory=dict)
+    restored: chunk_transfer.ChunkRestore | None = None  # a chunked column's rows and chunks
     damaged: Damage | None = None  # the damaged rows left out (skip_damaged)
     file_rows: int = 0  # the records the file holds, damaged or not
     expected_rows: int | None = None  # what its export record says it holds
@@ -168,6 +170,19 @@ class Staging:
     damage: Damage = field(default_factory=Damage)  # damaged records, in the tables or not
     unreadable: int = 0  # damaged records that are not in the tables (they could not be read)
     typical_norm: float | None = None  # of the file's first vectors, when they carry no check
+    chunk_fields: dict[str, str] | None = None  # a chunked column's export: the chunk fields by role
+
+    @property
+    def copied_columns(self) -> list[sql.Identifier]:
+        """The keys table's columns a COPY fills, in the file's order (the line last)."""
+        extra = [sql.Identifier(n) for n in (self.chunk_fields or {}).values()]
+        return [*self.key_columns, *extra, sql.Identifier("line")]
+
+    @property
+    def unique_columns(self) -> list[sql.Identifier]:
+        """What no two records share: the key, and a chunk's number."""
+        chunk = [sql.Identifier(self.chunk_fields["chunk"])] if self.chunk_fields else []
+        return [*self.key_columns, *chunk]
 
     @property
     def matches(self) -> sql.Composed:
@@ -176,6 +191,8 @@ class Staging:
 
     def create(self, db: Database, table: Table, dimension: int) -> None:
         for statement in db.dialect.staging_table(self.keys, table.ident, self.key_columns):
+            run_ddl(db, statement)
+        for statement in chunk_transfer.add_staging_columns(self.keys, self.chunk_fields or {}):
             run_ddl(db, statement)
         run_ddl(db, db.dialect.vector_staging_table(self.vectors, dimension))
 
@@ -213,7 +230,7 @@ class Staging:
 
     def copy_keys(self, db: Database, spool) -> None:
         spool.seek(0)
-        statement = db.dialect.copy_from(self.keys, [*self.key_columns, sql.Identifier("line")], self.keys_form)
+        statement = db.dialect.copy_from(self.keys, self.copied_columns, self.keys_form)
         copy_in(db, statement, iter(lambda: spool.read(COPY_BLOCK), ""), self)
 
     def copy_vectors(self, db: Database, blocks, binary: bool) -> None:
@@ -399,10 +416,12 @@ def import_vectors(
         for source in restored.sources:
             check_text_column(info, source)
         key_columns = list(info.primary_key)
-        reading, cut = file_reading(path, record, key_columns, skip_damaged)
+        fields = (record or {}).get("chunk_fields")  # a chunked column's export: a record a chunk
+        reading, cut = file_reading(path, record, [*key_columns, *(fields or {}).values()], skip_damaged)
         dimension, load = file_loader(path, restored.keys_file, reading, phases)
         target = import_target(
-            db, info, restored, vector_column, metric, model_name, dimension, fulltext, language
+            db, info, restored, vector_column, metric, model_name, dimension, fulltext, language,
+            (record or {}).get("chunks") if fields else None,
         )  # fmt: skip
         has_index = target.column_exists and indexes_exist(db, target)
         started = time.monotonic()
@@ -412,6 +431,7 @@ def import_vectors(
             sql.Identifier(info.schema, f"{name}_keys"),
             sql.Identifier(info.schema, f"{name}_vectors"),
             [sql.Identifier(k) for k in key_columns],
+            chunk_fields=fields,
         )
         result = ImportResult(target, phase_seconds=phases.seconds, cut=cut)
         try:
@@ -419,14 +439,23 @@ def import_vectors(
             result.records = load(db, staging)
             check_whole(record, staging, result, partial)
             check_damage(db, staging, result, skip_damaged)
-            check_keys(db, target, staging, result, strict, phases, path.name)
+            restorer = None
+            if fields:
+                restorer = chunk_transfer.Restorer(target, staging.keys, staging.vectors, fields)
+                check_chunk_rows(db, restorer, staging, result, strict, phases, path.name)
+            else:
+                check_keys(db, target, staging, result, strict, phases, path.name)
             with phases.phase("writing", result.records - result.missing) as tell:
                 write_columns(db, target, result)
                 if target.track_changes:
                     tracking.install(db, target)
                 if index == "now" and not has_index:  # then the UPDATE maintains them
                     build_indexes(db, target, result, index_memory, on_index)
-                result.updated = update_in_batches(db, target, staging, tell)
+                if restorer is not None:
+                    restorer.restore(db, result.restored, tell)
+                    result.updated = result.restored.rows
+                else:
+                    result.updated = update_in_batches(db, target, staging, tell)
                 add_contents(db, target)
         finally:
             staging.drop(db)
@@ -559,6 +588,34 @@ def write_columns(db: Database, target: VectorTarget, result: ImportResult) -> N
     result.fulltext_added = bool(target.fulltext) and target.fulltext["column"] not in target.table.columns
 
 
+def check_chunk_rows(db: Database, restorer, staging: Staging, result: ImportResult, strict, phases,
+                     file_name: str) -> None:  # fmt: skip
+    """A chunked column's records: each (key, chunk) once; the rows not in the table counted (an
+    error with strict); rows whose chunks did not all arrive, or whose text is not the text that
+    was split, left out (their text changed: an error with strict)."""
+    result.restored = restore = chunk_transfer.ChunkRestore()
+    with phases.phase("checking", result.records) as tell:
+        check_keys_unique_in_their_type(db, staging)
+        result.missing = db.fetchone(
+            sql.SQL("SELECT count(*) FROM {} AS s WHERE {} AND NOT EXISTS (SELECT 1 FROM {} AS t WHERE {})").format(
+                staging.keys, restorer.opening(), restorer.table.ident, staging.matches
+            )
+        )[0]
+        if strict and result.missing:
+            raise BadInput(
+                f"{plural(result.missing, 'row')} of {file_name} are not in {restorer.table.display} (--strict); "
+                "nothing written"
+            )
+        restore.incomplete = restorer.drop_incomplete(db)
+        restorer.drop_changed(db, restore)
+        tell(result.records)
+    if strict and restore.changed:
+        raise BadInput(
+            f"the text of {plural(restore.changed, 'row')} of {restorer.table.display} changed since the export, so "
+            "their chunks' spans no longer hold (--strict); nothing written"
+        )
+
+
 def check_keys(db: Database, target: VectorTarget, staging: Staging, result: ImportResult, strict, phases,
                file_name: str) -> None:  # fmt: skip
     """Keys unique in their own type; counts those not in the table (an error with strict)."""
@@ -599,9 +656,19 @@ class spooled:
 
 
 def import_target(
-    db, info: Table, restored: Restored, vector_column, metric, model_name, dimension, fulltext=False, language=None
+    db,
+    info: Table,
+    restored: Restored,
+    vector_column,
+    metric,
+    model_name,
+    dimension,
+    fulltext=False,
+    language=None,
+    chunking: dict | None = None,
 ) -> VectorTarget:
-    """The column to fill: a new or imported one's record, or the exported column's restored."""
+    """The column to fill: a new or imported one's record, or the exported column's restored
+    (``chunking``: a chunked column's, whose chunks the file holds)."""
     sources, recorded = restored.sources, restored.column or {}
     if recorded and recorded.get("dimension") not in (None, dimension):
         raise BadVectorFile(
@@ -614,7 +681,9 @@ def import_target(
     existing = info.columns.get(vector_column)
     meta = existing.metadata if existing else None
     metric = metric or recorded.get("metric")
-    if meta is not None and meta.get("chunks"):
+    if chunking is not None:
+        chunk_transfer.check_chunking(f"{info.display}.{vector_column}", meta, chunking)
+    elif meta is not None and meta.get("chunks"):
         raise BadInput(
             f"{info.display}.{vector_column} is chunked (encode --chunk): search ranks its rows by their chunks' "
             "vectors, which a file of one vector a row cannot give; import into another --vector-column, or "
@@ -656,7 +725,21 @@ def import_target(
         fulltext=resolve_fulltext(db, info, sources, meta, fulltext, language),
         contents=contents_record,
         hash=hash_record,
+        chunks=import_chunking(db, info, vector_column, meta, chunking),
     )
+
+
+def import_chunking(db, info: Table, vector_column: str, meta: dict | None, chunking: dict | None) -> dict | None:
+    """The chunk table's record of a column whose chunks are imported: the column's own (brought
+    up to date), or a new one made as the exported column was."""
+    if chunking is None:
+        return None
+    if meta is not None:
+        return chunks.upgraded_record(db, info, meta["chunks"])
+    record = chunks.new_record(
+        db, info, vector_column, chunking.get("tokens"), chunking.get("overlap"), chunking.get("counting"), ()
+    )  # fmt: skip
+    return {**record, "opening_weight": chunking.get("opening_weight", chunks.OPENING_WEIGHT)}
 
 
 def add_contents(db: Database, target: VectorTarget) -> None:
@@ -669,7 +752,7 @@ def add_contents(db: Database, target: VectorTarget) -> None:
 def check_keys_unique_in_their_type(db: Database, staging: Staging) -> None:
     """Keys that differ as text but not as values ("01" and 1 for an integer key) are one key.
     The unique index that proves it also orders the batches of the UPDATE."""
-    keys = sql.SQL(", ").join(staging.key_columns)
+    keys = sql.SQL(", ").join(staging.unique_columns)
     try:
         db.command(sql.SQL("CREATE UNIQUE INDEX ON {} ({})").format(staging.keys, keys))
     except DatabaseError:
@@ -684,8 +767,8 @@ def check_keys_unique_in_their_type(db: Database, staging: Staging) -> None:
 def first_repeated_key(db: Database, staging: Staging) -> tuple[int, int, str] | None:
     """(line, line of its first occurrence, the key as its column prints it) of the earliest line
     whose key came before, or None."""
-    keys = sql.SQL(", ").join(staging.key_columns)
-    as_text = sql.SQL(" || ', ' || ").join(sql.SQL("CAST({} AS text)").format(k) for k in staging.key_columns)
+    keys = sql.SQL(", ").join(staging.unique_columns)
+    as_text = sql.SQL(" || ', ' || ").join(sql.SQL("CAST({} AS text)").format(k) for k in staging.unique_columns)
     return db.fetchone(
         sql.SQL(
             "SELECT line, first, key FROM (SELECT line, min(line) OVER (PARTITION BY {}) AS first, {} AS key FROM {}) AS d"
