@@ -24,8 +24,8 @@ def make_docs(url: str) -> None:
         conn.execute("CREATE TABLE doc (id int PRIMARY KEY, body text)")
         for i in range(1, ROWS + 1):
             needle = f"The lighthouse keeper number {i} counts ships." if i % 3 == 0 else None
-            # Rows 5 and 6 share their text: one content, two rows.
-            conn.execute("INSERT INTO doc VALUES (%s, %s)", (i, long_text(60 + i, min(i, 5), needle, at=20)))
+            text = long_text(65, 5) if i in (5, 6) else long_text(60 + i, i, needle, at=20)
+            conn.execute("INSERT INTO doc VALUES (%s, %s)", (i, text))  # rows 5 and 6 share their text
 
 
 @pytest.fixture
