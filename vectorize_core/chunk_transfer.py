@@ -154,8 +154,9 @@ class Restorer:
         self.key_types = [self.table.columns[k].type_sql for k in self.table.primary_key]
 
     def same_row(self, a: str, b: str) -> sql.Composed:
-        return sql.SQL(" AND ").join(sql.SQL("{0}.{2} = {1}.{2}").format(sql.Identifier(a), sql.Identifier(b), k)
-                                     for k in self.keys)  # fmt: skip
+        """Rows a and b have the same key."""
+        a, b = sql.Identifier(a), sql.Identifier(b)
+        return sql.SQL(" AND ").join(sql.SQL("{0}.{2} = {1}.{2}").format(a, b, k) for k in self.keys)
 
     def opening(self, alias: str = "s") -> sql.Composed:
         return sql.SQL("{}.{} = {}").format(sql.Identifier(alias), self.f["chunk"], sql.SQL(str(int(OPENING))))
