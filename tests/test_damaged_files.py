@@ -252,6 +252,8 @@ def test_a_vector_of_absurd_length_is_refused_in_a_file_with_no_checks(run_cli, 
         "line 91: its length is over 1,000 times the file's typical",
     )  # fmt: skip
     assert twin_vectors(conn) == {}
+    # The database is as it was: not even pgvector, which the refused import had installed.
+    assert conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'vector'").fetchone()[0] == 0
     result = run_cli(*run, "--skip-damaged")
     assert result.exit_code == 0, result.output
     assert sorted(twin_vectors(conn)) == [i for i in range(1, N + 1) if i not in (81, 91)]

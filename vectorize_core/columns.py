@@ -127,10 +127,15 @@ def run_ddl(db: Database, statement: sql.Composable) -> None:
         raise DatabaseError(f"{exc} (while running: {db.as_string(statement)})", exc.sqlstate) from None
 
 
+def extension_installed(db: Database) -> bool:
+    """pgvector is installed in this PostgreSQL database, as the catalog read says."""
+    return db.dialect.name == "postgresql" and "vector" in db.catalog().extensions
+
+
 def ensure_extension(db: Database) -> None:
     """Make the vector type (and on CockroachDB before v25.4 its index feature) available, or
     stop before anything is encoded, saying what an administrator must run."""
-    if db.dialect.name == "postgresql" and "vector" in db.catalog().extensions:
+    if extension_installed(db):
         return  # installed: nothing to ask of the server
     db.forget_catalog()
     for statement in db.dialect.setup_statements():

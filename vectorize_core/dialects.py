@@ -207,6 +207,11 @@ class Dialect:
     def setup_statements(self) -> list[sql.Composable]:
         return [sql.SQL("CREATE EXTENSION IF NOT EXISTS vector")]
 
+    def undo_setup_statements(self) -> list[sql.Composable]:
+        """What undoes setup_statements when nothing has used them (a refused import): the
+        extension, dropped only if nothing depends on it."""
+        return [sql.SQL("DROP EXTENSION IF EXISTS vector RESTRICT")]
+
     def vector_ready(self, db) -> bool:
         """Whether the vector type is installed in this database."""
         return db.fetchone("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'vector'") is not None
@@ -595,6 +600,9 @@ class CockroachDialect(Dialect):
     @property
     def features(self) -> tuple[int, ...]:
         return self.active_version or self.version
+
+    def undo_setup_statements(self) -> list[sql.Composable]:
+        return []  # a cluster setting switched on is left on: other databases may use it
 
     def setup_statements(self) -> list[sql.Composable]:
         # VECTOR is built in; the index feature flag defaults to on only from v25.4.

@@ -38,7 +38,7 @@ import psycopg
 from psycopg import sql
 
 from . import chunk_transfer, chunks, contents, tracking
-from .columns import ensure_extension, refresh_terms, run_ddl, set_up_columns
+from .columns import ensure_extension, extension_installed, refresh_terms, run_ddl, set_up_columns
 from .contents import vector_hash
 from .db import Database, Table
 from .errors import BadInput, DatabaseError
@@ -425,6 +425,7 @@ def import_vectors(
         )  # fmt: skip
         has_index = target.column_exists and indexes_exist(db, target)
         started = time.monotonic()
+        had_extension = extension_installed(db) or not db.dialect.undo_setup_statements()
         ensure_extension(db)
         name = f"vectorize_import_{uuid.uuid4().hex[:12]}"
         staging = Staging(
@@ -434,6 +435,7 @@ def import_vectors(
             chunk_fields=fields,
         )
         result = ImportResult(target, phase_seconds=phases.seconds, cut=cut)
+        writing = False
         try:
             staging.create(db, info, dimension)
             result.records = load(db, staging)
@@ -445,6 +447,7 @@ def import_vectors(
                 check_chunk_rows(db, restorer, staging, result, strict, phases, path.name)
             else:
                 check_keys(db, target, staging, result, strict, phases, path.name)
+            writing = True
             with phases.phase("writing", result.records - result.missing) as tell:
                 write_columns(db, target, result)
                 if target.track_changes:
@@ -457,6 +460,11 @@ def import_vectors(
                 else:
                     result.updated = update_in_batches(db, target, staging, tell)
                 add_contents(db, target)
+        except BadInput:
+            if not writing and not had_extension:
+                staging.drop(db)
+                undo_extension(db)  # a refused file leaves the database as it found it
+            raise
         finally:
             staging.drop(db)
         # Building the indexes once over the filled column is far cheaper than maintaining them.
@@ -489,6 +497,16 @@ class Restored:
             keys_file or (str(path.parent / keys) if keys else None),
             recorded,
         )
+
+
+def undo_extension(db: Database) -> None:
+    """Remove the vector extension this import installed, unless something uses it by now."""
+    for statement in db.dialect.undo_setup_statements():
+        try:
+            db.command(statement)
+        except DatabaseError:
+            pass  # another process made a vector column meanwhile: the extension stays
+    db.forget_catalog()
 
 
 def file_reading(path: Path, record: dict | None, key_columns: list[str], skip_damaged: bool) -> tuple[Reading, bool]:
