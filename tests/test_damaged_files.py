@@ -309,3 +309,15 @@ def test_every_row_of_an_export_carries_its_check_and_the_record_its_count(run_c
             rows = [(o["id"], o["crc32"]) for o in map(json.loads, keys.read_text().splitlines())]
     for key, check in rows:
         assert check == zlib.crc32(original[key - 1].astype("<f4").tobytes(), zlib.crc32(str(key).encode()))
+
+
+def test_an_npy_exports_keys_rewritten_as_csv_still_verify(run_cli, url, conn, exported):
+    """The checks are values, not text: a keys file turned into CSV (checks as text) verifies."""
+    path = exported("npy")
+    keys = path.with_name("passage.keys.jsonl")
+    rows = [json.loads(line) for line in keys.read_text().splitlines()]
+    csv_keys = path.with_name("passage.keys.csv")
+    csv_keys.write_text("id,crc32\n" + "".join(f"{r['id']},{r['crc32']}\n" for r in rows))
+    result = import_into_twin(run_cli, url, path, "--keys", csv_keys)
+    assert result.exit_code == 0, result.output
+    assert len(twin_vectors(conn)) == N

@@ -44,7 +44,17 @@ from .db import Database, Table
 from .errors import BadInput, DatabaseError
 from .fill_queries import FillQueries
 from .formats.checks import Damage, absurd_norms, failed_checks, key_check, norm_reference
-from .formats.common import CHECK_FAILED, BadVectorFile, Block, FastPathRefused, Reading, Source, first_block, keys_row
+from .formats.common import (
+    CHECK_FAILED,
+    BadVectorFile,
+    Block,
+    FastPathRefused,
+    Reading,
+    Source,
+    check_value,
+    first_block,
+    keys_row,
+)
 from .formats.delimited import csv_blocks, exact_csv_blocks
 from .formats.jsonl import jsonl_blocks
 from .formats.npy import NpyFile, check_numbers, open_npy, read_keys
@@ -276,7 +286,7 @@ def load_npy(db: Database, staging: Staging, npy: NpyFile, keys_path: Path, read
                     spool.write(keys_row(row_keys, line))
                     if reading.check:
                         crcs.append(key_check(row_keys))
-                        written.append(check)
+                        written.append(check_value(check))
                 if len(staging.lines) < start + len(chunk):
                     break  # the keys ran out: said below
                 check_numbers(npy, start, chunk, keys_path.name, staging.lines)
