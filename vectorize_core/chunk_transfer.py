@@ -223,25 +223,6 @@ class Restorer:
             columns,
         )
 
-    def batches(self, db: Database) -> list[tuple[tuple, tuple]]:
-        """(after, up to) key bounds (as text; () for none) of RESTORE_BATCH rows each, in key order."""
-        s_keys = sql.SQL(", ").join(sql.SQL("s.{}").format(k) for k in self.keys)
-        as_text = sql.SQL(", ").join(sql.SQL("CAST(s.{} AS text)").format(k) for k in self.keys)
-        typed = sql.SQL(", ").join(sql.SQL("CAST(%s AS {})").format(sql.SQL(t)) for t in self.key_types)
-        bounds, last = [], ()
-        while True:
-            after = sql.SQL(" AND ({}) > ({})").format(s_keys, typed) if last else sql.SQL("")
-            end = db.fetchone(
-                sql.SQL("SELECT {} FROM {} AS s WHERE {}{} ORDER BY {} LIMIT 1 OFFSET %s").format(
-                    as_text, self.s, self.opening(), after, s_keys
-                ),
-                (*last, RESTORE_BATCH - 1),
-            )
-            bounds.append((last, tuple(end) if end else ()))
-            if end is None:
-                return bounds
-            last = tuple(end)
-
     def in_batch(self, alias: str, bounds: tuple[tuple, tuple]) -> tuple[sql.Composed, tuple]:
         """The rows of alias within a batch's bounds, and the parameters."""
         keys = sql.SQL(", ").join(sql.SQL("{}.{}").format(sql.Identifier(alias), k) for k in self.keys)
@@ -313,8 +294,9 @@ class Restorer:
 
         return db.run(work)  # idempotent: the delete makes a rerun of the batch write the same
 
-    def restore(self, db: Database, restore: ChunkRestore, tell: Callable[[int], None]) -> None:
-        for bounds in self.batches(db):
+    def restore(self, db: Database, restore: ChunkRestore, tell: Callable[[int], None], ranges) -> None:
+        """Each range of rows (after, up to: their openings' keys, RESTORE_BATCH a range) in a batch."""
+        for bounds in ranges:
             rows, chunks = self.restore_batch(db, bounds)
             restore.rows += rows
             restore.chunks += chunks

@@ -82,14 +82,13 @@ def export_vectors(
     key_columns = list(target.table.primary_key)
     keys = Path(keys_file) if keys_file else keys_path(path) if kind == "npy" else None
     record = export_record(target, key_columns, keys)  # refuses a column whose source was dropped
-    fields = key_columns
-    if target.metadata.get("chunks"):  # one record a chunk: the chunk fields follow the keys
+    fields, chunked = key_columns, bool(target.metadata.get("chunks"))
+    if chunked:  # one record a chunk: the chunk fields follow the keys
         record.update(chunk_transfer.export_record_part(target, key_columns))
         fields = [*key_columns, *record["chunk_fields"].values()]
     record["check"] = {"field": check_field(fields), "algorithm": CHECK_ALGORITHM}
     phases = Phases(progress)
     started = time.monotonic()
-    chunked = bool(target.metadata.get("chunks"))
     total = chunk_transfer.chunk_rows_estimate(db, target) if chunked else rows_to_export(db, target)
     result = ExportResult(target, kind, dimension=int(target.metadata["dimension"]), chunked=chunked)
     writer = WRITERS[kind](path, fields, result.dimension, keys, record)

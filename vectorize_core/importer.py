@@ -43,18 +43,8 @@ from .contents import vector_hash
 from .db import Database, Table
 from .errors import BadInput, DatabaseError
 from .fill_queries import FillQueries
-from .formats.checks import Damage, absurd_norms, failed_checks, key_check, norm_reference
-from .formats.common import (
-    CHECK_FAILED,
-    BadVectorFile,
-    Block,
-    FastPathRefused,
-    Reading,
-    Source,
-    check_value,
-    first_block,
-    keys_row,
-)
+from .formats.checks import Damage, absurd_norms, check_failures, key_check, norm_reference
+from .formats.common import BadVectorFile, Block, FastPathRefused, Reading, Source, first_block, keys_row
 from .formats.delimited import csv_blocks, exact_csv_blocks
 from .formats.jsonl import jsonl_blocks
 from .formats.npy import NpyFile, check_numbers, open_npy, read_keys
@@ -286,13 +276,13 @@ def load_npy(db: Database, staging: Staging, npy: NpyFile, keys_path: Path, read
                     spool.write(keys_row(row_keys, line))
                     if reading.check:
                         crcs.append(key_check(row_keys))
-                        written.append(check_value(check))
+                        written.append(check)
                 if len(staging.lines) < start + len(chunk):
                     break  # the keys ran out: said below
                 check_numbers(npy, start, chunk, keys_path.name, staging.lines)
                 lines = staging.lines[start : start + len(chunk)]
                 if reading.check:
-                    staging.damage.rows += [(lines[i], CHECK_FAILED) for i in failed_checks(crcs, written, chunk)]
+                    staging.damage.rows += check_failures(lines, crcs, written, chunk)
                 staging.note_lengths(chunk, lines, bool(reading.check))
                 tell(start + len(chunk))
             count = len(staging.lines) + sum(1 for _ in keys)
@@ -445,7 +435,7 @@ def import_vectors(
             chunk_fields=fields,
         )
         result = ImportResult(target, phase_seconds=phases.seconds, cut=cut)
-        writing = False
+        writing = refused = False
         try:
             staging.create(db, info, dimension)
             result.records = load(db, staging)
@@ -465,18 +455,21 @@ def import_vectors(
                 if index == "now" and not has_index:  # then the UPDATE maintains them
                     build_indexes(db, target, result, index_memory, on_index)
                 if restorer is not None:
-                    restorer.restore(db, result.restored, tell)
+                    ranges = key_ranges(
+                        db, staging, restorer.key_types, chunk_transfer.RESTORE_BATCH, restorer.opening()
+                    )
+                    restorer.restore(db, result.restored, tell, ranges)
                     result.updated = result.restored.rows
                 else:
                     result.updated = update_in_batches(db, target, staging, tell)
                 add_contents(db, target)
         except BadInput:
-            if not writing and not had_extension:
-                staging.drop(db)
-                undo_extension(db)  # a refused file leaves the database as it found it
+            refused = not writing
             raise
         finally:
             staging.drop(db)
+            if refused and not had_extension:
+                undo_extension(db)  # a refused file leaves the database as it found it
         # Building the indexes once over the filled column is far cheaper than maintaining them.
         if index == "after" and not has_index:
             build_indexes(db, target, result, index_memory, on_index)
@@ -579,7 +572,7 @@ def check_damage(db: Database, staging: Staging, result: ImportResult, skip_dama
     count = len(damage.rows)
     if not skip_damaged:
         raise BadVectorFile(
-            f"{staging.lines_name}: {count} damaged {damage.unit}{'s' if count != 1 else ''} ({damage.describe()}); "
+            f"{staging.lines_name}: {plural(count, f'damaged {damage.unit}')} ({damage.describe()}); "
             "nothing changed (--skip-damaged imports the others)"
         )
     result.records -= staging.leave_out_damaged(db)
@@ -814,10 +807,8 @@ def update_in_batches(db: Database, target: VectorTarget, staging: Staging, tell
     info = target.table
     s_keys = sql.SQL(", ").join(sql.SQL("s.{}").format(k) for k in staging.key_columns)
     t_keys = sql.SQL(", ").join(sql.SQL("t.{}").format(k) for k in staging.key_columns)
-    typed = sql.SQL(", ").join(
-        sql.SQL("CAST(%s AS {})").format(sql.SQL(info.columns[k].type_sql)) for k in info.primary_key
-    )
-    as_text = sql.SQL(", ").join(sql.SQL("CAST(s.{} AS text)").format(k) for k in staging.key_columns)
+    key_types = [info.columns[k].type_sql for k in info.primary_key]
+    typed = sql.SQL(", ").join(sql.SQL("CAST(%s AS {})").format(sql.SQL(t)) for t in key_types)
     # A vector that came without a model is keyed by its own hash in the contents the index holds.
     write = sql.SQL(
         "UPDATE {} AS t SET {} = v.vec, {} = {} FROM {} AS s JOIN {} AS v ON v.line = s.line WHERE {}"
@@ -834,26 +825,37 @@ def update_in_batches(db: Database, target: VectorTarget, staging: Staging, tell
     # little the planner knows of the scratch tables.
     after = sql.SQL(" AND ({0}) > ({2}) AND ({1}) > ({2})").format(s_keys, t_keys, typed)
     upto = sql.SQL(" AND ({0}) <= ({2}) AND ({1}) <= ({2})").format(s_keys, t_keys, typed)
-    s_after = sql.SQL(" AND ({}) > ({})").format(s_keys, typed)
-    next_end = sql.SQL("SELECT {} FROM {} AS s WHERE TRUE{} ORDER BY {} LIMIT 1 OFFSET %s")
 
     def batches():
         """(statement, parameters) of each batch, in key order."""
-        last = ()
-        while True:
-            # The unique index on the scratch keys makes this a short index scan.
-            end = db.fetchone(
-                next_end.format(as_text, staging.keys, s_after if last else sql.SQL(""), s_keys),
-                (*last, UPDATE_BATCH - 1),
-            )
-            since = (after, (*last, *last)) if last else (sql.SQL(""), ())
-            if end is None:  # the last batch: whatever is left
-                yield write + since[0], since[1]
-                return
-            yield write + since[0] + upto, (*since[1], *end, *end)
-            last = tuple(end)
+        for last, end in key_ranges(db, staging, key_types, UPDATE_BATCH):
+            statement, params = write, ()
+            if last:
+                statement, params = statement + after, (*last, *last)
+            if end:
+                statement, params = statement + upto, (*params, *end, *end)
+            yield statement, params
 
     return run_batches(db, batches(), tell)
+
+
+def key_ranges(db: Database, staging: Staging, key_types: list[str], size: int, where=None) -> Iterator[tuple]:
+    """(after, up to) of each range of `size` scratch keys in key order (of the rows matching
+    where), as text; () for no bound: the first range has no after, the last no up to."""
+    s_keys = sql.SQL(", ").join(sql.SQL("s.{}").format(k) for k in staging.key_columns)
+    typed = sql.SQL(", ").join(sql.SQL("CAST(%s AS {})").format(sql.SQL(t)) for t in key_types)
+    as_text = sql.SQL(", ").join(sql.SQL("CAST(s.{} AS text)").format(k) for k in staging.key_columns)
+    condition = where if where is not None else sql.SQL("TRUE")
+    next_end = sql.SQL("SELECT {} FROM {} AS s WHERE {}{} ORDER BY {} LIMIT 1 OFFSET %s")
+    last: tuple = ()
+    while True:
+        # The unique index on the scratch keys makes this a short index scan.
+        after = sql.SQL(" AND ({}) > ({})").format(s_keys, typed) if last else sql.SQL("")
+        end = db.fetchone(next_end.format(as_text, staging.keys, condition, after, s_keys), (*last, size - 1))
+        yield last, tuple(end) if end else ()
+        if end is None:  # the last range: whatever is left
+            return
+        last = tuple(end)
 
 
 # Connections writing batches at once: the server does an UPDATE batch's work, so a second

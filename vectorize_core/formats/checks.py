@@ -59,9 +59,31 @@ def checks_of(keys: Sequence[Sequence], vectors: np.ndarray) -> list[int]:
     return row_checks([key_check(map(str, k)) for k in keys], vectors)
 
 
-def failed_checks(key_crcs: Sequence[int], written: Sequence[int | None], vectors: np.ndarray) -> list[int]:
+# What a row whose check does not match what it holds is called.
+CHECK_FAILED = "its check does not match its keys and vector"
+
+
+def check_value(value) -> int | None:
+    """A row's check as written (an integer, or its digits as text: CSV), or None for one missing
+    or not an integer."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, (str, bytes)) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
+def failed_checks(key_crcs: Sequence[int], written: Sequence, vectors: np.ndarray) -> list[int]:
     """The rows (indices) whose written check is missing or is not the check of what they hold."""
-    return [i for i, (got, want) in enumerate(zip(row_checks(key_crcs, vectors), written, strict=True)) if got != want]
+    computed = row_checks(key_crcs, vectors)
+    return [i for i, (got, want) in enumerate(zip(computed, written, strict=True)) if got != check_value(want)]
+
+
+def check_failures(lines: Sequence[int], key_crcs: Sequence[int], written: Sequence, vectors: np.ndarray):
+    """(line, CHECK_FAILED) of the rows (their lines given) whose check fails."""
+    return [(int(lines[row]), CHECK_FAILED) for row in failed_checks(key_crcs, written, vectors)]
 
 
 def norm_reference(vectors: np.ndarray) -> float:

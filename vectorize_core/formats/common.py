@@ -22,7 +22,7 @@ import orjson
 
 from ..errors import BadInput
 from ..record import record_path
-from .checks import checks_of, failed_checks, key_check
+from .checks import check_failures, key_check
 
 
 class BadVectorFile(BadInput):
@@ -204,7 +204,7 @@ class Blocks:
         self.raws.append(raw)
         if self.reading.check:
             self.key_crcs.append(key_check(keys))
-            self.checks.append(check_value(check))
+            self.checks.append(check)
 
     def damage(self, line: int, error: BadVectorFile) -> None:
         """A record that cannot be read: refused, or (tolerant) named and left out."""
@@ -255,9 +255,8 @@ class Blocks:
         block = Block(np.frombuffer(self.lines, dtype=np.int64).copy(), "".join(self.keys), vectors, size)
         if self.reading.check:
             block.checked = True
-            for row in failed_checks(self.key_crcs, self.checks, vectors):
-                block.damaged.append((self.lines[row], CHECK_FAILED))
-                block.suspect += 1
+            block.damaged = check_failures(self.lines, self.key_crcs, self.checks, vectors)
+            block.suspect = len(block.damaged)
         block.damaged += self.damaged
         self.lines, self.keys, self.vectors, self.raws = array("q"), [], [], []
         self.key_crcs, self.checks, self.damaged = [], [], []
@@ -398,21 +397,6 @@ def first_block(path: Path, blocks: Iterator[Block], size: int | None = None, **
     raise BadVectorFile(f"{path.name}: no vectors in the file")
 
 
-# What a row whose check does not match what it holds is called.
-CHECK_FAILED = "its check does not match its keys and vector"
-
-
-def check_value(value) -> int | None:
-    """A row's check as written (an integer), or None for one missing or not an integer."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, (str, bytes)) and value.strip().isdigit():
-        return int(value)
-    return None
-
-
 def reason(error: BadVectorFile) -> str:
     """What an error says is wrong, without the 'file line N: ' it starts with."""
     text = str(error)
@@ -428,12 +412,9 @@ class Writer:
 
     def __init__(self, path: Path, key_columns: list[str], dimension: int, keys: Path | None, record: dict):
         self.path, self.key_columns, self.dimension, self.keys, self.record = path, key_columns, dimension, keys, record
-        self.check = (record.get("check") or {}).get("field")  # each row's check goes in this field
+        self.check = (record.get("check") or {}).get("field")  # each row's check goes in this field (checks_of)
         self.temps: dict[Path, Path] = {}  # final name: temporary name
         self.closed = False
-
-    def checks(self, keys: list[tuple], vectors: np.ndarray) -> list[int]:
-        return checks_of(keys, vectors)
 
     def temp(self, path: Path) -> Path:
         self.temps[path] = path.with_name(f".{path.name}.partial")

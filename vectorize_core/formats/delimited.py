@@ -17,6 +17,7 @@ from pathlib import Path
 import simdjson
 
 from . import common
+from .checks import checks_of
 from .common import (
     BadVectorFile,
     Block,
@@ -170,7 +171,7 @@ class CsvWriter(Writer):
         columns = [pa.array(list(values)) for values in zip(*keys, strict=True)]
         columns.append(pa.array(vector_json(vectors), pa.binary()).cast(pa.string()))
         if self.check:
-            columns.append(pa.array(self.checks(keys, vectors), pa.uint32()))
+            columns.append(pa.array(checks_of(keys, vectors), pa.uint32()))
         table = pa.table(columns, names=[f"c{i}" for i in range(len(columns))])
         self.pa_csv.write_csv(table, self.out, self.pa_csv.WriteOptions(include_header=False))
 

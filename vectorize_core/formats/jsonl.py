@@ -15,6 +15,7 @@ import numpy as np
 import orjson
 import simdjson
 
+from .checks import checks_of
 from .common import (
     NOT_FAST,
     BadVectorFile,
@@ -138,7 +139,7 @@ class JsonlWriter(Writer):
     def write(self, keys, vectors):
         names = [json.dumps(k).encode() + b": " for k in self.key_columns]
         check = b", " + json.dumps(self.check).encode() + b": "
-        checks = self.checks(keys, vectors) if self.check else [None] * len(keys)
+        checks = checks_of(keys, vectors) if self.check else [None] * len(keys)
         lines = []
         for key, vector, crc in zip(keys, vector_json(vectors), checks, strict=True):
             fields = b", ".join(n + orjson.dumps(v) for n, v in zip(names, key, strict=True))

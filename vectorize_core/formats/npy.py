@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from .checks import checks_of
 from .common import BadVectorFile, FileLines, Reading, Writer, bad_number, key_text, missing_key
 from .delimited import csv_reader
 from .jsonl import json_objects, object_keys
@@ -125,7 +126,7 @@ class NpyWriter(Writer):
         names = self.key_columns
         rows = [dict(zip(names, k, strict=True)) for k in keys]
         if self.check:
-            for row, crc in zip(rows, self.checks(keys, vectors), strict=True):
+            for row, crc in zip(rows, checks_of(keys, vectors), strict=True):
                 row[self.check] = crc
         self.key_lines.write(b"".join(orjson.dumps(row) + b"\n" for row in rows))
         self.count += len(vectors)

@@ -15,8 +15,8 @@ import numpy as np
 
 from ..record import PARQUET_KEY
 from . import common
-from .checks import failed_checks, key_check
-from .common import CHECK_FAILED, BadVectorFile, Block, Reading, Source, Writer, bad_numbers, first_block
+from .checks import check_failures, checks_of, key_check
+from .common import BadVectorFile, Block, Reading, Source, Writer, bad_numbers, first_block
 
 # Parquet is read this many rows at a time.
 PARQUET_BATCH = 4096
@@ -150,9 +150,9 @@ def parquet_block(name: str, batch, start: int, reading: Reading, dimension: int
     if written is not None:
         block.checked = True
         crcs = [key_check(k) for k in zip(*(column.to_pylist() for column in keys), strict=True)]
-        for row in failed_checks(crcs, written.to_pylist(), block.vectors):
-            block.damaged.append((int(lines[row]), CHECK_FAILED))
-            block.suspect += 1
+        failed = check_failures(lines, crcs, written.to_pylist(), block.vectors)
+        block.damaged += failed
+        block.suspect = len(failed)
     return block
 
 
@@ -185,7 +185,7 @@ class ParquetWriter(Writer):
             self.start([c.type for c in columns])
         columns.append(pa.FixedSizeListArray.from_arrays(flat, self.dimension))
         if self.check:
-            columns.append(pa.array(self.checks(keys, vectors), pa.uint32()))
+            columns.append(pa.array(checks_of(keys, vectors), pa.uint32()))
         self.writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=self.writer.schema))
 
     def close(self):
