@@ -753,6 +753,8 @@ def import_vectors(url, table, schema, column, file, keys_file, vector_column, m
       vectorize.py import-vectors --table passage --column passage --file vectors.jsonl --model-name my-model
       vectorize.py import-vectors -t passage -c passage -f vectors.npy --keys keys.jsonl --fulltext
       vectorize.py import-vectors --url postgresql://root@crdb:26257/app --file passage.parquet
+      vectorize.py import-vectors --file passage.jsonl --skip-damaged   # leave out (and name) damaged rows
+      vectorize.py import-vectors --file passage.jsonl --partial        # a file cut short, knowingly
     """
     from vectorize_core import connect
     from vectorize_core.importer import import_vectors as run_import
@@ -819,6 +821,9 @@ def export_vectors(url, table, schema, column, vector_column, file, keys_file):
     The record (model, metric, prefixes, source column, label) goes inside a Parquet file and
     beside the others (FILE.vectorize.json), so `import-vectors --file FILE` into another
     database restores the same vectors, bit for bit, and `search "text"` works there.
+    Each row carries a CRC-32 check and the record its row count, so the import refuses a
+    damaged or cut file. A chunked column (encode --chunk) exports one record a chunk, with its
+    span in the text, and is restored into a table whose text matches.
 
     \b
     Example:
